@@ -1,0 +1,122 @@
+"""Time LIF forward + backward: spikelottery (eager, compiled) against SpikingJelly's LIFNode.
+
+Run ``python benchmarks/bench_lif.py`` (``--help`` for options). Every variant runs in the
+same process on the same input; compilation and other warm-up are excluded from the
+timings. On CUDA, SpikingJelly picks its own CUDA/Triton kernels automatically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from spikelottery.neuron import LIFNeuron
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(
+    step: Callable[[], None], device: torch.device, warmup: int, repeats: int
+) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _make_step(neuron: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    reset = getattr(neuron, "reset", None)
+
+    def step() -> None:
+        if reset is not None:
+            reset()  # SpikingJelly's multi-step state carries over between calls otherwise
+        x.grad = None
+        spikes = neuron(x)
+        spikes.backward(grad)
+
+    return step
+
+
+def _variants(beta: float) -> dict[str, torch.nn.Module]:
+    variants: dict[str, torch.nn.Module] = {
+        "spikelottery eager": LIFNeuron(beta=beta, backend="eager"),
+        "spikelottery compiled": LIFNeuron(beta=beta, backend="compiled"),
+    }
+    try:
+        from spikingjelly.activation_based import neuron, surrogate
+    except ImportError:
+        print("spikingjelly not installed: comparing our two backends only")
+    else:
+        variants["spikingjelly LIFNode"] = neuron.LIFNode(
+            tau=1.0 / (1.0 - beta),
+            decay_input=False,
+            v_reset=0.0,
+            surrogate_function=surrogate.ATan(),
+            step_mode="m",
+        )
+    return variants
+
+
+def run(shape: tuple[int, ...], device: torch.device, warmup: int, repeats: int) -> None:
+    torch.manual_seed(0)
+    x = (torch.randn(shape, device=device) * 1.5).requires_grad_()
+    grad = torch.randn(shape, device=device)
+    variants = _variants(beta=0.99)
+    medians = {}
+    for name, neuron in variants.items():
+        neuron.to(device)
+        times = _time(_make_step(neuron, x, grad), device, warmup, repeats)
+        medians[name] = statistics.median(times)
+    threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    print(f"\nshape {list(shape)}  device {device}  threads {threads}  repeats {repeats}")
+    print(f"{'variant':<24}{'median fwd+bwd ms':>20}")
+    for name, ms in medians.items():
+        print(f"{name:<24}{ms:>20.2f}")
+    if "spikingjelly LIFNode" in medians:
+        sj = medians["spikingjelly LIFNode"]
+        for name in ("spikelottery eager", "spikelottery compiled"):
+            print(f"speed-up of {name} over SpikingJelly: {sj / medians[name]:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs="+",
+        default=[4, 64, 128, 16, 16],
+        help="input shape [T, B, C, H, W] (default: 4 64 128 16 16)",
+    )
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 0],
+                        help="CPU thread counts to run; 0 means torch's default (default: 1 0)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}")
+    if device.type == "cuda":
+        run(tuple(args.shape), device, args.warmup, args.repeats)
+        return
+    default_threads = torch.get_num_threads()
+    for threads in args.threads:
+        torch.set_num_threads(threads or default_threads)
+        run(tuple(args.shape), device, args.warmup, args.repeats)
+    torch.set_num_threads(default_threads)
+
+
+if __name__ == "__main__":
+    main()

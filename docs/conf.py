@@ -1,0 +1,41 @@
+"""Sphinx configuration for spikelottery (built with -W: warnings are errors)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+project = "spikelottery"
+author = "The spikelottery developers"
+copyright = "2026, The spikelottery developers"
+release = importlib.metadata.version("spikelottery")
+version = release
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+myst_enable_extensions = ["dollarmath", "colon_fence"]
+myst_heading_anchors = 3
+
+# The notebook is executed by the test suite (nbmake); the docs show its stored outputs.
+nb_execution_mode = "off"
+
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_typehints = "description"
+autodoc_member_order = "bysource"
+autosummary_generate = False
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+# Base-class references to torch/numpy types cannot be resolved without network access.
+nitpicky = False
+suppress_warnings = ["myst.header", "mystnb.unknown_mime_type"]
+
+html_theme = "furo"
+html_title = f"spikelottery {release}"

@@ -1,0 +1,53 @@
+"""Argument checks shared by every public entry point."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+__all__ = ["check_ratio", "kept_count"]
+
+
+def check_ratio(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is a pruning ratio in ``[0, 1)``.
+
+    Args:
+        name: The argument's name, used in the error message (``"pa"``, ``"pb"``).
+        value: The fraction REMOVED.
+
+    Raises:
+        ValueError: ``value`` is not a finite number in ``[0, 1)``.
+    """
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"{name} must be a number in [0, 1) (the fraction removed), got {value!r}")
+    if not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # numpy / torch scalars
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name} must be a number in [0, 1) (the fraction removed), got {value!r}"
+            ) from None
+    value = float(value)
+    if not math.isfinite(value) or not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"{name} must be in [0, 1): it is the fraction REMOVED (0 keeps everything), "
+            f"got {name}={value!r}"
+        )
+    return value
+
+
+def kept_count(n: int, ratio: float) -> int:
+    """Number of items kept when the fraction ``ratio`` of ``n`` items is removed.
+
+    The count is exact: ``n - floor(ratio * n)``, with the product taken on the decimal
+    value as written (``0.29`` of 100 removes 29 items, where float arithmetic would give
+    ``floor(28.999999999999996) = 28``). So ``ratio = 0`` keeps all ``n`` and any
+    ``ratio < 1`` keeps at least one item of a non-empty set.
+
+    >>> kept_count(64, 0.3)
+    45
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    ratio = check_ratio("ratio", ratio)
+    return n - math.floor(Fraction(repr(ratio)) * n)

@@ -1,0 +1,16 @@
+"""The one error type of spikelottery.
+
+Argument mistakes raise the built-in :class:`ValueError` / :class:`TypeError` with a
+message naming the argument; everything the library detects about a *model* or a
+*file* (an unmatched filter, a ticket for another architecture, a corrupted file)
+raises :class:`SpikeLotteryError`, which is also a :class:`ValueError` so generic
+``except ValueError`` handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SpikeLotteryError"]
+
+
+class SpikeLotteryError(ValueError):
+    """A model, a layer or a file is not what spikelottery needs; the message says what to do."""

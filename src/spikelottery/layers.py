@@ -1,0 +1,364 @@
+"""Score-mask layers: ``SubnetConv``, ``SubnetConv1d``, ``SubnetLinear`` and ``BinaryActivation``.
+
+A subnet layer keeps its frozen random weight under the usual key ``weight`` and learns
+one ``scores`` entry per weight. Its effective weight is ``W * M`` (mode ``"lt"``,
+edge-popup) or ``alpha * sign(W) * M`` (mode ``"mp"``, multi-prize), where ``M`` keeps
+the ``n - floor(pa * n)`` largest ``|scores|``. The mask (and alpha) is computed once per
+change of the scores or the weight, not on every call: a spiking layer runs ``T`` times
+per optimizer step.
+
+The classes subclass the dense PyTorch layers, so code that checks
+``isinstance(layer, nn.Conv2d)`` (and SpikingJelly's multi-step ``layer.Conv2d``, see
+:func:`subnet_class_for`) keeps working.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._validation import check_ratio, kept_count
+from .masks import approx_sign, mp_alpha, precompute_subnet, subnet_weight_precomputed, topk_mask
+
+__all__ = [
+    "MODES",
+    "BinaryActivation",
+    "SubnetConv",
+    "SubnetConv1d",
+    "SubnetLayer",
+    "SubnetLinear",
+    "init_weight_",
+    "is_subnet",
+    "subnet_class_for",
+]
+
+Mode = Literal["lt", "mp"]
+Init = Literal["kaiming_normal", "signed_constant", "keep"]
+MODES: tuple[str, ...] = ("lt", "mp")
+INITS: tuple[str, ...] = ("kaiming_normal", "signed_constant", "keep")
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(
+            f"mode must be one of {MODES} ('lt': W * mask, 'mp': alpha * sign(W) * mask), got {mode!r}"
+        )
+    return mode
+
+
+def init_weight_(weight: Tensor, init: str = "kaiming_normal") -> Tensor:
+    """Re-initialise a frozen random weight in place.
+
+    Args:
+        weight: A conv or linear weight (``[out, in/groups, *kernel]`` or ``[out, in]``).
+        init: ``"kaiming_normal"`` (fan_in, ReLU gain; the default), ``"signed_constant"``
+            (``±sqrt(2 / fan_in)`` with random signs, edge-popup's best variant) or
+            ``"keep"`` (leave the values alone, e.g. for a pretrained weight).
+
+    Returns:
+        ``weight``.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "keep":
+        return weight
+    with torch.no_grad():
+        if init == "kaiming_normal":
+            nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")
+        else:
+            fan_in = nn.init._calculate_correct_fan(weight, "fan_in")
+            std = nn.init.calculate_gain("relu") / math.sqrt(fan_in)
+            weight.copy_(torch.randn_like(weight).sign() * std)
+            weight[weight == 0] = std
+    return weight
+
+
+class SubnetLayer(nn.Module):
+    """Mixin holding the score-mask logic shared by every subnet layer.
+
+    Not used on its own: :class:`SubnetConv`, :class:`SubnetConv1d` and
+    :class:`SubnetLinear` combine it with a dense PyTorch layer.
+    """
+
+    weight: Tensor
+    bias: Tensor | None
+    scores: nn.Parameter
+    pa: float
+    mode: str
+    _dense_class: type[nn.Module]
+
+    def _init_subnet(self, pa: float, mode: str, init: str) -> None:
+        self.pa = check_ratio("pa", pa)
+        self.mode = _check_mode(mode)
+        init_weight_(self.weight, init)
+        self.weight.requires_grad_(False)
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+        scores = torch.empty_like(self.weight, requires_grad=True)
+        nn.init.kaiming_uniform_(scores, a=math.sqrt(5))
+        self.scores = nn.Parameter(scores)
+        self._clear_cache()
+
+    def _clear_cache(self) -> None:
+        self._cache_key: tuple[Any, ...] | None = None
+        self._mask: Tensor | None = None
+        self._alpha: Tensor | None = None
+        self._pre: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def _refresh(self) -> None:
+        # Tensor._version counts in-place updates (optimizer steps, load_state_dict);
+        # data_ptr catches .to(device) and `.data =` swaps.
+        s, w = self.scores, self.weight
+        key = (s._version, s.data_ptr(), w._version, w.data_ptr(), self.pa, self.mode)
+        if key == getattr(self, "_cache_key", None):
+            return
+        with torch.no_grad():
+            mask = topk_mask(s, self.pa)
+            self._alpha = mp_alpha(w, mask) if self.mode == "mp" else None
+            self._pre = precompute_subnet(s, w, mask, self._alpha)
+        self._mask = mask
+        self._cache_key = key
+
+    # -- public API ---------------------------------------------------------------
+    def set_pa(self, pa: float) -> None:
+        """Change the fraction of weights removed; the mask follows on the next call."""
+        self.pa = check_ratio("pa", pa)
+
+    def set_mode(self, mode: str) -> None:
+        """Switch between ``"lt"`` (``W * M``) and ``"mp"`` (``alpha * sign(W) * M``)."""
+        self.mode = _check_mode(mode)
+
+    def mask(self) -> Tensor:
+        """Boolean mask of the kept weights (exactly :attr:`kept` of them)."""
+        self._refresh()
+        assert self._mask is not None
+        return self._mask
+
+    def alpha(self) -> Tensor | None:
+        """The per-layer gain ``sum(|W| * M) / sum(M)`` in mode ``"mp"``, else ``None``."""
+        self._refresh()
+        return self._alpha
+
+    def effective_weight(self) -> Tensor:
+        """``W * M`` (``"lt"``) or ``alpha * sign(W) * M`` (``"mp"``), differentiable to ``scores``."""
+        self._refresh()
+        assert self._pre is not None
+        return subnet_weight_precomputed(self.scores, self.weight, self._pre)
+
+    @property
+    def kept(self) -> int:
+        """Number of weights kept: ``n - floor(pa * n)``."""
+        return kept_count(self.weight.numel(), self.pa)
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        n = self.weight.numel()
+        return f"{base}, pa={self.pa:g}, mode={self.mode!r}, kept={self.kept}/{n}"
+
+    def to_dense(self) -> nn.Module:
+        """A plain dense layer (the class this one was made from) holding the effective weight.
+
+        Its ``state_dict`` has the dense layer's keys (``weight``, ``bias``) and loads with
+        ``strict=True`` into the user's original architecture.
+        """
+        dense_cls = self._dense_class
+        dense = dense_cls.__new__(dense_cls)
+        state = {k: (v.copy() if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+        for k in ("_cache_key", "_mask", "_alpha", "_pre", "pa", "mode"):
+            state.pop(k, None)
+        dense.__dict__.update(state)
+        params = dense.__dict__["_parameters"]
+        params.pop("scores", None)
+        params["weight"] = nn.Parameter(self.effective_weight().detach().clone())
+        if self.bias is not None:
+            params["bias"] = nn.Parameter(self.bias.detach().clone())
+        return dense
+
+    @classmethod
+    def from_dense(
+        cls,
+        module: nn.Module,
+        pa: float,
+        mode: str = "lt",
+        *,
+        init: str = "kaiming_normal",
+        share: bool = False,
+    ) -> SubnetLayer:
+        """Build a subnet layer from a dense ``nn.Conv*`` / ``nn.Linear`` (or a subclass).
+
+        Args:
+            module: The dense layer. Subclasses (e.g. SpikingJelly's multi-step
+                ``layer.Conv2d``) give a subnet subclass of *their* class, so their
+                forward (and ``step_mode``) keeps working.
+            pa: Fraction of weights REMOVED.
+            mode: ``"lt"`` or ``"mp"``.
+            init: How to (re)initialise the frozen weight; ``"keep"`` keeps ``module``'s.
+            share: Reuse ``module``'s parameter tensors instead of copying them (what
+                :func:`~spikelottery.sparsify` does, in place).
+
+        >>> SubnetConv.from_dense(nn.Conv2d(3, 8, 3), pa=0.5).kept
+        108
+        """
+        target = subnet_class_for(type(module))
+        if not issubclass(target, cls):
+            raise TypeError(f"{cls.__name__}.from_dense cannot convert a {type(module).__name__}")
+        layer = target.__new__(target)
+        state = {k: (v.copy() if isinstance(v, dict) else v) for k, v in module.__dict__.items()}
+        layer.__dict__.update(state)
+        if not share:
+            params = layer.__dict__["_parameters"]
+            for name, p in list(params.items()):
+                if p is not None:
+                    params[name] = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+        layer._init_subnet(pa, mode, init)
+        return layer
+
+
+class SubnetConv(SubnetLayer, nn.Conv2d):
+    """``nn.Conv2d`` whose weight is a sub-network of a frozen random weight.
+
+    Accepts the arguments of :class:`torch.nn.Conv2d` (grouped and depthwise included)
+    plus ``pa``, ``mode`` and ``init``. Input may be ``[B, C, H, W]`` or multi-step
+    ``[T, B, C, H, W]``.
+
+    >>> conv = SubnetConv(3, 16, 3, padding=1, pa=0.4, mode="mp")
+    >>> conv(torch.randn(4, 2, 3, 8, 8)).shape  # [T, B, C, H, W]
+    torch.Size([4, 2, 16, 8, 8])
+    """
+
+    _dense_class = nn.Conv2d
+
+    def __init__(
+        self,
+        *args: Any,
+        pa: float = 0.5,
+        mode: str = "lt",
+        init: str = "kaiming_normal",
+        **kwargs: Any,
+    ) -> None:
+        nn.Conv2d.__init__(self, *args, **kwargs)
+        self._init_subnet(pa, mode, init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 5:  # multi-step [T, B, C, H, W]
+            return self.forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
+class SubnetConv1d(SubnetLayer, nn.Conv1d):
+    """``nn.Conv1d`` counterpart of :class:`SubnetConv` (token-wise 1x1 convs in transformers).
+
+    Input ``[B, C, L]`` or multi-step ``[T, B, C, L]``.
+    """
+
+    _dense_class = nn.Conv1d
+
+    def __init__(
+        self,
+        *args: Any,
+        pa: float = 0.5,
+        mode: str = "lt",
+        init: str = "kaiming_normal",
+        **kwargs: Any,
+    ) -> None:
+        nn.Conv1d.__init__(self, *args, **kwargs)
+        self._init_subnet(pa, mode, init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:  # multi-step [T, B, C, L]
+            return self.forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
+class SubnetLinear(SubnetLayer, nn.Linear):
+    """``nn.Linear`` whose weight is a sub-network of a frozen random weight.
+
+    Works on any leading dimensions, so ``[T, B, N, D]`` needs no reshaping.
+
+    >>> fc = SubnetLinear(64, 10, pa=0.4)
+    >>> fc.kept, fc(torch.randn(4, 2, 64)).shape
+    (384, torch.Size([4, 2, 10]))
+    """
+
+    _dense_class = nn.Linear
+
+    def __init__(
+        self,
+        *args: Any,
+        pa: float = 0.5,
+        mode: str = "lt",
+        init: str = "kaiming_normal",
+        **kwargs: Any,
+    ) -> None:
+        nn.Linear.__init__(self, *args, **kwargs)
+        self._init_subnet(pa, mode, init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+
+_BASES: tuple[tuple[type[nn.Module], type[SubnetLayer]], ...] = (
+    (nn.Conv2d, SubnetConv),
+    (nn.Conv1d, SubnetConv1d),
+    (nn.Linear, SubnetLinear),
+)
+_DYNAMIC: dict[type[nn.Module], type[SubnetLayer]] = {}
+
+
+def subnet_class_for(dense_cls: type[nn.Module]) -> type[SubnetLayer]:
+    """The subnet class that replaces layers of class ``dense_cls``.
+
+    ``nn.Conv2d`` maps to :class:`SubnetConv`, ``nn.Linear`` to :class:`SubnetLinear`.
+    A subclass ``C`` of those (SpikingJelly's ``layer.Conv2d``, a user's own conv) maps to a
+    class deriving from both ``C`` and the subnet class, created once and cached: ``C``'s
+    ``forward`` still runs and reaches our effective weight through ``super().forward``.
+
+    Raises:
+        TypeError: ``dense_cls`` is not a conv or linear layer.
+    """
+    if isinstance(dense_cls, type) and issubclass(dense_cls, SubnetLayer):
+        return dense_cls
+    for base, sub in _BASES:
+        if dense_cls is base:
+            return sub
+    for base, sub in _BASES:
+        if isinstance(dense_cls, type) and issubclass(dense_cls, base):
+            cached = _DYNAMIC.get(dense_cls)
+            if cached is None:
+                name = f"Subnet{dense_cls.__name__}"
+                qual = f"_Subnet_{dense_cls.__module__.replace('.', '_')}_{dense_cls.__qualname__.replace('.', '_')}"
+                cached = type(
+                    name, (dense_cls, sub), {"_dense_class": dense_cls, "__module__": __name__}
+                )
+                cached.__qualname__ = qual
+                setattr(sys.modules[__name__], qual, cached)  # so pickle finds it in this process
+                _DYNAMIC[dense_cls] = cached
+            return cached
+    raise TypeError(
+        f"no subnet layer for {dense_cls!r}: spikelottery converts nn.Conv1d, nn.Conv2d, nn.Linear "
+        "and their subclasses"
+    )
+
+
+def is_subnet(module: nn.Module) -> bool:
+    """True if ``module`` is a score-mask layer."""
+    return isinstance(module, SubnetLayer)
+
+
+class BinaryActivation(nn.Module):
+    """``sign(x)`` (``+1`` at 0) with the ApproxSign gradient ``2 * (1 - |x|)`` on ``|x| <= 1``.
+
+    The multi-prize binary activation. In a spiking network the spikes are already binary,
+    so it belongs in ANN twins and in non-spiking paths.
+
+    >>> BinaryActivation()(torch.tensor([-2.0, 0.5])).tolist()
+    [-1.0, 1.0]
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return approx_sign(x)

@@ -1,0 +1,238 @@
+"""Pieces shared by the model zoo: input encoding, activations and conv/linear -> BN -> act blocks.
+
+Every block works on the multi-step layout ``[T, B, ...]``. The spiking and the ANN
+versions of a model are built from the same blocks; only the activation differs
+(:class:`~spikelottery.neuron.LIFNeuron` or ``nn.ReLU``), so the two have the same
+parameters under the same names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d
+from ..neuron import LIFNeuron
+
+__all__ = [
+    "ConvBNAct",
+    "LinearBNAct",
+    "SpikingModel",
+    "encode_input",
+    "make_activation",
+]
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+    return value
+
+
+def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
+    """``img_size`` as ``(H, W)``: an int means a square image."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (_check_positive_int(name, value),) * 2
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (_check_positive_int(name, value[0]), _check_positive_int(name, value[1]))
+    raise ValueError(f"{name} must be an int or a pair (H, W) of positive ints, got {name}={value!r}")
+
+
+def make_activation(
+    spiking: bool,
+    *,
+    beta: float = 0.99,
+    neuron_kwargs: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """A multi-step LIF neuron (``spiking=True``) or a ``nn.ReLU`` (the ANN twin).
+
+    Args:
+        spiking: Build a :class:`~spikelottery.neuron.LIFNeuron` or a ``nn.ReLU``.
+        beta: Membrane decay (the paper's lambda).
+        neuron_kwargs: Further :class:`~spikelottery.neuron.LIFNeuron` arguments
+            (``surrogate``, ``alpha``, ``threshold``, ``detach_reset``, ``backend``, ...).
+        **overrides: Arguments that win over ``neuron_kwargs`` for this one neuron (the
+            attention neuron's ``threshold=0.5``).
+
+    >>> make_activation(False)
+    ReLU()
+    """
+    if not spiking:
+        return nn.ReLU()
+    kwargs = {**dict(neuron_kwargs or {}), **overrides}
+    kwargs.pop("step_mode", None)  # the zoo is multi-step throughout
+    return LIFNeuron(beta=beta, step_mode="m", **kwargs)
+
+
+def encode_input(
+    x: Tensor, timesteps: int, in_channels: int, *, time_first: bool = False
+) -> Tensor:
+    """Bring a model input to the multi-step layout ``[T, B, C, H, W]``.
+
+    * ``[B, C, H, W]``: a static image, repeated ``timesteps`` times (direct encoding).
+    * ``[B, T, C, H, W]``: event frames as a ``DataLoader`` batches them (``time_first=False``).
+    * ``[T, B, C, H, W]``: already time-first (``time_first=True``).
+
+    Non-float input (``bool`` / ``uint8`` event counts) is cast to the default float dtype.
+
+    Args:
+        x: The input batch.
+        timesteps: ``T`` for direct encoding of a 4-D input; a 5-D input brings its own ``T``.
+        in_channels: Expected ``C``; a mismatch is a ``ValueError`` naming both shapes.
+        time_first: Read a 5-D input as ``[T, B, ...]`` instead of ``[B, T, ...]``.
+
+    Returns:
+        ``[T, B, C, H, W]``.
+
+    >>> encode_input(torch.zeros(8, 3, 32, 32), 4, 3).shape
+    torch.Size([4, 8, 3, 32, 32])
+    >>> encode_input(torch.zeros(8, 10, 2, 48, 48), 4, 2).shape
+    torch.Size([10, 8, 2, 48, 48])
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"the model input must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    if x.dim() == 4:
+        x = x.unsqueeze(0).expand(timesteps, *x.shape)
+    elif x.dim() == 5:
+        if not time_first:
+            x = x.transpose(0, 1)
+    else:
+        raise ValueError(
+            f"the model input must be [B, C, H, W] (static image, repeated T times), "
+            f"[B, T, C, H, W] (event frames) or [T, B, C, H, W] (with time_first=True); "
+            f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
+        )
+    if x.shape[2] != in_channels:
+        layout = "[T, B, C, H, W]"
+        raise ValueError(
+            f"the model expects in_channels={in_channels}, but the input read as {layout} has "
+            f"C={x.shape[2]} (input shape {tuple(x.shape)}, time_first={time_first}); build the "
+            f"model with in_channels={x.shape[2]} or check the input layout"
+        )
+    return x
+
+
+def _flat_time(module: nn.Module, x: Tensor) -> Tensor:
+    """Apply a single-step module to ``[T, B, ...]`` by merging T into the batch."""
+    y = module(x.flatten(0, 1))
+    return y.unflatten(0, x.shape[:2])
+
+
+class ConvBNAct(nn.Module):
+    """``Conv2d(bias=False) -> BatchNorm2d -> activation`` on ``[T, B, C, H, W]``.
+
+    The conv is a plain ``nn.Conv2d`` child named ``conv`` (so :func:`~spikelottery.sparsify`
+    can swap it); T is merged into the batch around it.
+
+    >>> block = ConvBNAct(3, 8, nn.ReLU())
+    >>> block(torch.zeros(2, 4, 3, 16, 16)).shape
+    torch.Size([2, 4, 8, 16, 16])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        act: nn.Module | None,
+        *,
+        kernel_size: int = 3,
+        stride: int = 1,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False
+        )
+        self.bn = SeqBatchNorm2d(out_channels)
+        self.act = act if act is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(_flat_time(self.conv, x)))
+
+
+class LinearBNAct(nn.Module):
+    """``Linear(bias=False) -> BatchNorm over the features -> activation`` on ``[T, B, ..., D]``.
+
+    Works on ``[T, B, D]`` (a classifier's hidden layer) and on the token layout
+    ``[T, B, N, D]`` for any ``N``.
+
+    >>> block = LinearBNAct(16, 32, nn.ReLU())
+    >>> block(torch.zeros(2, 4, 7, 16)).shape
+    torch.Size([2, 4, 7, 32])
+    """
+
+    def __init__(self, in_features: int, out_features: int, act: nn.Module | None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features, bias=False)
+        self.bn = SeqBatchNorm1d(out_features)
+        self.act = act if act is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.linear(x)
+        if y.dim() == 3:  # [T, B, D]: give the BN a token axis of length 1
+            return self.act(self.bn(y.unsqueeze(2)).squeeze(2))
+        return self.act(self.bn(y))
+
+
+def time_distributed(module: nn.Module) -> nn.Module:
+    """Wrap a single-step module (pooling) so it runs on ``[T, B, ...]``."""
+    return MultiStep(module)
+
+
+class SpikingModel(nn.Module):
+    """Common base of the zoo: input encoding, the ``timesteps`` attribute, the T average.
+
+    Subclasses implement ``forward_features`` and ``forward_head``. The neurons are
+    multi-step, so each ``forward`` is one whole sequence that starts at rest: outputs
+    depend on the input only (``functional.reset_net(model)`` is harmless, never needed).
+
+    Attributes:
+        spiking: ``True`` for the SNN, ``False`` for the ANN twin.
+        timesteps: ``T`` used to repeat a static ``[B, C, H, W]`` input (1 for the ANN twin).
+        time_first: Read a 5-D input as ``[T, B, ...]`` instead of ``[B, T, ...]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        spiking: bool,
+        in_channels: int,
+        num_classes: int,
+        timesteps: int,
+        beta: float,
+        time_first: bool,
+    ) -> None:
+        super().__init__()
+        self.spiking = bool(spiking)
+        self.in_channels = _check_positive_int("in_channels", in_channels)
+        self.num_classes = _check_positive_int("num_classes", num_classes)
+        _check_positive_int("timesteps", timesteps)
+        # A ReLU network is stateless: repeating a static image T times only repeats the work.
+        self.timesteps = timesteps if self.spiking else 1
+        if not 0.0 <= float(beta) <= 1.0:
+            raise ValueError(f"beta (membrane decay) must be in [0, 1], got beta={beta!r}")
+        self.beta = float(beta)
+        self.time_first = bool(time_first)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The input as ``[T, B, C, H, W]`` (see :func:`encode_input`)."""
+        return encode_input(x, self.timesteps, self.in_channels, time_first=self.time_first)
+
+    def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]``, averaged over the timesteps."""
+        return self.forward_head(self.forward_features(self.encode(x))).mean(0)
+
+    def extra_repr(self) -> str:
+        kind = f"spiking=True, timesteps={self.timesteps}, beta={self.beta:g}" if self.spiking else "spiking=False"
+        return f"{kind}, in_channels={self.in_channels}, num_classes={self.num_classes}"

@@ -1,0 +1,186 @@
+"""SubnetConv / SubnetConv1d / SubnetLinear / BinaryActivation."""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import given
+from torch import nn
+
+import spikelottery.layers as layers_mod
+from spikelottery import BinaryActivation, SubnetConv, SubnetConv1d, SubnetLinear, kept_count
+from spikelottery.layers import init_weight_, subnet_class_for
+
+ratios = st.floats(0.0, 0.99).map(lambda p: round(p, 2))
+
+
+@given(
+    cin_g=st.integers(1, 4),
+    cout_g=st.integers(1, 4),
+    groups=st.integers(1, 3),
+    k=st.sampled_from([1, 3]),
+    pa=ratios,
+    mode=st.sampled_from(["lt", "mp"]),
+)
+def test_conv_kept_count_grouped(
+    cin_g: int, cout_g: int, groups: int, k: int, pa: float, mode: str
+) -> None:
+    conv = SubnetConv(
+        cin_g * groups, cout_g * groups, k, groups=groups, padding=k // 2, pa=pa, mode=mode
+    )
+    assert int(conv.mask().sum()) == kept_count(conv.weight.numel(), pa) == conv.kept
+    out = conv(torch.randn(2, cin_g * groups, 5, 5))
+    assert out.shape == (2, cout_g * groups, 5, 5)
+    w = conv.effective_weight()
+    assert int((w != 0).sum()) == conv.kept
+    if mode == "mp":
+        alpha = conv.alpha()
+        assert alpha is not None
+        torch.testing.assert_close(alpha, conv.weight.abs()[conv.mask()].mean())
+        assert torch.allclose(w[conv.mask()].abs(), alpha.expand(conv.kept))
+    else:
+        assert conv.alpha() is None
+
+
+def test_depthwise_conv() -> None:
+    conv = SubnetConv(8, 8, 3, groups=8, padding=1, pa=0.5)
+    assert conv(torch.randn(1, 8, 6, 6)).shape == (1, 8, 6, 6)
+    assert conv.kept == kept_count(8 * 9, 0.5)
+
+
+@pytest.mark.parametrize(
+    "dense",
+    [lambda: nn.Conv2d(3, 5, 3, padding=1), lambda: nn.Linear(7, 4), lambda: nn.Conv1d(4, 6, 1)],
+)
+def test_lt_at_pa_zero_equals_dense(dense) -> None:
+    layer = dense()
+    sub = subnet_class_for(type(layer)).from_dense(layer, pa=0.0, mode="lt", init="keep")
+    x = (
+        torch.randn(2, 3, 6, 6)
+        if isinstance(layer, nn.Conv2d)
+        else torch.randn(2, 4, 5)
+        if isinstance(layer, nn.Conv1d)
+        else torch.randn(3, 7)
+    )
+    torch.testing.assert_close(sub(x), layer(x))
+
+
+def test_from_dense_copies_unless_shared() -> None:
+    dense = nn.Linear(4, 4)
+    before = dense.weight.detach().clone()
+    sub = SubnetLinear.from_dense(dense, 0.5)  # re-initialises its own copy
+    torch.testing.assert_close(dense.weight.detach(), before)
+    assert dense.weight.requires_grad
+    assert not sub.weight.requires_grad and sub.scores.requires_grad
+    assert sub.bias is not None and not sub.bias.requires_grad
+
+
+def test_to_dense_roundtrip_and_keys() -> None:
+    sub = SubnetConv(3, 4, 3, pa=0.6, mode="mp")
+    dense = sub.to_dense()
+    assert type(dense) is nn.Conv2d
+    assert set(dense.state_dict()) == {"weight", "bias"}
+    x = torch.randn(2, 3, 7, 7)
+    torch.testing.assert_close(dense(x), sub(x))
+    assert dense.weight.requires_grad
+
+
+def test_mask_cached_until_scores_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = layers_mod.topk_mask
+    monkeypatch.setattr(layers_mod, "topk_mask", lambda s, p: calls.append(1) or real(s, p))
+    conv = SubnetConv(4, 4, 3, padding=1, pa=0.5)
+    opt = torch.optim.SGD([conv.scores], lr=1.0)
+    x = torch.randn(2, 4, 5, 5)
+    for _ in range(4):  # T calls of a spiking step: one mask
+        conv(x).sum().backward()
+    assert len(calls) == 1
+    old = conv.mask().clone()
+    opt.step()  # in-place update of the scores
+    conv(x)
+    assert len(calls) == 2
+    conv.load_state_dict({**conv.state_dict(), "scores": torch.randn_like(conv.scores)})
+    assert not torch.equal(conv.mask(), old) and len(calls) == 3
+    conv.set_pa(0.2)
+    assert int(conv.mask().sum()) == kept_count(conv.weight.numel(), 0.2)
+
+
+def test_multistep_inputs() -> None:
+    conv = SubnetConv(3, 4, 3, padding=1, pa=0.3)
+    x = torch.randn(4, 2, 3, 6, 6)
+    torch.testing.assert_close(conv(x), conv(x.flatten(0, 1)).unflatten(0, (4, 2)))
+    c1 = SubnetConv1d(3, 5, 1, pa=0.3)
+    assert c1(torch.randn(4, 2, 3, 10)).shape == (4, 2, 5, 10)
+    fc = SubnetLinear(6, 2, pa=0.3)
+    assert fc(torch.randn(4, 2, 9, 6)).shape == (4, 2, 9, 2)
+
+
+def test_extra_repr_shows_settings() -> None:
+    text = repr(SubnetLinear(10, 10, pa=0.4, mode="mp"))
+    assert "pa=0.4" in text and "mode='mp'" in text and "kept=60/100" in text
+
+
+def test_constructor_errors() -> None:
+    with pytest.raises(ValueError, match="pa"):
+        SubnetLinear(3, 3, pa=1.0)
+    with pytest.raises(ValueError, match="mode"):
+        SubnetLinear(3, 3, mode="binary")
+    with pytest.raises(ValueError, match="init"):
+        SubnetLinear(3, 3, init="xavier")
+    with pytest.raises(TypeError, match="Conv1d, nn.Conv2d, nn.Linear"):
+        subnet_class_for(nn.Conv3d)
+    with pytest.raises(TypeError):
+        SubnetLinear.from_dense(nn.Conv2d(1, 1, 1), 0.5)
+
+
+def test_signed_constant_init() -> None:
+    w = init_weight_(torch.empty(16, 8, 3, 3), "signed_constant")
+    assert torch.unique(w.abs()).numel() == 1
+    assert {-1.0, 1.0} == set(torch.sign(w).unique().tolist())
+
+
+def test_spikingjelly_multistep_conv_keeps_working() -> None:
+    sj_layer = pytest.importorskip("spikingjelly.activation_based.layer")
+    conv = sj_layer.Conv2d(2, 4, 3, padding=1, step_mode="m")
+    sub = SubnetConv.from_dense(conv, 0.5)
+    assert isinstance(sub, sj_layer.Conv2d) and isinstance(sub, SubnetConv)
+    x = torch.randn(3, 2, 2, 5, 5)
+    y = sub(x)
+    assert y.shape == (3, 2, 4, 5, 5)
+    y.sum().backward()
+    assert sub.scores.grad is not None and sub.scores.grad.abs().sum() > 0
+    dense = sub.to_dense()
+    assert type(dense) is sj_layer.Conv2d and dense.step_mode == "m"
+    torch.testing.assert_close(dense(x), y.detach())
+
+
+def test_binary_activation() -> None:
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0], requires_grad=True)
+    y = BinaryActivation()(x)
+    assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 2.0, 1.0, 0.0]
+
+
+def _toy_problem(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 16, generator=g)
+    y = ((x[:, 0] + x[:, 1]) > 0).long()
+    return x, y
+
+
+@pytest.mark.parametrize("mode", ["lt", "mp"])
+def test_score_search_learns_forwards(mode: str) -> None:
+    """Only scores train; with the right gradient sign the ticket beats chance by far."""
+    x, y = _toy_problem()
+    net = nn.Sequential(
+        SubnetLinear(16, 128, pa=0.5, mode=mode), nn.ReLU(), SubnetLinear(128, 2, pa=0.5, mode=mode)
+    )
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    acc = (net(x).argmax(1) == y).float().mean().item()
+    assert acc > 0.85, acc
