@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
+from pathlib import Path
+
+# The example notebooks live in examples/ (where the tests execute them); the docs show a
+# copy with the stored outputs.
+_DOCS = Path(__file__).resolve().parent
+(_DOCS / "examples").mkdir(exist_ok=True)
+for _nb in sorted((_DOCS.parent / "examples").glob("*.ipynb")):
+    shutil.copy2(_nb, _DOCS / "examples" / _nb.name)
 
 project = "spikelottery"
 author = "The spikelottery developers"
