@@ -1,0 +1,62 @@
+"""Data sets: the embedded digits (and their simulated event-camera twin), CIFAR10/100,
+DVS128 Gesture and CIFAR10-DVS from local files, and a registry by name."""
+
+from __future__ import annotations
+
+from .digits import DIGITS_ATTRIBUTION, DigitsDataset, load_digits, stratified_split
+from .dvs_sim import (
+    DEFAULT_SACCADES,
+    EVENT_DTYPE,
+    DigitsDVSDataset,
+    events_to_frames,
+    simulate_saccades,
+)
+from .neuromorphic import (
+    CIFAR10DVS,
+    CIFAR10DVS_CLASSES,
+    DVS128GESTURE_CLASSES,
+    DVS128Gesture,
+    read_aedat2,
+    read_aedat3,
+)
+from .registry import DATASETS, DatasetInfo, dataset_info, get_dataset
+from .vision import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    CIFARDataset,
+    cifar10,
+    cifar100,
+    cifar_transform,
+)
+
+__all__ = [
+    "CIFAR10DVS",
+    "CIFAR10DVS_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "DATASETS",
+    "DEFAULT_SACCADES",
+    "DIGITS_ATTRIBUTION",
+    "DVS128GESTURE_CLASSES",
+    "EVENT_DTYPE",
+    "CIFARDataset",
+    "DVS128Gesture",
+    "DatasetInfo",
+    "DigitsDVSDataset",
+    "DigitsDataset",
+    "cifar10",
+    "cifar100",
+    "cifar_transform",
+    "dataset_info",
+    "events_to_frames",
+    "get_dataset",
+    "load_digits",
+    "read_aedat2",
+    "read_aedat3",
+    "simulate_saccades",
+    "stratified_split",
+]

@@ -168,9 +168,7 @@ def _resize(images: Tensor, resolution: int) -> Tensor:
     """``[N, C, h, w]`` to ``[N, C, resolution, resolution]``, bilinear, clamped to [0, 1]."""
     if images.shape[-1] == resolution and images.shape[-2] == resolution:
         return images
-    out = F.interpolate(
-        images, size=(resolution, resolution), mode="bilinear", align_corners=False
-    )
+    out = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
     return out.clamp_(0.0, 1.0)
 
 
@@ -193,7 +191,7 @@ class DigitsDataset(Dataset):
     >>> ds = DigitsDataset("test", resolution=16)
     >>> image, label = ds[0]
     >>> tuple(image.shape), len(ds), ds.num_classes
-    ((1, 16, 16), 360, 10)
+    ((1, 16, 16), 359, 10)
     """
 
     num_classes: int = 10

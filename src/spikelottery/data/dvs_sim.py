@@ -23,7 +23,7 @@ the layout used by the readers of :mod:`spikelottery.data.neuromorphic` too.
 
 from __future__ import annotations
 
-import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -79,7 +79,7 @@ def _path(vertices: np.ndarray, steps: int) -> np.ndarray:
     """Positions ``[3 * steps + 1, 2]`` along the closed polygon through ``vertices``."""
     closed = np.concatenate([vertices, vertices[:1]], axis=0)
     frac = np.arange(steps) / steps
-    legs = [a + frac[:, None] * (b - a) for a, b in zip(closed[:-1], closed[1:], strict=True)]
+    legs = [a + frac[:, None] * (b - a) for a, b in itertools.pairwise(closed)]
     return np.concatenate([*legs, closed[-1:]], axis=0)
 
 
@@ -106,34 +106,44 @@ def _simulate_batch(
         moved = _shift_along(moved, float(pos[1]), axis=1)
         return np.log(moved + log_eps)
 
-    level_prev = view(positions[0])
-    reference = level_prev.copy()
-    chunks: list[tuple[np.ndarray, ...]] = []
+    height, width = images.shape[1:]
+    # Work on flat views: 1-D gathers are much cheaper than 3-index fancy indexing.
+    level_prev = view(positions[0]).ravel()
+    initial = level_prev
+    # The reference is kept as the initial level plus a whole number of thresholds, so
+    # it never drifts; the 1e-9 slack absorbs rounding when |L - R| is exactly a multiple
+    # of the threshold (then ON and OFF events of a closed path cancel exactly).
+    net = np.zeros(initial.size, np.int64)
+    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for k in range(1, len(positions)):
-        level = view(positions[k])
-        diff = level - reference
-        count = np.floor(np.abs(diff) / threshold).astype(np.int64)
-        b, y, x = np.nonzero(count)
-        if b.size:
-            n = count[b, y, x]
-            sign = np.sign(diff[b, y, x])
-            reference[b, y, x] += sign * n * threshold
-            # One event per crossed level; m-th crossing at reference + m * threshold.
-            owner = np.repeat(np.arange(b.size), n)
-            first = np.cumsum(n) - n
-            m = np.arange(owner.size) - first[owner] + 1
-            ref_before = reference[b, y, x][owner] - (sign * n * threshold)[owner]
-            crossing = ref_before + sign[owner] * m * threshold
-            start = level_prev[b, y, x][owner]
-            stop = level[b, y, x][owner]
-            frac = np.clip((crossing - start) / (stop - start), 0.0, 1.0)
-            t = times[k - 1] + np.floor(frac * (times[k] - times[k - 1])).astype(np.int64)
-            chunks.append((b[owner], t, x[owner], y[owner], (sign[owner] > 0).astype(np.int8)))
+        level = view(positions[k]).ravel()
+        diff = level - (initial + net * threshold)
+        count = np.floor(np.abs(diff) / threshold + 1e-9).astype(np.int64)
+        where = np.flatnonzero(count)
+        if where.size:
+            n = count[where]
+            sign = np.sign(diff[where]).astype(np.int64)
+            ref_before = initial[where] + net[where] * threshold
+            net[where] += sign * n
+            # One event per crossed level; the m-th lies at ref_before + m * threshold.
+            owner = np.repeat(np.arange(where.size), n)
+            m = np.arange(owner.size) - (np.cumsum(n) - n)[owner] + 1
+            crossing = ref_before[owner] + sign[owner] * m * threshold
+            start = level_prev[where][owner]
+            change = level[where][owner] - start
+            frac = np.divide(crossing - start, change, out=np.ones_like(change), where=change != 0)
+            frac = np.clip(frac, 0.0, 1.0)
+            # Half-open steps [t_k-1, t_k): the recording lies in [0, duration).
+            step = times[k] - times[k - 1]
+            t = times[k - 1] + np.minimum(np.floor(frac * step).astype(np.int64), step - 1)
+            chunks.append((where[owner], t, (sign[owner] > 0).astype(np.int8)))
         level_prev = level
 
     if not chunks:
         return np.empty(0, np.int64), np.empty(0, EVENT_DTYPE)
-    sample, t, x, y, p = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
+    pixel, t, p = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
+    sample, rest = np.divmod(pixel, height * width)
+    y, x = np.divmod(rest, width)
     order = np.lexsort((t, sample))  # stable: ties keep generation order
     events = np.empty(order.size, EVENT_DTYPE)
     events["t"], events["x"], events["y"], events["p"] = t[order], x[order], y[order], p[order]
@@ -152,8 +162,7 @@ def _check_sim_args(
     vertices = np.asarray(shifts, dtype=np.float64)
     if vertices.ndim != 2 or vertices.shape[1] != 2 or vertices.shape[0] < 2:
         raise ValueError(
-            "shifts must be a sequence of at least two (dx, dy) vertices in pixels, "
-            f"got {shifts!r}"
+            f"shifts must be a sequence of at least two (dx, dy) vertices in pixels, got {shifts!r}"
         )
     if not np.isfinite(vertices).all():
         raise ValueError(f"shifts must be finite, got {shifts!r}")
@@ -199,9 +208,8 @@ def simulate_saccades(
         raise ValueError(f"image must be 2-D [H, W], got shape {image.shape}")
     if not np.isfinite(image).all() or (image < 0).any():
         raise ValueError("image must hold finite, non-negative intensities")
-    if shifts is None:
-        shifts = np.asarray(DEFAULT_SACCADES) * float(amplitude)
-    vertices = _check_sim_args(threshold, shifts, steps_per_saccade, saccade_us, log_eps)
+    path = np.asarray(DEFAULT_SACCADES) * float(amplitude) if shifts is None else shifts
+    vertices = _check_sim_args(threshold, path, steps_per_saccade, saccade_us, log_eps)
     _, events = _simulate_batch(
         image[None],
         threshold=float(threshold),
@@ -228,16 +236,15 @@ def _check_events(events: Any) -> np.ndarray:
     return events
 
 
-def _frame_bins(
-    t: np.ndarray, num_frames: int, split_by: str, duration: int | None
-) -> np.ndarray:
+def _frame_bins(t: np.ndarray, num_frames: int, split_by: str, duration: int | None) -> np.ndarray:
     """Frame index of each event (``t`` sorted for ``"number"``)."""
     n = t.size
     if split_by == "number":
-        # SpikingJelly's rule: N // T events per frame, the last frame takes the rest.
+        # SpikingJelly's rule: N // T events per frame, the last frame takes the rest
+        # (all of them when N < T).
         per = n // num_frames
         if per == 0:
-            return np.minimum(np.arange(n), num_frames - 1)
+            return np.full(n, num_frames - 1, np.int64)
         return np.minimum(np.arange(n) // per, num_frames - 1)
     if duration is not None:
         return np.clip(t * num_frames // duration, 0, num_frames - 1)
@@ -310,7 +317,6 @@ def events_to_frames(
 # --- dataset -----------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
 def _simulated_frames(
     split: str,
     resolution: int,
@@ -407,8 +413,6 @@ class DigitsDVSDataset(Dataset):
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None, got {transform!r}")
         self.transform = transform
-        # Cached per configuration, so building a train and a test set twice costs once;
-        # the cached tensors are never modified (transforms get each item, not the cache).
         self.frames, self.labels = _simulated_frames(
             self.split,
             self.resolution,

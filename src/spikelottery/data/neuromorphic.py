@@ -1,0 +1,574 @@
+"""DVS128 Gesture and CIFAR10-DVS, read from their original files in a local folder.
+
+Both data sets were recorded with a 128x128 DVS128 sensor; neither can be downloaded
+by code (DVS128 Gesture needs a licence click-through; CIFAR10-DVS is ten zip files on
+figshare), so the loaders only read what the user has put under ``root``.
+
+File formats (the facts follow SpikingJelly 2.0's loaders and jAER's DVS128 extractor):
+
+- **AEDAT 3.1** (DVS128 Gesture, :func:`read_aedat3`): ASCII header lines starting with
+  ``#`` up to ``#!END-HEADER``, then packets. Each packet has a 28-byte little-endian
+  header (``int16`` type, ``int16`` source, ``int32`` event size, ``int32`` timestamp
+  offset, ``int32`` timestamp overflow, ``int32`` capacity, ``int32`` number, ``int32``
+  valid) and ``capacity * size`` bytes of events. Polarity packets (type 1) hold 8-byte
+  events: ``uint32`` data (bit 0 valid, bit 1 polarity with 1 = ON, bits 2-16 ``y``,
+  bits 17-31 ``x``) and ``int32`` timestamp; the full time is
+  ``timestamp | overflow << 31`` microseconds.
+- **AEDAT 2.0** (CIFAR10-DVS, :func:`read_aedat2`): ``#`` header lines (the first is
+  ``#!AER-DAT2.0``), then big-endian 8-byte events: ``uint32`` address, ``uint32``
+  timestamp (microseconds). DVS128 address: bit 0 raw polarity (0 = ON), bits 1-7 raw
+  ``x``, bits 8-14 raw ``y``; bit 15 (external/sync) or bit 31 (special) marks a
+  non-pixel event, which is dropped.
+
+Frames integrate each sample's events into ``T`` bins of equal event counts by default
+(``split_by="number"``, SpikingJelly's default; ``"time"`` gives equal durations) with
+channel 0 = OFF and channel 1 = ON. A ``resolution`` below 128 bins the events into the
+coarser grid (``x * resolution // 128``): sum pooling that keeps every event, with
+windows of 2 or 3 pixels for 48. Processed frames are cached under
+``root/spikelottery_cache/`` (one compressed ``.npz`` per sample, written to a temporary
+file and renamed, so an interrupted run leaves no half-written file); delete that folder
+to rebuild it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..errors import SpikeLotteryError
+from .digits import _check_fraction, _check_int, stratified_split
+from .dvs_sim import EVENT_DTYPE, SplitBy, events_to_frames
+
+__all__ = [
+    "CIFAR10DVS",
+    "CIFAR10DVS_CLASSES",
+    "DVS128GESTURE_CLASSES",
+    "DVS128Gesture",
+    "read_aedat2",
+    "read_aedat3",
+]
+
+SENSOR_SIZE = 128
+CACHE_FOLDER = "spikelottery_cache"
+_CACHE_VERSION = "v1"
+
+DVS128GESTURE_CLASSES: tuple[str, ...] = (
+    "hand clapping",
+    "right hand wave",
+    "left hand wave",
+    "right arm clockwise",
+    "right arm counter-clockwise",
+    "left arm clockwise",
+    "left arm counter-clockwise",
+    "arm roll",
+    "air drums",
+    "air guitar",
+    "other gestures",
+)
+CIFAR10DVS_CLASSES: tuple[str, ...] = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+_GESTURE_SOURCE = (
+    "DvsGesture.tar.gz from IBM "
+    "(https://ibm.ent.box.com/s/3hiq58ww1pbbjrinh367ykfdf60xsfm8/folder/50167556794); "
+    "extract it into root so that root/DvsGesture/trials_to_train.txt exists"
+)
+_CIFAR10DVS_SOURCE = (
+    "the ten class zips (airplane.zip ... truck.zip) from "
+    "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671; extract them into root "
+    "so that root/airplane/cifar10_airplane_0.aedat exists"
+)
+
+
+# --- readers -----------------------------------------------------------------------------
+
+
+def _split_header(raw: bytes, path: Path) -> tuple[list[bytes], int]:
+    """ASCII header lines (``#...``) and the offset of the binary data."""
+    lines, pos = [], 0
+    while raw.startswith(b"#", pos):
+        end = raw.find(b"\n", pos)
+        if end < 0:
+            raise SpikeLotteryError(f"{path}: the header never ends (truncated file?)")
+        line = raw[pos : end + 1]
+        lines.append(line.rstrip(b"\r\n"))
+        pos = end + 1
+        if line.startswith(b"#!END-HEADER"):
+            break
+    return lines, pos
+
+
+def _make_events(t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    events = np.empty(t.size, EVENT_DTYPE)
+    events["t"], events["x"], events["y"], events["p"] = t, x, y, p
+    return events
+
+
+def read_aedat3(path: str | Path) -> np.ndarray:
+    """Polarity events of an AEDAT 3.1 file (the format of DVS128 Gesture).
+
+    Only valid events of polarity packets (type 1) are returned; other packets are
+    skipped. Coordinates are as recorded (``x`` column, ``y`` row, ``p`` 1 = ON).
+
+    Args:
+        path: The ``.aedat`` file.
+
+    Returns:
+        Structured array of :data:`~spikelottery.data.EVENT_DTYPE` in file order.
+
+    Raises:
+        FileNotFoundError: No such file.
+        SpikeLotteryError: Not an AEDAT 3 file, or truncated.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    lines, pos = _split_header(raw, path)
+    if lines and lines[0].startswith(b"#!AER-DAT") and not lines[0].startswith(b"#!AER-DAT3"):
+        raise SpikeLotteryError(
+            f"{path} is {lines[0].decode(errors='replace')[2:]}, not AEDAT 3.x "
+            "(DVS128 Gesture files are AEDAT 3.1)"
+        )
+    parts: list[np.ndarray] = []
+    while pos < len(raw):
+        if pos + 28 > len(raw):
+            raise SpikeLotteryError(f"{path}: truncated packet header at byte {pos}")
+        etype, _source, size, ts_offset, overflow, capacity, number, _valid = struct.unpack_from(
+            "<hhiiiiii", raw, pos
+        )
+        pos += 28
+        nbytes = capacity * size
+        if capacity < 0 or size < 0 or pos + nbytes > len(raw):
+            raise SpikeLotteryError(
+                f"{path}: packet at byte {pos - 28} declares {capacity} events of {size} bytes, "
+                f"past the end of the file (truncated file?)"
+            )
+        if etype == 1 and number > 0:
+            if size != 8 or ts_offset != 4:
+                raise SpikeLotteryError(
+                    f"{path}: polarity packet with event size {size} and timestamp offset "
+                    f"{ts_offset}; AEDAT 3.1 polarity events are 8 bytes with the time at 4"
+                )
+            words = np.frombuffer(raw, "<u4", count=2 * min(number, capacity), offset=pos)
+            parts.append(words.reshape(-1, 2).astype(np.int64))
+            parts[-1][:, 1] |= np.int64(overflow) << 31
+        pos += nbytes
+    if not parts:
+        return np.empty(0, EVENT_DTYPE)
+    table = np.concatenate(parts)
+    data, t = table[:, 0], table[:, 1]
+    valid = (data & 1) == 1
+    data, t = data[valid], t[valid]
+    return _make_events(t, (data >> 17) & 0x7FFF, (data >> 2) & 0x7FFF, (data >> 1) & 1)
+
+
+def read_aedat2(path: str | Path) -> np.ndarray:
+    """Events of a DVS128 AEDAT 2.0 file (the format of CIFAR10-DVS).
+
+    Coordinates follow SpikingJelly's CIFAR10-DVS loader, so frames match it pixel for
+    pixel: ``x = 127 - raw_y``, ``y = 127 - raw_x``, and ``p = 1 - raw_bit`` (1 = ON, as
+    in jAER). External and special events (address bit 15 or 31 set) are dropped.
+
+    Args:
+        path: The ``.aedat`` file.
+
+    Returns:
+        Structured array of :data:`~spikelottery.data.EVENT_DTYPE` in file order.
+
+    Raises:
+        FileNotFoundError: No such file.
+        SpikeLotteryError: Another AEDAT version, or a data size that is not a whole
+            number of 8-byte events.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    lines, pos = _split_header(raw, path)
+    if lines and lines[0].startswith(b"#!AER-DAT") and not lines[0].startswith(b"#!AER-DAT2"):
+        raise SpikeLotteryError(
+            f"{path} is {lines[0].decode(errors='replace')[2:]}, not AEDAT 2.0 "
+            "(CIFAR10-DVS files are AEDAT 2.0)"
+        )
+    if (len(raw) - pos) % 8:
+        raise SpikeLotteryError(
+            f"{path}: {len(raw) - pos} bytes of events is not a multiple of 8 (truncated file?)"
+        )
+    words = np.frombuffer(raw, ">u4", offset=pos).astype(np.int64).reshape(-1, 2)
+    addr, t = words[:, 0], words[:, 1]
+    pixel = (addr & 0x80008000) == 0
+    addr, t = addr[pixel], t[pixel]
+    raw_x = (addr >> 1) & 0x7F
+    raw_y = (addr >> 8) & 0x7F
+    return _make_events(t, 127 - raw_y, 127 - raw_x, 1 - (addr & 1))
+
+
+# --- frames and cache --------------------------------------------------------------------
+
+
+def _sample_frames(
+    events: np.ndarray, timesteps: int, resolution: int, split_by: SplitBy
+) -> np.ndarray:
+    if resolution != SENSOR_SIZE:
+        events = events.copy()
+        events["x"] = events["x"].astype(np.int64) * resolution // SENSOR_SIZE
+        events["y"] = events["y"].astype(np.int64) * resolution // SENSOR_SIZE
+    frames = events_to_frames(events, timesteps, resolution, resolution, split_by=split_by)
+    counts = frames.numpy()
+    # Counts are whole numbers: store them compactly and exactly.
+    dtype = np.uint16 if counts.max(initial=0) < 2**16 else np.uint32
+    return counts.astype(dtype)
+
+
+def _atomic_save(path: Path, frames: np.ndarray, label: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, frames=frames, label=np.int64(label))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_cached(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f["frames"]
+    except Exception as exc:
+        raise SpikeLotteryError(
+            f"cached frames {path} cannot be read ({exc}); delete {path.parent} to rebuild"
+        ) from exc
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
+
+
+class _EventFrames(Dataset):
+    """Shared storage and access of ``([T, 2, H, W] frames, label)`` samples."""
+
+    classes: tuple[str, ...] = ()
+    in_channels: int = 2
+    _cache_name: str = ""
+    _split: str = ""
+    split_by: SplitBy
+
+    def _init_common(
+        self,
+        root: str | Path,
+        timesteps: int,
+        resolution: int,
+        split_by: SplitBy,
+        cache: bool,
+        transform: Callable[[Tensor], Any] | None,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.timesteps = _check_int("timesteps", timesteps)
+        self.resolution = _check_int("resolution", resolution)
+        if self.resolution > SENSOR_SIZE:
+            raise ValueError(
+                f"resolution must be <= {SENSOR_SIZE} (the sensor size), got {resolution!r}"
+            )
+        if split_by not in ("number", "time"):
+            raise ValueError(f"split_by must be 'number' or 'time', got split_by={split_by!r}")
+        self.split_by = split_by
+        self.cache = bool(cache)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable or None, got {transform!r}")
+        self.transform = transform
+        self.targets: list[int] = []
+        self._paths: list[Path] = []
+        self._memory: list[np.ndarray] = []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Folder of this configuration's cached frames."""
+        name = (
+            f"{self._cache_name}-{_CACHE_VERSION}-T{self.timesteps}-r{self.resolution}"
+            f"-{self.split_by}"
+        )
+        return self.root / CACHE_FOLDER / name
+
+    def _add(self, key: str, label: int, frames: np.ndarray | None) -> None:
+        """Register a sample; ``frames`` is None when the cache already holds it."""
+        self.targets.append(int(label))
+        if self.cache:
+            path = self.cache_dir / f"{key}.npz"
+            if frames is not None:
+                _atomic_save(path, frames, label)
+            self._paths.append(path)
+        else:
+            assert frames is not None
+            self._memory.append(frames)
+
+    def _cached(self, key: str) -> bool:
+        return self.cache and (self.cache_dir / f"{key}.npz").is_file()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        raw = _load_cached(self._paths[i]) if self.cache else self._memory[i]
+        frames: Any = torch.from_numpy(raw.astype(np.float32))
+        if self.transform is not None:
+            frames = self.transform(frames)
+        return frames, self.targets[i]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self._split!r}, "
+            f"n={len(self)}, timesteps={self.timesteps}, resolution={self.resolution}, "
+            f"split_by={self.split_by!r})"
+        )
+
+
+def _check_root(root: Path, title: str, source: str) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(f"{title} root {str(root)!r} does not exist; download {source}")
+
+
+# --- DVS128 Gesture ----------------------------------------------------------------------
+
+
+def _read_gesture_labels(path: Path) -> list[tuple[int, int, int]]:
+    rows = []
+    with open(path, newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            fields = [c.strip() for c in row if c.strip()]
+            if not fields or (lineno == 1 and not fields[0].lstrip("-").isdigit()):
+                continue  # blank line or the header "class,startTime_usec,endTime_usec"
+            try:
+                label, start, end = (int(c) for c in fields)
+            except ValueError:
+                raise SpikeLotteryError(
+                    f"{path}, line {lineno}: expected 'class,startTime_usec,endTime_usec' "
+                    f"integers, got {row!r}"
+                ) from None
+            if not 1 <= label <= len(DVS128GESTURE_CLASSES):
+                raise SpikeLotteryError(f"{path}, line {lineno}: class {label} is outside 1..11")
+            rows.append((label - 1, start, end))
+    return rows
+
+
+class DVS128Gesture(_EventFrames):
+    """DVS128 Gesture (IBM, Amir et al. CVPR 2017): 11 gestures, 29 users, 3 lightings.
+
+    Reads ``root/DvsGesture/`` (also accepted: ``root`` itself or
+    ``root/extract/DvsGesture``, SpikingJelly's layout) as extracted from
+    ``DvsGesture.tar.gz``: ``trials_to_train.txt`` / ``trials_to_test.txt`` list the
+    ``userXX_<lighting>.aedat`` recordings (AEDAT 3.1), and each
+    ``userXX_<lighting>_labels.csv`` gives ``class,startTime_usec,endTime_usec`` per
+    gesture. Every CSV row is one sample, the events with ``start <= t < end``, labelled
+    ``class - 1``; this gives SpikingJelly's 1176 training and 288 test samples.
+
+    Args:
+        root: Folder holding ``DvsGesture/``.
+        train: Training (users 1-23) or test (users 24-29) trials.
+        timesteps: Number of frames ``T`` per sample.
+        resolution: Frame side in pixels, ``<= 128`` (e.g. 48 or 64); events are binned.
+        split_by: ``"number"`` (equal event counts per frame) or ``"time"``.
+        cache: Store processed frames under ``root/spikelottery_cache/`` and read them
+            from there next time (``False`` keeps them in memory only).
+        transform: Optional callable applied to each ``[T, 2, H, W]`` frame tensor.
+
+    Items are ``(float32 [T, 2, resolution, resolution] event counts, label)``, channel 0
+    OFF and channel 1 ON.
+    """
+
+    classes = DVS128GESTURE_CLASSES
+    _cache_name = "dvs128_gesture"
+
+    def __init__(
+        self,
+        root: str | Path,
+        train: bool = True,
+        *,
+        timesteps: int = 16,
+        resolution: int = 128,
+        split_by: SplitBy = "number",
+        cache: bool = True,
+        transform: Callable[[Tensor], Any] | None = None,
+    ) -> None:
+        if not isinstance(train, bool):
+            raise TypeError(f"train must be a bool, got {train!r}")
+        self._init_common(root, timesteps, resolution, split_by, cache, transform)
+        self.train = train
+        self._split = "train" if train else "test"
+        _check_root(self.root, "DVS128 Gesture", _GESTURE_SOURCE)
+        folder = self._find_folder()
+        trials_file = folder / f"trials_to_{self._split}.txt"
+        if not trials_file.is_file():
+            raise FileNotFoundError(f"{trials_file} is missing; download {_GESTURE_SOURCE}")
+        trials = [ln.strip() for ln in trials_file.read_text().splitlines() if ln.strip()]
+        if not trials:
+            raise SpikeLotteryError(f"{trials_file} lists no recordings")
+        pairs = []
+        for name in trials:
+            stem = name.removesuffix(".aedat")
+            pairs.append((stem, folder / f"{stem}.aedat", folder / f"{stem}_labels.csv"))
+        missing = [str(p) for _, a, c in pairs for p in (a, c) if not p.is_file()]
+        if missing:
+            shown = ", ".join(missing[:4]) + (
+                f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            )
+            raise FileNotFoundError(
+                f"DVS128 Gesture files listed in {trials_file.name} are missing: {shown}; "
+                f"download {_GESTURE_SOURCE}"
+            )
+        for stem, aedat, labels_csv in pairs:
+            rows = _read_gesture_labels(labels_csv)
+            keys = [f"{stem}_{k}" for k in range(len(rows))]
+            events = None
+            if not all(self._cached(k) for k in keys):
+                events = read_aedat3(aedat)
+                if events.size and (
+                    events["x"].max() >= SENSOR_SIZE or events["y"].max() >= SENSOR_SIZE
+                ):
+                    raise SpikeLotteryError(
+                        f"{aedat}: event coordinates reach ({events['x'].max()}, "
+                        f"{events['y'].max()}), outside the 128x128 DVS128 sensor"
+                    )
+            for key, (label, start, end) in zip(keys, rows, strict=True):
+                frames = None
+                if events is not None:
+                    inside = (events["t"] >= start) & (events["t"] < end)
+                    frames = _sample_frames(
+                        events[inside], self.timesteps, self.resolution, self.split_by
+                    )
+                self._add(key, label, frames)
+
+    def _find_folder(self) -> Path:
+        candidates = [self.root / "DvsGesture", self.root, self.root / "extract" / "DvsGesture"]
+        for folder in candidates:
+            if (folder / "trials_to_train.txt").is_file() or (
+                folder / "trials_to_test.txt"
+            ).is_file():
+                return folder
+        looked = ", ".join(str(c) for c in candidates)
+        raise FileNotFoundError(
+            f"no DvsGesture folder (with trials_to_train.txt) found; looked in {looked}; "
+            f"download {_GESTURE_SOURCE}"
+        )
+
+
+# --- CIFAR10-DVS -------------------------------------------------------------------------
+
+
+class CIFAR10DVS(_EventFrames):
+    """CIFAR10-DVS (Li et al. 2017): 10000 DVS128 recordings of moving CIFAR-10 images.
+
+    Reads one folder per class (``airplane/`` ... ``truck/``, from the ten figshare zips)
+    of AEDAT 2.0 ``.aedat`` files, in ``root`` or ``root/extract`` (SpikingJelly's
+    layout). There is no official split: each class is split ``1 - test_fraction`` :
+    ``test_fraction`` (9:1 by default) by :func:`~spikelottery.data.stratified_split`
+    with ``seed``, over the files sorted by name (numbers in natural order), so the
+    split is the same on every machine.
+
+    Args:
+        root: Folder holding the class folders.
+        train: Training or test part of the split.
+        timesteps: Number of frames ``T`` per sample.
+        resolution: Frame side in pixels, ``<= 128`` (e.g. 48 or 64); events are binned.
+        split_by: ``"number"`` (equal event counts per frame) or ``"time"``.
+        test_fraction: Fraction of each class in the test part.
+        seed: Seed of the split.
+        cache: Store processed frames under ``root/spikelottery_cache/`` (``False``:
+            memory only).
+        transform: Optional callable applied to each ``[T, 2, H, W]`` frame tensor.
+
+    Items are ``(float32 [T, 2, resolution, resolution] event counts, label)``, channel 0
+    OFF and channel 1 ON.
+    """
+
+    classes = CIFAR10DVS_CLASSES
+    _cache_name = "cifar10_dvs"
+
+    def __init__(
+        self,
+        root: str | Path,
+        train: bool = True,
+        *,
+        timesteps: int = 10,
+        resolution: int = 128,
+        split_by: SplitBy = "number",
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        cache: bool = True,
+        transform: Callable[[Tensor], Any] | None = None,
+    ) -> None:
+        if not isinstance(train, bool):
+            raise TypeError(f"train must be a bool, got {train!r}")
+        self._init_common(root, timesteps, resolution, split_by, cache, transform)
+        self.train = train
+        self._split = "train" if train else "test"
+        self.test_fraction = _check_fraction("test_fraction", test_fraction)
+        self.seed = _check_int("seed", seed, minimum=0)
+        _check_root(self.root, "CIFAR10-DVS", _CIFAR10DVS_SOURCE)
+        base = self._find_base()
+        files: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            found = sorted(
+                (p for p in (base / name).iterdir() if p.suffix.lower() == ".aedat"),
+                key=lambda p: _natural_key(p.name),
+            )
+            if not found:
+                raise FileNotFoundError(
+                    f"CIFAR10-DVS class folder {base / name} has no .aedat files; "
+                    f"download {_CIFAR10DVS_SOURCE}"
+                )
+            files += [(p, label) for p in found]
+        train_idx, test_idx = stratified_split(
+            [label for _, label in files], self.test_fraction, self.seed
+        )
+        self.files: list[Path] = []
+        for i in train_idx if train else test_idx:
+            path, label = files[i]
+            key = f"{self.classes[label]}/{path.stem}"
+            frames = None
+            if not self._cached(key):
+                frames = _sample_frames(
+                    read_aedat2(path), self.timesteps, self.resolution, self.split_by
+                )
+            self._add(key, label, frames)
+            self.files.append(path)
+
+    def _find_base(self) -> Path:
+        for base in (self.root, self.root / "extract"):
+            present = [c for c in self.classes if (base / c).is_dir()]
+            if present:
+                missing = [c for c in self.classes if c not in present]
+                if missing:
+                    raise FileNotFoundError(
+                        f"CIFAR10-DVS class folders missing under {base}: {', '.join(missing)}; "
+                        f"download {_CIFAR10DVS_SOURCE}"
+                    )
+                return base
+        raise FileNotFoundError(
+            f"no CIFAR10-DVS class folders (airplane/ ... truck/) under {self.root} or "
+            f"{self.root / 'extract'}; download {_CIFAR10DVS_SOURCE}"
+        )
