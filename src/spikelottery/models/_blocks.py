@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d
+from ..encoding import direct_encode
+from ..multistep import SeqBatchNorm1d, SeqBatchNorm2d, seq_apply
 from ..neuron import LIFNeuron
 
 __all__ = [
@@ -38,7 +39,9 @@ def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
         return (_check_positive_int(name, value),) * 2
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return (_check_positive_int(name, value[0]), _check_positive_int(name, value[1]))
-    raise ValueError(f"{name} must be an int or a pair (H, W) of positive ints, got {name}={value!r}")
+    raise ValueError(
+        f"{name} must be an int or a pair (H, W) of positive ints, got {name}={value!r}"
+    )
 
 
 def make_activation(
@@ -64,7 +67,10 @@ def make_activation(
     if not spiking:
         return nn.ReLU()
     kwargs = {**dict(neuron_kwargs or {}), **overrides}
-    kwargs.pop("step_mode", None)  # the zoo is multi-step throughout
+    if kwargs.pop("step_mode", "m") != "m":
+        raise ValueError(
+            "the model zoo runs whole sequences [T, B, ...]: neurons need step_mode='m'"
+        )
     return LIFNeuron(beta=beta, step_mode="m", **kwargs)
 
 
@@ -95,10 +101,11 @@ def encode_input(
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"the model input must be a torch.Tensor, got {type(x).__name__}")
+    shape = tuple(x.shape)
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     if x.dim() == 4:
-        x = x.unsqueeze(0).expand(timesteps, *x.shape)
+        x = direct_encode(x, timesteps)
     elif x.dim() == 5:
         if not time_first:
             x = x.transpose(0, 1)
@@ -109,19 +116,13 @@ def encode_input(
             f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
         )
     if x.shape[2] != in_channels:
-        layout = "[T, B, C, H, W]"
+        read_as = {4: "[B, C, H, W]", 5: "[T, B, C, H, W]" if time_first else "[B, T, C, H, W]"}
         raise ValueError(
-            f"the model expects in_channels={in_channels}, but the input read as {layout} has "
-            f"C={x.shape[2]} (input shape {tuple(x.shape)}, time_first={time_first}); build the "
-            f"model with in_channels={x.shape[2]} or check the input layout"
+            f"the model expects in_channels={in_channels}, but the input of shape {shape}, read "
+            f"as {read_as[len(shape)]}, has C={x.shape[2]}; build the model with "
+            f"in_channels={x.shape[2]} or check the input layout (time_first={time_first})"
         )
     return x
-
-
-def _flat_time(module: nn.Module, x: Tensor) -> Tensor:
-    """Apply a single-step module to ``[T, B, ...]`` by merging T into the batch."""
-    y = module(x.flatten(0, 1))
-    return y.unflatten(0, x.shape[:2])
 
 
 class ConvBNAct(nn.Module):
@@ -152,7 +153,7 @@ class ConvBNAct(nn.Module):
         self.act = act if act is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn(_flat_time(self.conv, x)))
+        return self.act(self.bn(seq_apply(self.conv, x)))
 
 
 class LinearBNAct(nn.Module):
@@ -177,11 +178,6 @@ class LinearBNAct(nn.Module):
         if y.dim() == 3:  # [T, B, D]: give the BN a token axis of length 1
             return self.act(self.bn(y.unsqueeze(2)).squeeze(2))
         return self.act(self.bn(y))
-
-
-def time_distributed(module: nn.Module) -> nn.Module:
-    """Wrap a single-step module (pooling) so it runs on ``[T, B, ...]``."""
-    return MultiStep(module)
 
 
 class SpikingModel(nn.Module):
@@ -234,5 +230,9 @@ class SpikingModel(nn.Module):
         return self.forward_head(self.forward_features(self.encode(x))).mean(0)
 
     def extra_repr(self) -> str:
-        kind = f"spiking=True, timesteps={self.timesteps}, beta={self.beta:g}" if self.spiking else "spiking=False"
+        kind = (
+            f"spiking=True, timesteps={self.timesteps}, beta={self.beta:g}"
+            if self.spiking
+            else "spiking=False"
+        )
         return f"{kind}, in_channels={self.in_channels}, num_classes={self.num_classes}"

@@ -40,12 +40,24 @@ _PRESETS: dict[str, _Preset] = {
     ),
     "resnet19": _Preset(
         SpikingResNet,
-        {"blocks": (3, 3, 2), "widths": (128, 256, 512), "strides": (1, 2, 2), "stem_width": 64, "hidden": (256,)},
+        {
+            "blocks": (3, 3, 2),
+            "widths": (128, 256, 512),
+            "strides": (1, 2, 2),
+            "stem_width": 64,
+            "hidden": (256,),
+        },
         "ResNet-19 (paper): stem 64C3, BasicBlocks [3,3,2] at 128/256/512, avgpool, FC256-FC",
     ),
     "resnet_tiny": _Preset(
         SpikingResNet,
-        {"blocks": (1, 1, 1), "widths": (16, 32, 64), "strides": (1, 2, 2), "stem_width": 16, "hidden": ()},
+        {
+            "blocks": (1, 1, 1),
+            "widths": (16, 32, 64),
+            "strides": (1, 2, 2),
+            "stem_width": 16,
+            "hidden": (),
+        },
         "tiny ResNet for tests: stem 16C3, BasicBlocks [1,1,1] at 16/32/64, avgpool, FC",
     ),
     "spikformer_tiny": _Preset(
@@ -126,7 +138,9 @@ def create_model(
     key = name.strip().lower()
     preset = _PRESETS.get(key)
     if preset is None:
-        raise ValueError(f"unknown model name {name!r}; valid names are: {', '.join(list_models())}")
+        raise ValueError(
+            f"unknown model name {name!r}; valid names are: {', '.join(list_models())}"
+        )
     options = {**preset.kwargs, **kwargs}
     return preset.builder(
         spiking=spiking,

@@ -7,13 +7,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..multistep import MultiStep
 from ._blocks import (
     ConvBNAct,
     LinearBNAct,
     SpikingModel,
     _check_positive_int,
     make_activation,
-    time_distributed,
 )
 
 __all__ = ["RESIDUALS", "BasicBlock", "SpikingResNet"]
@@ -165,7 +165,7 @@ class SpikingResNet(SpikingModel):
                 channels = width
             stages.append(nn.Sequential(*stage))
         self.stages = nn.Sequential(*stages)
-        self.pool = time_distributed(nn.AdaptiveAvgPool2d(1))
+        self.pool = MultiStep(nn.AdaptiveAvgPool2d(1))
 
         hidden_layers: list[nn.Module] = []
         for width in hidden:

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..multistep import MultiStep
 from ._blocks import (
     ConvBNAct,
     LinearBNAct,
@@ -14,7 +15,6 @@ from ._blocks import (
     _check_positive_int,
     _pair,
     make_activation,
-    time_distributed,
 )
 
 __all__ = [
@@ -79,7 +79,9 @@ class ConvPEP(nn.Module):
     ) -> None:
         super().__init__()
         if embed_dim % 8:
-            raise ValueError(f"embed_dim must be a multiple of 8 (ConvPEP widths D/8, D/4, D/2), got {embed_dim}")
+            raise ValueError(
+                f"embed_dim must be a multiple of 8 (ConvPEP widths D/8, D/4, D/2), got {embed_dim}"
+            )
         height, width = _pair("img_size", img_size)
         if patch_size is None:
             patch_size = default_patch_size((height, width))
@@ -98,7 +100,7 @@ class ConvPEP(nn.Module):
         for stage in range(4):
             layers.append(ConvBNAct(widths[stage], widths[stage + 1], act()))
             if stage >= 4 - pools:
-                layers.append(time_distributed(nn.MaxPool2d(2)))
+                layers.append(MultiStep(nn.MaxPool2d(2)))
         self.proj = nn.Sequential(*layers)
         self.pos = ConvBNAct(embed_dim, embed_dim, act())
         self.grid_size = (height // patch_size, width // patch_size)
@@ -320,4 +322,3 @@ class Spikformer(SpikingModel):
     def forward_head(self, x: Tensor) -> Tensor:
         """Tokens -> per-timestep logits ``[T, B, num_classes]`` (mean over the tokens)."""
         return self.head(x.mean(2))
-

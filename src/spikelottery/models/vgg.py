@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..multistep import MultiStep
 from ._blocks import (
     ConvBNAct,
     LinearBNAct,
@@ -14,7 +15,6 @@ from ._blocks import (
     _check_positive_int,
     _pair,
     make_activation,
-    time_distributed,
 )
 
 __all__ = ["VGG", "VGG9_CONFIG"]
@@ -97,7 +97,7 @@ class VGG(SpikingModel):
                         f"would see a {height}x{width} map; use a larger image or fewer pools"
                     )
                 pool = nn.AvgPool2d(2) if item == "A" else nn.MaxPool2d(2)
-                layers.append(time_distributed(pool))
+                layers.append(MultiStep(pool))
                 height, width = height // 2, width // 2
             elif isinstance(item, int) and not isinstance(item, bool) and item > 0:
                 layers.append(ConvBNAct(channels, item, act()))
@@ -115,7 +115,9 @@ class VGG(SpikingModel):
         hidden_layers: list[nn.Module] = []
         features = channels * height * width
         for width_ in hidden:
-            hidden_layers.append(LinearBNAct(features, _check_positive_int("hidden", width_), act()))
+            hidden_layers.append(
+                LinearBNAct(features, _check_positive_int("hidden", width_), act())
+            )
             features = width_
         self.hidden = nn.Sequential(*hidden_layers)
         self.head = nn.Linear(features, num_classes)
