@@ -22,18 +22,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(
-    step: Callable[[], None], device: torch.device, warmup: int, repeats: int
-) -> list[float]:
-    for _ in range(warmup):
-        step()
-    times = []
+def _time_interleaved(
+    steps: dict[str, Callable[[], None]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, list[float]]:
+    """Run the variants round-robin, so background load hits all of them alike."""
+    for step in steps.values():
+        for _ in range(warmup):  # includes compilation for the compiled variant
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
     return times
 
 
@@ -75,11 +78,9 @@ def run(shape: tuple[int, ...], device: torch.device, warmup: int, repeats: int)
     x = (torch.randn(shape, device=device) * 1.5).requires_grad_()
     grad = torch.randn(shape, device=device)
     variants = _variants(beta=0.99)
-    medians = {}
-    for name, neuron in variants.items():
-        neuron.to(device)
-        times = _time(_make_step(neuron, x, grad), device, warmup, repeats)
-        medians[name] = statistics.median(times)
+    steps = {name: _make_step(neuron.to(device), x, grad) for name, neuron in variants.items()}
+    times = _time_interleaved(steps, device, warmup, repeats)
+    medians = {name: statistics.median(t) for name, t in times.items()}
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     print(f"\nshape {list(shape)}  device {device}  threads {threads}  repeats {repeats}")
     print(f"{'variant':<24}{'median fwd+bwd ms':>20}")
@@ -100,8 +101,13 @@ def main() -> None:
         default=[4, 64, 128, 16, 16],
         help="input shape [T, B, C, H, W] (default: 4 64 128 16 16)",
     )
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 0],
-                        help="CPU thread counts to run; 0 means torch's default (default: 1 0)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="CPU thread counts to run; 0 means torch's default (default: 1 0)",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -6,6 +6,7 @@
   frame); the network wants time first, ``[T, B, 2, H, W]``.
 
 Example:
+    >>> import torch
     >>> encode(torch.rand(8, 3, 32, 32), timesteps=4).shape
     torch.Size([4, 8, 3, 32, 32])
     >>> encode(torch.rand(8, 10, 2, 32, 32)).shape
@@ -64,11 +65,7 @@ def event_frames_to_seq(x: Tensor) -> Tensor:
         raise ValueError(
             "event frames must be [B, T, 2, H, W] (batch, time, ON/OFF polarity, height, "
             f"width), got shape {shape}"
-            + (
-                f"; dim 2 has {shape[2]} channels, expected 2 polarities"
-                if len(shape) == 5
-                else ""
-            )
+            + (f"; dim 2 has {shape[2]} channels, expected 2 polarities" if len(shape) == 5 else "")
         )
     return x.transpose(0, 1).contiguous()
 

@@ -147,9 +147,9 @@ def _resolve_surrogate(
         fn = atan_surrogate if name == "atan" else sigmoid_surrogate
         return name, a, lambda x: fn(x, a)
     if callable(surrogate):
-        name = _BUILTIN_FNS.get(surrogate)
-        if name is not None:  # our own function passed by reference: keep the fast path
-            return _resolve_surrogate(name, alpha)
+        builtin = _BUILTIN_FNS.get(surrogate)
+        if builtin is not None:  # our own function passed by reference: keep the fast path
+            return _resolve_surrogate(builtin, alpha)
         return None, None, surrogate
     raise TypeError(
         f"surrogate must be 'atan', 'sigmoid' or a callable, got {type(surrogate).__name__}"
@@ -200,9 +200,9 @@ def lif_multistep(
     >>> spikes.shape, v.shape
     (torch.Size([4, 2, 3]), torch.Size([2, 3]))
     """
-    if not isinstance(x_seq, Tensor) or x_seq.ndim < 1:
+    if not isinstance(x_seq, Tensor) or x_seq.ndim < 1 or x_seq.shape[0] == 0:
         raise ValueError(
-            "x_seq must be a tensor with time first, [T, ...]; got "
+            "x_seq must be a tensor with time first, [T, ...], T >= 1; got "
             f"{type(x_seq).__name__} of shape {tuple(getattr(x_seq, 'shape', ()))}"
         )
     if backend not in _BACKENDS:
@@ -218,6 +218,7 @@ def lif_multistep(
                     "a custom callable runs on backend='eager'"
                 )
         else:
+            assert a is not None  # a named surrogate always has its alpha
             return _lif_fused(
                 x_seq, v0, beta, gamma, threshold, v_reset, name, a, detach_reset, backend
             )
@@ -272,9 +273,12 @@ def _fwd_kernel(
     spikes = []
     for t in range(x.shape[0]):
         h = gamma * x[t] if v is None else beta * v + gamma * x[t]
-        s = h >= threshold
-        spikes.append(s.to(x.dtype))
-        v = torch.where(s, v_reset, h)
+        s = (h >= threshold).to(x.dtype)
+        spikes.append(s)
+        # Exact hard reset (s is 0 or 1), written arithmetically so v_reset stays a kernel
+        # argument; torch.where with a Python scalar would bake it in and recompile.
+        v = h * (1 - s) + v_reset * s
+    assert v is not None  # T >= 1 is checked by the callers
     return torch.stack(spikes), v
 
 
@@ -289,23 +293,25 @@ def _bwd_kernel(
     v_reset: float,
     alpha: float,
     name: str,
-    detach_reset: bool,
+    reset_grad: float,
 ) -> tuple[Tensor, Tensor]:
-    # Recompute the charged potentials instead of saving them: one pass over x is cheaper
+    # reset_grad is 0.0 for detach_reset (a float, not a bool, so toggling it does not
+    # recompile). Recompute the charged potentials instead of saving them: one pass over x is cheaper
     # than writing and re-reading a [T, N] buffer, and memory is the same (x is saved).
     hs = []
     v = v0
     for t in range(x.shape[0]):
         h = gamma * x[t] if v is None else beta * v + gamma * x[t]
         hs.append(h)
-        v = torch.where(h >= threshold, v_reset, h)
+        s = (h >= threshold).to(x.dtype)
+        v = h * (1 - s) + v_reset * s
     gv = grad_v
     grads = []
     for t in range(x.shape[0] - 1, -1, -1):
         h = hs[t]
         sg = _surrogate_grad(h - threshold, name, alpha)
         keep = (h < threshold).to(h.dtype)  # dV/dH of the reset, spikes held constant
-        dv_dh = keep if detach_reset else keep + (v_reset - h) * sg
+        dv_dh = keep + reset_grad * (v_reset - h) * sg
         gh = grad_s[t] * sg + gv * dv_dh
         grads.append(gamma * gh)
         gv = beta * gh
@@ -322,9 +328,9 @@ class _CompileState:
 @cache
 def _compiled(which: str) -> Callable[..., tuple[Tensor, Tensor]]:
     fn = _fwd_kernel if which == "fwd" else _bwd_kernel
-    # dynamic=None: the first shape compiles static (fastest); a second shape recompiles
-    # once with a dynamic N instead of once per shape.
-    return torch.compile(fn, fullgraph=True)
+    # dynamic=True: sizes and the float parameters are kernel arguments, so new shapes or
+    # a new beta reuse the kernel (only T, unrolled, and the surrogate name specialise).
+    return torch.compile(fn, fullgraph=True, dynamic=True)
 
 
 def _run_kernel(which: str, backend: str, device_type: str, *args: Any) -> tuple[Tensor, Tensor]:
@@ -350,6 +356,16 @@ def _run_kernel(which: str, backend: str, device_type: str, *args: Any) -> tuple
         return eager_fn(*args)
 
 
+def _plain(t: Tensor | None) -> Tensor | None:
+    # The compiled kernels guard on requires_grad, on view bases and (by duck sizing) on
+    # storage offsets; handing them detached, offset-free tensors avoids recompiling per
+    # time step in single-step mode.
+    if t is None:
+        return None
+    t = t.detach()
+    return t if t.storage_offset() == 0 else t.clone()
+
+
 class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -366,7 +382,7 @@ class _FusedLIF(torch.autograd.Function):
         backend: str,
     ) -> tuple[Tensor, Tensor]:
         spikes, v_last = _run_kernel(
-            "fwd", backend, x.device.type, x, v0, beta, gamma, threshold, v_reset
+            "fwd", backend, x.device.type, _plain(x), _plain(v0), beta, gamma, threshold, v_reset
         )
         ctx.save_for_backward(x, v0)
         ctx.params = (beta, gamma, threshold, v_reset, alpha, name, detach_reset, backend)
@@ -381,17 +397,17 @@ class _FusedLIF(torch.autograd.Function):
             "bwd",
             backend,
             x.device.type,
-            grad_s.contiguous(),
-            grad_v.contiguous(),
-            x,
-            v0,
+            _plain(grad_s.contiguous()),
+            _plain(grad_v.contiguous()),
+            _plain(x),
+            _plain(v0),
             beta,
             gamma,
             threshold,
             v_reset,
             alpha,
             name,
-            detach_reset,
+            0.0 if detach_reset else 1.0,
         )
         return (grad_x, grad_v0 if v0 is not None else None, *([None] * 8))
 
@@ -535,7 +551,7 @@ class LIFNeuron(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Spikes with the shape of ``x``: ``[T, B, ...]`` in mode "m", ``[B, ...]`` in "s"."""
         if self._step_mode == "m":
-            if x.ndim < 2:
+            if x.ndim < 2 or x.shape[0] == 0:
                 raise ValueError(
                     f"LIFNeuron(step_mode='m') expects input [T, B, ...], got shape "
                     f"{tuple(x.shape)}; use step_mode='s' for one time step"
@@ -549,6 +565,9 @@ class LIFNeuron(nn.Module):
                 f"but got input of shape {tuple(x.shape)}; call reset() (or "
                 "functional.reset_net(model)) before a new sequence"
             )
+        if v0 is None:
+            # Materialised (not None) so the compiled kernel has one variant for every step.
+            v0 = torch.full_like(x, self.v_reset)
         spikes, self.v = self._run(x.unsqueeze(0), v0)
         return spikes[0]
 

@@ -1,0 +1,297 @@
+"""LIF neuron: equality with SpikingJelly 2.0, both backends, both step modes, state reset."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikelottery import neuron as neuron_mod
+from spikelottery.neuron import (
+    LIFNeuron,
+    atan_surrogate,
+    heaviside,
+    lif_multistep,
+    sigmoid_surrogate,
+)
+
+sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+from spikingjelly.activation_based import functional, surrogate  # noqa: E402
+
+# One input shape for every compiled-backend test, so the kernels compile once per variant.
+COMPILED_SHAPE = (3, 2, 4, 5)
+
+
+def _sj_lif(beta: float, threshold: float, step_mode: str, sur: str = "atan", detach=False):
+    return sj_neuron.LIFNode(
+        tau=1.0 / (1.0 - beta),
+        decay_input=False,
+        v_threshold=threshold,
+        v_reset=0.0,
+        surrogate_function=surrogate.ATan() if sur == "atan" else surrogate.Sigmoid(),
+        detach_reset=detach,
+        step_mode=step_mode,
+    )
+
+
+def _data(shape, seed: int, scale: float = 1.5):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen) * scale + 0.3
+    grad = torch.randn(shape, generator=gen)
+    return x, grad
+
+
+def _spikes_and_grad(module, x, grad, steps: str = "m"):
+    x = x.clone().requires_grad_()
+    if steps == "m":
+        out = module(x)
+    else:
+        out = torch.stack([module(xt) for xt in x])
+    out.backward(grad)
+    return out.detach(), x.grad
+
+
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    beta=st.floats(0.05, 0.99),
+    threshold=st.floats(0.2, 2.0),
+    t=st.integers(1, 6),
+    rest=shapes,
+    seed=st.integers(0, 2**16),
+    sur=st.sampled_from(["atan", "sigmoid"]),
+    detach=st.booleans(),
+)
+def test_multistep_equals_spikingjelly(beta, threshold, t, rest, seed, sur, detach):
+    x, grad = _data((t, *rest), seed)
+    ours = LIFNeuron(
+        beta=beta, threshold=threshold, surrogate=sur, detach_reset=detach, backend="eager"
+    )
+    ref = _sj_lif(beta, threshold, "m", sur, detach)
+    s_ours, g_ours = _spikes_and_grad(ours, x, grad)
+    s_ref, g_ref = _spikes_and_grad(ref, x, grad)
+    assert torch.equal(s_ours, s_ref)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    beta=st.floats(0.05, 0.99),
+    threshold=st.floats(0.2, 2.0),
+    t=st.integers(1, 5),
+    rest=shapes,
+    seed=st.integers(0, 2**16),
+)
+def test_singlestep_equals_spikingjelly(beta, threshold, t, rest, seed):
+    x, grad = _data((t, *rest), seed)
+    ours = LIFNeuron(beta=beta, threshold=threshold, step_mode="s", backend="eager")
+    ref = _sj_lif(beta, threshold, "s")
+    s_ours, g_ours = _spikes_and_grad(ours, x, grad, steps="s")
+    s_ref, g_ref = _spikes_and_grad(ref, x, grad, steps="s")
+    assert torch.equal(s_ours, s_ref)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.v, ref.v, atol=1e-6, rtol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    beta=st.floats(0.0, 1.0),
+    gamma=st.floats(0.1, 2.0),
+    threshold=st.floats(0.2, 2.0),
+    v_reset=st.floats(-0.5, 0.1),
+    t=st.integers(1, 5),
+    rest=shapes,
+    seed=st.integers(0, 2**16),
+)
+def test_single_and_multi_step_agree(beta, gamma, threshold, v_reset, t, rest, seed):
+    x, grad = _data((t, *rest), seed)
+    kw = dict(beta=beta, gamma=gamma, threshold=threshold, v_reset=v_reset, backend="eager")
+    s_m, g_m = _spikes_and_grad(LIFNeuron(**kw, step_mode="m"), x, grad)
+    s_s, g_s = _spikes_and_grad(LIFNeuron(**kw, step_mode="s"), x, grad, steps="s")
+    assert torch.equal(s_m, s_s)
+    torch.testing.assert_close(g_m, g_s, atol=1e-6, rtol=1e-6)
+
+
+def test_equations_by_hand():
+    # Eq. 1-2 with gamma != 1 and v_reset != 0, checked against a scalar loop.
+    beta, gamma, thr, v_reset = 0.5, 0.8, 1.0, -0.25
+    x = torch.tensor([[1.0], [0.9], [2.0], [-0.3], [1.4]])
+    spikes, v_last = lif_multistep(x, None, beta, gamma, thr, v_reset)
+    v, expected = v_reset, []
+    for xt in x[:, 0].tolist():
+        v = beta * v + gamma * xt
+        fired = v >= thr
+        expected.append(float(fired))
+        v = v_reset if fired else v
+    assert spikes[:, 0].tolist() == expected
+    assert v_last.item() == pytest.approx(v)
+
+
+# --------------------------------------------------------------------------- compiled
+
+
+@pytest.mark.parametrize(("sur", "detach"), [("atan", False), ("atan", True), ("sigmoid", False)])
+def test_compiled_equals_spikingjelly(sur, detach):
+    for seed, (beta, thr) in enumerate([(0.9, 1.0), (0.5, 0.7)]):  # floats: no recompile
+        x, grad = _data(COMPILED_SHAPE, seed)
+        ours = LIFNeuron(
+            beta=beta, threshold=thr, surrogate=sur, detach_reset=detach, backend="compiled"
+        )
+        s_ours, g_ours = _spikes_and_grad(ours, x, grad)
+        s_ref, g_ref = _spikes_and_grad(_sj_lif(beta, thr, "m", sur, detach), x, grad)
+        assert torch.equal(s_ours, s_ref)
+        torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_state_gradients_match_eager():
+    # Hand-written BPTT against autograd, with a start state and a loss on v_last too.
+    # T = 1 with a start state is the single-step kernel: no extra compilation.
+    x, grad = _data((1, *COMPILED_SHAPE[1:]), 7)
+    gen = torch.Generator().manual_seed(1)
+    v0 = torch.rand(COMPILED_SHAPE[1:], generator=gen)
+    grads = {}
+    for backend in ("eager", "compiled"):
+        xr, vr = x.clone().requires_grad_(), v0.clone().requires_grad_()
+        spikes, v_last = lif_multistep(xr, vr, 0.8, 1.3, 1.0, 0.1, "atan", backend=backend)
+        ((spikes * grad).sum() + (v_last**2).sum()).backward()
+        grads[backend] = (spikes.detach(), v_last.detach(), xr.grad, vr.grad)
+    for a, b in zip(grads["eager"], grads["compiled"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_single_step_equals_spikingjelly():
+    x, grad = _data(COMPILED_SHAPE, 3)
+    ours = LIFNeuron(beta=0.75, step_mode="s", backend="compiled")
+    s_ours, g_ours = _spikes_and_grad(ours, x, grad, steps="s")
+    s_ref, g_ref = _spikes_and_grad(_sj_lif(0.75, 1.0, "s"), x, grad, steps="s")
+    assert torch.equal(s_ours, s_ref)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_falls_back_once_when_compile_fails(monkeypatch):
+    def broken(which):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(neuron_mod, "_compiled", broken)
+    monkeypatch.setattr(neuron_mod._CompileState, "failed", {})
+    x, grad = _data((3, 2, 3), 0)
+    with pytest.warns(RuntimeWarning, match="falling back to the eager loop"):
+        s_auto, g_auto = _spikes_and_grad(LIFNeuron(beta=0.9), x, grad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: the second call is silent
+        _spikes_and_grad(LIFNeuron(beta=0.9), x, grad)
+    s_ref, g_ref = _spikes_and_grad(_sj_lif(0.9, 1.0, "m"), x, grad)
+    assert torch.equal(s_auto, s_ref)
+    torch.testing.assert_close(g_auto, g_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_backend_raises_when_compile_fails(monkeypatch):
+    def broken(which):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(neuron_mod, "_compiled", broken)
+    monkeypatch.setattr(neuron_mod._CompileState, "failed", {})
+    with pytest.raises(RuntimeError, match="backend='eager'"):
+        LIFNeuron(backend="compiled")(torch.rand(2, 2))
+
+
+# --------------------------------------------------------------------------- surrogates
+
+
+@pytest.mark.parametrize(
+    ("ours", "ref", "formula"),
+    [
+        (atan_surrogate, surrogate.ATan(), lambda x: 1.0 / (1 + (math.pi * x) ** 2)),
+        (
+            sigmoid_surrogate,
+            surrogate.Sigmoid(),
+            lambda x: 4 * torch.sigmoid(4 * x) * (1 - torch.sigmoid(4 * x)),
+        ),
+    ],
+)
+def test_surrogates_match_spikingjelly(ours, ref, formula):
+    x = torch.linspace(-2, 2, 101)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    assert torch.equal(ours(a), ref(b))
+    assert torch.equal(ours(a), heaviside(x))
+    ours(a).sum().backward()
+    ref(b).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(a.grad, formula(x), atol=1e-6, rtol=1e-6)
+
+
+def test_custom_callable_surrogate_runs_eager():
+    x, grad = _data((3, 2, 3), 5)
+    ours = LIFNeuron(beta=0.9, surrogate=surrogate.ATan())  # SpikingJelly's object
+    s_ours, g_ours = _spikes_and_grad(ours, x, grad)
+    s_ref, g_ref = _spikes_and_grad(_sj_lif(0.9, 1.0, "m"), x, grad)
+    assert torch.equal(s_ours, s_ref)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- state
+
+
+def test_reset_net_resets_single_step_state():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), LIFNeuron(step_mode="s", backend="eager"))
+    lif = net[1]
+    net(torch.rand(2, 3))
+    assert lif.v is not None and lif.v.shape == (2, 4)
+    with pytest.raises(ValueError, match="reset"):
+        net(torch.rand(5, 3))  # new batch size without a reset
+    functional.reset_net(net)
+    assert lif.v is None
+    assert net(torch.rand(5, 3)).shape == (5, 4)
+
+
+def test_multistep_calls_are_independent():
+    lif = LIFNeuron(beta=0.9, backend="eager")
+    x = torch.rand(4, 2, 3) * 2
+    assert torch.equal(lif(x), lif(x))  # no state leaks between sequences
+    assert lif(torch.rand(4, 7, 3)).shape == (4, 7, 3)
+
+
+def test_set_step_mode_from_spikingjelly():
+    net = torch.nn.Sequential(LIFNeuron())
+    functional.set_step_mode(net, "s")
+    assert net[0].step_mode == "s"
+    with pytest.raises(ValueError, match="step_mode"):
+        net[0].step_mode = "x"
+
+
+# --------------------------------------------------------------------------- API
+
+
+def test_extra_repr():
+    text = repr(LIFNeuron(beta=0.5, threshold=0.75, surrogate="sigmoid", step_mode="s"))
+    for part in ("beta=0.5", "threshold=0.75", "surrogate=sigmoid(alpha=4)", "step_mode=s"):
+        assert part in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"beta": 1.5}, "beta"),
+        ({"threshold": float("nan")}, "threshold"),
+        ({"surrogate": "relu"}, "surrogate"),
+        ({"surrogate": 3}, "surrogate"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"step_mode": "x"}, "step_mode"),
+        ({"backend": "cuda"}, "backend"),
+        ({"backend": "compiled", "surrogate": surrogate.ATan()}, "compiled"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        LIFNeuron(**kwargs)
+
+
+def test_multistep_needs_time_dimension():
+    with pytest.raises(ValueError, match=r"\[T, B"):
+        LIFNeuron()(torch.rand(5))
