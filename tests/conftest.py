@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+# The compiled LIF kernels are tested explicitly (backend="compiled"); elsewhere the
+# uncompiled fused kernels save a one-off compile per test process.
+os.environ.setdefault("SPIKELOTTERY_COMPILE", "0")
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -22,6 +26,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+# Small tensors on a shared 2-core machine run faster and steadier on one thread.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -178,6 +178,7 @@ def test_auto_falls_back_once_when_compile_fails(monkeypatch):
     def broken(which):
         raise RuntimeError("no C compiler")
 
+    monkeypatch.setenv("SPIKELOTTERY_COMPILE", "1")  # conftest switches compilation off
     monkeypatch.setattr(neuron_mod, "_compiled", broken)
     monkeypatch.setattr(neuron_mod._CompileState, "failed", {})
     x, grad = _data((3, 2, 3), 0)
@@ -295,3 +296,16 @@ def test_bad_arguments(kwargs, match):
 def test_multistep_needs_time_dimension():
     with pytest.raises(ValueError, match=r"\[T, B"):
         LIFNeuron()(torch.rand(5))
+
+
+def test_compile_switch_keeps_auto_uncompiled(monkeypatch):
+    def broken(which):
+        raise AssertionError("must not compile when SPIKELOTTERY_COMPILE=0")
+
+    monkeypatch.setenv("SPIKELOTTERY_COMPILE", "0")
+    monkeypatch.setattr(neuron_mod, "_compiled", broken)
+    x, grad = _data((3, 2, 3), 1)
+    s_auto, g_auto = _spikes_and_grad(LIFNeuron(beta=0.9), x, grad)
+    s_ref, g_ref = _spikes_and_grad(LIFNeuron(beta=0.9, backend="eager"), x, grad)
+    assert torch.equal(s_auto, s_ref)
+    torch.testing.assert_close(g_auto, g_ref, atol=1e-5, rtol=1e-5)

@@ -5,13 +5,27 @@
 
 from ._validation import kept_count
 from ._version import __version__
+from .encoding import DirectEncoder, EventFrames, direct_encode, encode
+from .energy import EnergyReport, estimate_energy
 from .errors import SpikeLotteryError
 from .layers import BinaryActivation, SubnetConv, SubnetConv1d, SubnetLayer, SubnetLinear
 from .masks import approx_sign, subnet_weight, topk_mask
+from .models import create_model, list_models
+from .multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d
+from .neuron import LIFNeuron
+from .patch import PatchSelector, attach_patch_selector, select_patches
 from .sparsify import SparsifyReport, TicketSummary, densify, kept_fraction, sparsify, summary
 
 __all__ = [
     "BinaryActivation",
+    "DirectEncoder",
+    "EnergyReport",
+    "EventFrames",
+    "LIFNeuron",
+    "MultiStep",
+    "PatchSelector",
+    "SeqBatchNorm1d",
+    "SeqBatchNorm2d",
     "SparsifyReport",
     "SpikeLotteryError",
     "SubnetConv",
@@ -21,9 +35,16 @@ __all__ = [
     "TicketSummary",
     "__version__",
     "approx_sign",
+    "attach_patch_selector",
+    "create_model",
     "densify",
+    "direct_encode",
+    "encode",
+    "estimate_energy",
     "kept_count",
     "kept_fraction",
+    "list_models",
+    "select_patches",
     "sparsify",
     "subnet_weight",
     "summary",

@@ -26,6 +26,7 @@ With ``gamma = 1`` and ``v_reset = 0`` the neuron equals SpikingJelly's
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable
 from functools import cache
@@ -335,6 +336,8 @@ def _compiled(which: str) -> Callable[..., tuple[Tensor, Tensor]]:
 
 def _run_kernel(which: str, backend: str, device_type: str, *args: Any) -> tuple[Tensor, Tensor]:
     eager_fn = _fwd_kernel if which == "fwd" else _bwd_kernel
+    if backend == "auto" and os.environ.get("SPIKELOTTERY_COMPILE", "1") == "0":
+        return eager_fn(*args)  # compilation switched off (e.g. short CPU jobs, tests)
     if torch.compiler.is_compiling() or device_type in _CompileState.failed:
         return eager_fn(*args)  # an outer torch.compile traces the plain function
     try:
@@ -461,7 +464,9 @@ class LIFNeuron(nn.Module):
             4 for sigmoid, as in SpikingJelly).
         detach_reset: Treat the reset as a constant in backward.
         step_mode: ``"m"`` (multi-step) or ``"s"`` (single-step).
-        backend: ``"auto"`` (fused and compiled when possible, else eager),
+        backend: ``"auto"`` (fused and compiled when possible, else eager; the
+            environment variable ``SPIKELOTTERY_COMPILE=0`` keeps it on the uncompiled
+            fused kernels, which saves the one-off compile time of short CPU jobs),
             ``"compiled"`` or ``"eager"``.
 
     Example:
