@@ -15,6 +15,7 @@ from .multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d
 from .neuron import LIFNeuron
 from .patch import PatchSelector, attach_patch_selector, select_patches
 from .sparsify import SparsifyReport, TicketSummary, densify, kept_fraction, sparsify, summary
+from .tickets import TicketInfo, export_dense, export_onnx, load_ticket, read_ticket_info, save_ticket
 
 __all__ = [
     "BinaryActivation",
@@ -32,6 +33,7 @@ __all__ = [
     "SubnetConv1d",
     "SubnetLayer",
     "SubnetLinear",
+    "TicketInfo",
     "TicketSummary",
     "__version__",
     "approx_sign",
@@ -41,9 +43,14 @@ __all__ = [
     "direct_encode",
     "encode",
     "estimate_energy",
+    "export_dense",
+    "export_onnx",
     "kept_count",
     "kept_fraction",
     "list_models",
+    "load_ticket",
+    "read_ticket_info",
+    "save_ticket",
     "select_patches",
     "sparsify",
     "subnet_weight",
