@@ -275,7 +275,7 @@ class SubnetConv1d(SubnetLayer, nn.Conv1d):
         return self._conv_forward(x, self.effective_weight(), self.bias)
 
 
-class SubnetLinear(SubnetLayer, nn.Linear):
+class SubnetLinear(SubnetLayer, nn.Linear):  # type: ignore[misc]  # bias: Tensor | None in both
     """``nn.Linear`` whose weight is a sub-network of a frozen random weight.
 
     Works on any leading dimensions, so ``[T, B, N, D]`` needs no reshaping.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -124,7 +124,9 @@ def _resolve_layer_pa(layer_pa: Mapping[str, float] | None, names: list[str]) ->
     return out
 
 
-def _walk(module: nn.Module, prefix: str, parent: nn.Module | None):
+def _walk(
+    module: nn.Module, prefix: str, parent: nn.Module | None
+) -> Iterator[tuple[nn.Module, str, str, nn.Module]]:
     """Yield (parent, attr, qualified name, module) top-down, not descending into layers."""
     for attr, child in module.named_children():
         name = f"{prefix}.{attr}" if prefix else attr
@@ -386,7 +388,7 @@ def summary(model: nn.Module) -> TicketSummary:
     >>> print(summary(sparsify(nn.Sequential(nn.Linear(10, 10)), pa=0.3)))  # doctest: +ELLIPSIS
     layer  type ...
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, module in model.named_modules():
         if isinstance(module, SubnetLayer):
             alpha = module.alpha()
