@@ -31,7 +31,6 @@ import inspect
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from ._io import atomic_open
 from .errors import SpikeLotteryError
 
 __all__ = [
@@ -360,16 +360,8 @@ class EnergyReport:
         writer.writerow([*cols, "snn_mj", "ann_mj"])
         for r in self.rows:
             writer.writerow([*(getattr(r, c) for c in cols), r.snn_mj, r.ann_mj])
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "w", newline="") as f:
+            f.write(buf.getvalue())
         return path
 
 

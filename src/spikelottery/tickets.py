@@ -35,14 +35,12 @@ are never regenerated from a seed (a seed may be stored as metadata, for the rec
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import inspect
 import json
 import math
 import os
-import secrets
 import struct
 import warnings
 from collections import Counter
@@ -57,6 +55,7 @@ import torch
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
+from ._io import atomic_write_bytes
 from ._validation import kept_count
 from ._version import __version__
 from .errors import SpikeLotteryError
@@ -378,34 +377,8 @@ def save_ticket(
     meta = {**info, **user}
     meta["sha256"] = _digest(tensors, meta)
     data = safetensors.torch.save(tensors, metadata=meta)
-    _atomic_write(path, data)
+    atomic_write_bytes(path, data)
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    folder = path.parent
-    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        # os.open with mode 0o666 lets the umask decide the permissions, as open() would.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as exc:
-        raise type(exc)(
-            exc.errno,
-            f"cannot save the ticket to {str(path)!r}: {exc.strerror}; check that the folder "
-            f"{str(folder)!r} exists and is writable",
-            str(path),
-        ) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------- reading

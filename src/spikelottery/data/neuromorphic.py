@@ -33,10 +33,8 @@ to rebuild it.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._io import atomic_open
 from ..errors import SpikeLotteryError
 from .digits import _check_fraction, _check_int, stratified_split
 from .dvs_sim import EVENT_DTYPE, SplitBy, events_to_frames
@@ -240,15 +239,8 @@ def _sample_frames(
 
 def _atomic_save(path: Path, frames: np.ndarray, label: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, frames=frames, label=np.int64(label))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez_compressed(f, frames=frames, label=np.int64(label))
 
 
 def _load_cached(path: Path) -> np.ndarray:
