@@ -7,6 +7,7 @@ from ._validation import kept_count
 from ._version import __version__
 from .encoding import DirectEncoder, EventFrames, direct_encode, encode
 from .energy import EnergyReport, estimate_energy
+from .engine import Results, TrainConfig, Trainer, run
 from .errors import SpikeLotteryError
 from .layers import BinaryActivation, SubnetConv, SubnetConv1d, SubnetLayer, SubnetLinear
 from .masks import approx_sign, subnet_weight, topk_mask
@@ -25,6 +26,7 @@ __all__ = [
     "LIFNeuron",
     "MultiStep",
     "PatchSelector",
+    "Results",
     "SeqBatchNorm1d",
     "SeqBatchNorm2d",
     "SparsifyReport",
@@ -35,6 +37,8 @@ __all__ = [
     "SubnetLinear",
     "TicketInfo",
     "TicketSummary",
+    "TrainConfig",
+    "Trainer",
     "__version__",
     "approx_sign",
     "attach_patch_selector",
@@ -50,6 +54,7 @@ __all__ = [
     "list_models",
     "load_ticket",
     "read_ticket_info",
+    "run",
     "save_ticket",
     "select_patches",
     "sparsify",

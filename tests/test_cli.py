@@ -1,0 +1,167 @@
+"""Tests of the ``spikelottery`` command line (in process, plus one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import spikelottery
+from spikelottery.cli import build_parser, main
+
+QUICK = ["--max-batches", "2", "--no-progress", "-q"]
+EAGER = '{"config": [8, "A", 16, "A"], "neuron_kwargs": {"backend": "eager"}}'
+
+
+def test_demo_with_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--seed", "1", *QUICK]) == 0
+    printed = capsys.readouterr().out
+    assert "binarised SNN ticket (mp)" in printed and "energy (mJ)" in printed
+    records = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in records] == [
+        "dense SNN",
+        "SNN ticket (lt)",
+        "binarised SNN ticket (mp)",
+    ]
+    for r in records:
+        assert {"method", "accuracy", "kept_fraction", "energy_mj", "seconds"} <= set(r)
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["energy_mj"] > 0 and r["seconds"] > 0
+    assert records[0]["kept_fraction"] == 1.0
+    assert records[1]["kept_fraction"] == pytest.approx(0.6, abs=0.01)
+    assert records[2]["kept_fraction"] == records[1]["kept_fraction"]
+    for mode in ("dense", "lt", "mp"):
+        assert (out / mode / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["run", "--pa", "1.5"], "--pa"),
+        (["run", "--pa", "abc"], "--pa"),
+        (["run", "--pb", "-0.2"], "--pb"),
+        (["run", "--mode", "prune"], "--mode"),
+        (["run", "--epochs", "-1"], "--epochs"),
+        (["run", "--batch-size", "0"], "--batch-size"),
+        (["run", "--lr", "0"], "--lr"),
+        (["run", "--beta", "2"], "--beta"),
+        (["run", "--model", "vgg10"], "--model"),
+        (["run", "--dataset", "mnist"], "--dataset"),
+        (["run", "--timesteps", "x"], "--timesteps"),
+        (["run", "--model-kwargs", "[1]"], "--model-kwargs"),
+        (["run", "--config", "missing.toml"], "--config"),
+        (["run", "--bogus"], "--bogus"),
+        (["demo", "--pa", "1"], "--pa"),
+        (["demo", "--epochs", "0"], "--epochs"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "error" in err
+
+
+def test_config_file_and_flag_override(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(
+        f'model = "vgg_tiny"\nresolution = 8\ntimesteps = 2\nepochs = 1\nseed = 3\npa = 0.3\n'
+        f"batch_size = 16\nenergy_batches = 1\nout = {json.dumps(str(out))}\n"
+        f'device = "cpu"\n[model_kwargs.neuron_kwargs]\nbackend = "eager"\n'
+    )
+    assert main(["run", "--config", str(cfg), "--seed", "5", "--mode", "lt", *QUICK]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["seed"] == 5  # the flag wins
+    assert data["config"]["mode"] == "lt"
+    assert data["config"]["pa"] == 0.3 and data["config"]["model"] == "vgg_tiny"  # from the file
+    assert data["config"]["max_batches"] == 2 and data["config"]["progress"] is False
+    assert len(data["history"]) == 1
+
+
+def test_bad_value_in_config_file_names_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "exp.json"
+    cfg.write_text(json.dumps({"pa": 1.2}))
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--config", str(cfg)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "exp.json" in err and "pa" in err and "--pa" in err
+    # a flag can override the bad value
+    cfg.write_text(json.dumps({"pa": 1.2, "unknown_key": 1}))
+    with pytest.raises(SystemExit):
+        main(["run", "--config", str(cfg), "--pa", "0.4"])
+    assert "unknown_key" in capsys.readouterr().err
+
+
+def test_run_from_flags_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    argv = [
+        "run",
+        "--model",
+        "vgg_tiny",
+        "--model-kwargs",
+        EAGER,
+        "--resolution",
+        "8",
+        "--timesteps",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--ann",
+        "--mode",
+        "mp",
+        "--out",
+        str(out),
+        *QUICK,
+    ]
+    assert main(argv) == 0
+    assert "accuracy" in capsys.readouterr().out
+    first = json.loads((out / "results.json").read_text())
+    assert first["config"]["spiking"] is False and first["firing_rate"] is None
+    assert main([*argv, "--resume"]) == 0  # already finished: evaluates, same result
+    second = json.loads((out / "results.json").read_text())
+    assert second["accuracy"] == first["accuracy"]
+    # a different experiment in the same folder is refused with status 1
+    assert main([*argv, "--resume", "--pa", "0.5"]) == 1
+    assert "different experiment" in capsys.readouterr().err
+
+
+def test_parser_lists_both_commands() -> None:
+    parser = build_parser()
+    help_text = parser.format_help()
+    assert "run" in help_text and "demo" in help_text
+
+
+def test_python_m_spikelottery_help() -> None:
+    src = str(Path(spikelottery.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "spikelottery", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "demo" in proc.stdout and "run" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "spikelottery", "run", "--pa", "1.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 2 and "--pa" in proc.stderr
