@@ -16,7 +16,14 @@ from .multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d
 from .neuron import LIFNeuron
 from .patch import PatchSelector, attach_patch_selector, select_patches
 from .sparsify import SparsifyReport, TicketSummary, densify, kept_fraction, sparsify, summary
-from .tickets import TicketInfo, export_dense, export_onnx, load_ticket, read_ticket_info, save_ticket
+from .tickets import (
+    TicketInfo,
+    export_dense,
+    export_onnx,
+    load_ticket,
+    read_ticket_info,
+    save_ticket,
+)
 
 __all__ = [
     "BinaryActivation",
