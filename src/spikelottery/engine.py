@@ -1241,7 +1241,7 @@ def run(
 # --------------------------------------------------------------------------- the demo
 
 #: Epochs per method of ``spikelottery demo``.
-DEMO_EPOCHS = 15
+DEMO_EPOCHS = 25
 #: Feature layers of the demo's VGG (conv widths, ``"A"`` = 2x2 average pool).
 DEMO_LAYERS: tuple[int | str, ...] = (64, 64, "A", 128, "A")
 #: Methods of the demo: label, mode.
