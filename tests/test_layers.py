@@ -184,3 +184,80 @@ def test_score_search_learns_forwards(mode: str) -> None:
         opt.step()
     acc = (net(x).argmax(1) == y).float().mean().item()
     assert acc > 0.85, acc
+
+
+def test_inference_mode_then_training() -> None:
+    fc = SubnetLinear(6, 3, pa=0.5, mode="mp")
+    x = torch.randn(4, 6)
+    with torch.inference_mode():
+        expected = fc(x)
+    out = fc(x)  # the cache built under inference mode must not leak into autograd
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), expected)
+    assert fc.scores.grad is not None
+
+
+def test_data_writes_need_invalidate() -> None:
+    fc = SubnetLinear(8, 8, pa=0.5, mode="mp")
+    fc.mask()
+    new_scores = torch.randn_like(fc.scores)
+    fc.scores.data.copy_(new_scores)  # bypasses the version counter
+    fc.weight.data.mul_(3)
+    fc.invalidate()
+    torch.testing.assert_close(fc.alpha(), fc.weight.abs()[fc.mask()].mean())
+    assert torch.equal(fc.mask(), layers_mod.topk_mask(new_scores, 0.5))
+
+
+def test_fine_tuning_weights_keeps_the_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = layers_mod.topk_mask
+    monkeypatch.setattr(layers_mod, "topk_mask", lambda s, p: calls.append(1) or real(s, p))
+    fc = SubnetLinear(6, 4, pa=0.5)
+    fc.scores.requires_grad_(False)
+    fc.weight.requires_grad_(True)
+    opt = torch.optim.SGD([fc.weight], lr=0.1)
+    before = fc.weight.detach().clone()
+    for _ in range(3):
+        opt.zero_grad()
+        fc(torch.randn(5, 6)).pow(2).sum().backward()
+        opt.step()
+    assert len(calls) == 1  # the weights changed three times, the scores never
+    removed = ~fc.mask()
+    assert torch.equal(fc.weight.detach()[removed], before[removed])  # only kept weights learn
+    assert not torch.equal(fc.weight.detach()[~removed], before[~removed])
+
+
+def test_pickle_and_deepcopy_drop_the_cache() -> None:
+    import copy
+    import io
+    import pickle
+
+    conv = SubnetConv(4, 8, 3, pa=0.4, mode="mp")
+    x = torch.randn(2, 4, 6, 6)
+    before = io.BytesIO()
+    torch.save(conv, before)
+    expected = conv(x)
+    assert conv._pre is not None
+    clone = copy.deepcopy(conv)
+    assert clone._pre is None and conv._pre is not None
+    torch.testing.assert_close(clone(x), expected)
+    restored = pickle.loads(pickle.dumps(conv))
+    torch.testing.assert_close(restored(x), expected)
+    after = io.BytesIO()
+    torch.save(conv, after)
+    assert abs(after.tell() - before.tell()) < 200  # no weight-sized cache tensors saved
+
+
+def test_torch_func_grad_matches_autograd() -> None:
+    from torch.func import functional_call, grad
+
+    fc = SubnetLinear(5, 3, pa=0.4, mode="mp")
+    x = torch.randn(7, 5)
+    params = {"scores": fc.scores.detach().clone()}
+
+    def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return functional_call(fc, p, (x,)).pow(2).sum()
+
+    g = grad(loss)(params)["scores"]
+    fc(x).pow(2).sum().backward()
+    torch.testing.assert_close(g, fc.scores.grad)

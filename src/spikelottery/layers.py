@@ -40,6 +40,7 @@ __all__ = [
 Mode = Literal["lt", "mp"]
 Init = Literal["kaiming_normal", "signed_constant", "keep"]
 MODES: tuple[str, ...] = ("lt", "mp")
+_CACHE_ATTRS = ("_mask_key", "_pre_key", "_mask", "_alpha", "_pre")
 INITS: tuple[str, ...] = ("kaiming_normal", "signed_constant", "keep")
 
 
@@ -105,24 +106,48 @@ class SubnetLayer(nn.Module):
         self._clear_cache()
 
     def _clear_cache(self) -> None:
-        self._cache_key: tuple[Any, ...] | None = None
-        self._mask: Tensor | None = None
-        self._alpha: Tensor | None = None
-        self._pre: tuple[Tensor, Tensor, Tensor] | None = None
+        for name in _CACHE_ATTRS:
+            setattr(self, name, None)
 
     def _refresh(self) -> None:
         # Tensor._version counts in-place updates (optimizer steps, load_state_dict);
-        # data_ptr catches .to(device) and `.data =` swaps.
+        # data_ptr catches .to(device) and `.data =` swaps. The mask depends on the scores
+        # only (fine-tuning the weights never re-runs top-k); the precomputed tensors also
+        # on the weight, the mode and inference mode (inference tensors cannot be saved
+        # for a later backward).
         s, w = self.scores, self.weight
-        key = (s._version, s.data_ptr(), w._version, w.data_ptr(), self.pa, self.mode)
-        if key == getattr(self, "_cache_key", None):
-            return
-        with torch.no_grad():
-            mask = topk_mask(s, self.pa)
-            self._alpha = mp_alpha(w, mask) if self.mode == "mp" else None
-            self._pre = precompute_subnet(s, w, mask, self._alpha)
-        self._mask = mask
-        self._cache_key = key
+        mask_key = (s._version, s.data_ptr(), s.device, self.pa)
+        if mask_key != self._mask_key or self._mask is None:
+            with torch.no_grad():
+                self._mask = topk_mask(s, self.pa)
+            self._mask_key = mask_key
+            self._pre_key = None
+        pre_key = (w._version, w.data_ptr(), self.mode, torch.is_inference_mode_enabled())
+        if pre_key != self._pre_key or self._pre is None:
+            with torch.no_grad():
+                self._alpha = mp_alpha(w, self._mask) if self.mode == "mp" else None
+                self._pre = precompute_subnet(s, w, self._mask, self._alpha)
+            self._pre_key = pre_key
+
+    def _tracing(self) -> bool:
+        # torch.compile, torch.func and torch.export see tensors without version counters
+        # or storage: compute the mask in the traced graph instead of caching it.
+        if torch.compiler.is_compiling():
+            return True
+        try:
+            self.scores.data_ptr()
+            self.weight.data_ptr()
+        except RuntimeError:
+            return True
+        return False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickles and deep copies carry the parameters, not the derived cache (3 weight-sized
+        # tensors); the copy recomputes it on first use.
+        state = dict(super().__getstate__())
+        for name in _CACHE_ATTRS:
+            state[name] = None
+        return state
 
     # -- public API ---------------------------------------------------------------
     def set_pa(self, pa: float) -> None:
@@ -133,19 +158,36 @@ class SubnetLayer(nn.Module):
         """Switch between ``"lt"`` (``W * M``) and ``"mp"`` (``alpha * sign(W) * M``)."""
         self.mode = _check_mode(mode)
 
+    def invalidate(self) -> None:
+        """Forget the cached mask, alpha and effective weight.
+
+        Needed only after writing the scores or the weight through ``.data`` (which
+        bypasses the version counter that normally triggers the recomputation); optimizer
+        steps, in-place ops under ``torch.no_grad()``, ``load_state_dict`` and ``.to()``
+        are all detected automatically.
+        """
+        self._clear_cache()
+
     def mask(self) -> Tensor:
         """Boolean mask of the kept weights (exactly :attr:`kept` of them)."""
+        if self._tracing():
+            return topk_mask(self.scores, self.pa)
         self._refresh()
         assert self._mask is not None
         return self._mask
 
     def alpha(self) -> Tensor | None:
         """The per-layer gain ``sum(|W| * M) / sum(M)`` in mode ``"mp"``, else ``None``."""
+        if self._tracing():
+            return mp_alpha(self.weight, self.mask()) if self.mode == "mp" else None
         self._refresh()
         return self._alpha
 
     def effective_weight(self) -> Tensor:
         """``W * M`` (``"lt"``) or ``alpha * sign(W) * M`` (``"mp"``), differentiable to ``scores``."""
+        if self._tracing():
+            pre = precompute_subnet(self.scores, self.weight, self.mask(), self.alpha())
+            return subnet_weight_precomputed(self.scores, self.weight, pre)
         self._refresh()
         assert self._pre is not None
         return subnet_weight_precomputed(self.scores, self.weight, self._pre)
@@ -169,7 +211,7 @@ class SubnetLayer(nn.Module):
         dense_cls = self._dense_class
         dense = dense_cls.__new__(dense_cls)
         state = {k: (v.copy() if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
-        for k in ("_cache_key", "_mask", "_alpha", "_pre", "pa", "mode"):
+        for k in (*_CACHE_ATTRS, "pa", "mode"):
             state.pop(k, None)
         dense.__dict__.update(state)
         params = dense.__dict__["_parameters"]

@@ -9,6 +9,8 @@ weights keeps exactly :func:`~spikelottery.kept_count` ``(n, pa) = n - floor(pa 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -73,38 +75,6 @@ def mp_alpha(weight: Tensor, mask: Tensor) -> Tensor:
     return torch.where(kept > 0, total / kept.clamp_min(1), torch.zeros_like(total))
 
 
-class _SubnetWeight(torch.autograd.Function):
-    """``W * M`` (``alpha is None``) or ``alpha * sign(W) * M`` with the edge-popup gradient.
-
-    Backward (straight-through): ``dL/dM = W * dL/dw_eff`` passes unchanged to ``|s|``, so
-    ``dL/ds = sign(s) * W * dL/dw_eff`` in both modes (alpha is a constant there).
-    """
-
-    @staticmethod
-    def forward(ctx, scores: Tensor, weight: Tensor, mask: Tensor, alpha: Tensor | None):  # type: ignore[override]
-        ctx.save_for_backward(scores, weight, mask)
-        ctx.alpha = alpha
-        if alpha is None:
-            return weight * mask
-        return torch.where(
-            mask,
-            alpha * binary_sign(weight),
-            torch.zeros((), dtype=weight.dtype, device=weight.device),
-        )
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        scores, weight, mask = ctx.saved_tensors
-        grad_scores = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_scores = grad * weight * torch.sign(scores)
-        if ctx.needs_input_grad[1]:
-            # Fine-tuning the weights of a found ticket: only kept weights learn; through
-            # sign() the straight-through estimator passes the gradient scaled by alpha.
-            grad_weight = grad * mask if ctx.alpha is None else grad * mask * ctx.alpha
-        return grad_scores, grad_weight, None, None
-
-
 def subnet_weight(
     scores: Tensor, weight: Tensor, mask: Tensor, alpha: Tensor | None = None
 ) -> Tensor:
@@ -129,25 +99,33 @@ def subnet_weight(
             f"scores {tuple(scores.shape)}, weight {tuple(weight.shape)} and mask "
             f"{tuple(mask.shape)} must have the same shape"
         )
-    return _SubnetWeight.apply(scores, weight, mask, alpha)
+    return subnet_weight_precomputed(scores, weight, precompute_subnet(scores, weight, mask, alpha))
 
 
 class _PrecomputedSubnetWeight(torch.autograd.Function):
-    """Same values and gradients as :class:`_SubnetWeight`, from tensors cached per mask change.
+    """The effective weight with the straight-through score gradient.
 
-    ``weff`` is the effective weight, ``ws = W * sign(s)`` the score-gradient factor and
-    ``wgrad = M`` (or ``alpha * M``) the weight-gradient factor. A layer recomputes them
-    once per change of its scores; each call then costs one copy forward and one multiply
-    backward (``torch.where`` on a bool mask was 15x slower than a float multiply here).
+    Forward returns ``weff`` (``W * M`` or ``alpha * sign(W) * M``). Backward: ``dL/dM =
+    W * dL/dw_eff`` passes unchanged to ``|s|``, so ``dL/ds = sign(s) * W * dL/dw_eff`` in
+    both modes (alpha is a constant there); ``ws = W * sign(s)`` holds that factor.
+    Fine-tuning the weights of a found ticket gets ``dL/dW = wgrad * dL/dw_eff`` with
+    ``wgrad = M`` (or ``alpha * M``: straight through ``sign``). A layer recomputes these
+    tensors once per change of its scores; each call then costs one copy forward and one
+    multiply backward (``torch.where`` on a bool mask was 15x slower than a float multiply
+    here). ``setup_context`` keeps it usable under ``torch.func`` transforms.
     """
 
     @staticmethod
-    def forward(ctx, scores: Tensor, weight: Tensor, weff: Tensor, ws: Tensor, wgrad: Tensor):  # type: ignore[override]
-        ctx.save_for_backward(ws, wgrad)
+    def forward(scores: Tensor, weight: Tensor, weff: Tensor, ws: Tensor, wgrad: Tensor) -> Tensor:  # type: ignore[override]
         return weff.clone()  # a fresh tensor: the cache must not carry this call's graph
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        _, _, _, ws, wgrad = inputs
+        ctx.save_for_backward(ws, wgrad)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
         ws, wgrad = ctx.saved_tensors
         grad_scores = grad * ws if ctx.needs_input_grad[0] else None
         grad_weight = grad * wgrad if ctx.needs_input_grad[1] else None

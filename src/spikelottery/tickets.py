@@ -832,7 +832,11 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
     # Everything is checked: now modify the model.
     names = {p.name for p in plans}
     to_swap = [p for p in plans if not isinstance(modules[p.name], SubnetLayer)]
-    with torch.random.fork_rng(devices=[]):  # new layers' random scores: not the user's stream
+    cuda_devices = sorted(
+        {p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"}
+    )
+    # New layers draw random scores (on the parameters' device): not from the user's stream.
+    with torch.random.fork_rng(devices=cuda_devices):
         if to_swap or info.pb > 0 or _find_patch_selector(model)[1] > 0:
             sparsify(
                 model,
