@@ -92,6 +92,11 @@ class SubnetLayer(nn.Module):
     pa: float
     mode: str
     _dense_class: type[nn.Module]
+    _mask_key: tuple[Any, ...] | None
+    _pre_key: tuple[Any, ...] | None
+    _mask: Tensor | None
+    _alpha: Tensor | None
+    _pre: tuple[Tensor, Tensor, Tensor] | None
 
     def _init_subnet(self, pa: float, mode: str, init: str) -> None:
         self.pa = check_ratio("pa", pa)

@@ -29,7 +29,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import torch
@@ -146,9 +146,12 @@ def _resolve_surrogate(
         if not math.isfinite(a) or a <= 0:
             raise ValueError(f"alpha must be a positive finite number, got alpha={alpha!r}")
         fn = atan_surrogate if name == "atan" else sigmoid_surrogate
-        return name, a, lambda x: fn(x, a)
+        # A partial of a module-level function, not a lambda: the neuron must pickle
+        # (torch.save(model), multiprocessing spawn).
+        return name, a, partial(fn, alpha=a)
     if callable(surrogate):
-        builtin = _BUILTIN_FNS.get(surrogate)
+        # By identity, so unhashable callables work too.
+        builtin = next((n for f, n in _BUILTIN_FNS.items() if f is surrogate), None)
         if builtin is not None:  # our own function passed by reference: keep the fast path
             return _resolve_surrogate(builtin, alpha)
         return None, None, surrogate
@@ -273,7 +276,8 @@ def _fwd_kernel(
     v = v0
     spikes = []
     for t in range(x.shape[0]):
-        h = gamma * x[t] if v is None else beta * v + gamma * x[t]
+        # Without a start state the neuron starts at rest (v_reset), as the eager loop does.
+        h = beta * v_reset + gamma * x[t] if v is None else beta * v + gamma * x[t]
         s = (h >= threshold).to(x.dtype)
         spikes.append(s)
         # Exact hard reset (s is 0 or 1), written arithmetically so v_reset stays a kernel
@@ -302,7 +306,7 @@ def _bwd_kernel(
     hs = []
     v = v0
     for t in range(x.shape[0]):
-        h = gamma * x[t] if v is None else beta * v + gamma * x[t]
+        h = beta * v_reset + gamma * x[t] if v is None else beta * v + gamma * x[t]
         hs.append(h)
         s = (h >= threshold).to(x.dtype)
         v = h * (1 - s) + v_reset * s
@@ -341,22 +345,79 @@ def _run_kernel(which: str, backend: str, device_type: str, *args: Any) -> tuple
     if torch.compiler.is_compiling() or device_type in _CompileState.failed:
         return eager_fn(*args)  # an outer torch.compile traces the plain function
     try:
-        return _compiled(which)(*args)
+        compiled = _compiled(which)
+    except Exception as exc:  # torch.compile itself is unavailable here
+        return _compile_failed(exc, which, backend, device_type, args)
+    try:
+        return compiled(*args)
     except Exception as exc:
-        if backend == "compiled":
-            raise RuntimeError(
-                f"LIF backend='compiled' failed to compile on {device_type}: {exc}. "
-                "Use backend='eager' (or 'auto' to fall back automatically)."
-            ) from exc
-        _CompileState.failed[device_type] = repr(exc)
-        warnings.warn(
-            f"torch.compile of the LIF kernels failed on {device_type} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); falling back to the eager "
-            "loop for the rest of this process.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return eager_fn(*args)
+        if not _is_compile_failure(exc):
+            raise  # out of memory, or an error of the computation itself: not ours to hide
+        return _compile_failed(exc, which, backend, device_type, args)
+
+
+@cache
+def _compile_error_types() -> tuple[type[BaseException], ...]:
+    from torch._dynamo import exc as dynamo_exc
+    from torch._inductor import exc as inductor_exc
+
+    types: list[type[BaseException]] = [
+        dynamo_exc.TorchDynamoException,  # BackendCompilerFailed, InductorError, Unsupported
+        OSError,  # no C compiler, unwritable cache directory
+        ImportError,  # triton or another compiler dependency missing
+    ]
+    # getattr: private modules whose contents change between torch releases.
+    for module, name in (
+        (dynamo_exc, "FailOnRecompileLimitHit"),
+        (dynamo_exc, "TritonUnavailableError"),
+        (inductor_exc, "CppCompileError"),
+        (inductor_exc, "InvalidCxxCompiler"),
+        (inductor_exc, "OperatorIssue"),
+        (inductor_exc, "SubgraphLoweringException"),
+    ):
+        error_type = getattr(module, name, None)
+        if isinstance(error_type, type) and issubclass(error_type, BaseException):
+            types.append(error_type)
+    return tuple(types)
+
+
+def _is_compile_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says the kernel could not be compiled (not that running it failed)."""
+    from torch._dynamo import exc as dynamo_exc
+
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and len(chain) < 16:  # bounded: cause chains can loop
+        chain.append(link)
+        link = getattr(link, "inner_exception", None) or link.__cause__
+    if any(isinstance(link, torch.OutOfMemoryError) for link in chain):
+        return False  # even while compiling (autotuning): the eager loop would not help
+    # TorchRuntimeError is the computation itself failing on fake tensors while tracing:
+    # a user error that the eager kernel raises too, so compilation stays enabled.
+    if isinstance(exc, dynamo_exc.TorchRuntimeError):
+        return False
+    return isinstance(exc, _compile_error_types())
+
+
+def _compile_failed(
+    exc: Exception, which: str, backend: str, device_type: str, args: tuple[Any, ...]
+) -> tuple[Tensor, Tensor]:
+    """Raise for ``backend="compiled"``; else warn once, remember, and run eagerly."""
+    if backend == "compiled":
+        raise RuntimeError(
+            f"LIF backend='compiled' failed to compile on {device_type}: {exc}. "
+            "Use backend='eager' (or 'auto' to fall back automatically)."
+        ) from exc
+    _CompileState.failed[device_type] = repr(exc)
+    warnings.warn(
+        f"torch.compile of the LIF kernels failed on {device_type} ({type(exc).__name__}: "
+        f"{str(exc).splitlines()[0] if str(exc) else ''}); falling back to the eager "
+        "loop for the rest of this process.",
+        RuntimeWarning,
+        stacklevel=5,
+    )
+    eager_fn = _fwd_kernel if which == "fwd" else _bwd_kernel
+    return eager_fn(*args)
 
 
 def _plain(t: Tensor | None) -> Tensor | None:
