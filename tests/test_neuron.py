@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import warnings
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch._dynamo.exc import BackendCompilerFailed
 
 from spikelottery import neuron as neuron_mod
 from spikelottery.neuron import (
@@ -104,18 +107,42 @@ def test_singlestep_equals_spikingjelly(beta, threshold, t, rest, seed):
     beta=st.floats(0.0, 1.0),
     gamma=st.floats(0.1, 2.0),
     threshold=st.floats(0.2, 2.0),
-    v_reset=st.floats(-0.5, 0.1),
+    v_reset=st.floats(-0.8, 0.1),
     t=st.integers(1, 5),
     rest=shapes,
     seed=st.integers(0, 2**16),
+    backend=st.sampled_from(["eager", "auto"]),  # "auto": uncompiled fused kernels here
 )
-def test_single_and_multi_step_agree(beta, gamma, threshold, v_reset, t, rest, seed):
+def test_single_and_multi_step_agree(beta, gamma, threshold, v_reset, t, rest, seed, backend):
     x, grad = _data((t, *rest), seed)
-    kw = dict(beta=beta, gamma=gamma, threshold=threshold, v_reset=v_reset, backend="eager")
+    kw = dict(beta=beta, gamma=gamma, threshold=threshold, v_reset=v_reset, backend=backend)
     s_m, g_m = _spikes_and_grad(LIFNeuron(**kw, step_mode="m"), x, grad)
     s_s, g_s = _spikes_and_grad(LIFNeuron(**kw, step_mode="s"), x, grad, steps="s")
     assert torch.equal(s_m, s_s)
     torch.testing.assert_close(g_m, g_s, atol=1e-6, rtol=1e-6)
+    if backend != "eager":  # and the fused kernels equal the eager reference
+        s_e, g_e = _spikes_and_grad(LIFNeuron(**{**kw, "backend": "eager"}), x, grad)
+        assert torch.equal(s_m, s_e)
+        torch.testing.assert_close(g_m, g_e, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["auto", "compiled"])
+def test_fused_starts_at_v_reset(backend, monkeypatch):
+    # Without a start state every implementation starts at rest, v_reset, not at 0.
+    monkeypatch.setenv("SPIKELOTTERY_COMPILE", "0")  # "auto": the uncompiled fused kernels
+    x, grad = _data(COMPILED_SHAPE, 11)
+    x[0] = 0.8  # from -0.5 no neuron fires at t=0; from 0 every one would (threshold 0.7)
+    kw = dict(beta=0.9, threshold=0.7, v_reset=-0.5)
+    s_e, g_e = _spikes_and_grad(LIFNeuron(**kw, backend="eager"), x, grad)
+    assert not s_e[0].any() and s_e.any()
+    s_m, g_m = _spikes_and_grad(LIFNeuron(**kw, backend=backend), x, grad)
+    s_s, g_s = _spikes_and_grad(LIFNeuron(**kw, backend=backend, step_mode="s"), x, grad, "s")
+    for s, g in ((s_m, g_m), (s_s, g_s)):
+        assert torch.equal(s, s_e)
+        torch.testing.assert_close(g, g_e, atol=1e-5, rtol=1e-5)
+    _, v_eager = lif_multistep(x, None, 0.9, 1.0, 0.7, -0.5)
+    _, v_fused = lif_multistep(x, None, 0.9, 1.0, 0.7, -0.5, backend=backend)
+    torch.testing.assert_close(v_fused, v_eager, atol=1e-6, rtol=1e-6)
 
 
 def test_equations_by_hand():
@@ -174,9 +201,25 @@ def test_compiled_single_step_equals_spikingjelly():
     torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
 
 
+def _failing_compiler(error: Exception):
+    """Stands in for ``_compiled``: the compiled kernel raises ``error`` when called."""
+
+    def compiled(which):
+        def run(*args):
+            raise error
+
+        return run
+
+    return compiled
+
+
+def _compile_error() -> Exception:
+    # What torch.compile raises when inductor cannot build the kernel.
+    return BackendCompilerFailed(lambda: None, RuntimeError("no C compiler"), None)
+
+
 def test_auto_falls_back_once_when_compile_fails(monkeypatch):
-    def broken(which):
-        raise RuntimeError("no C compiler")
+    broken = _failing_compiler(_compile_error())
 
     monkeypatch.setenv("SPIKELOTTERY_COMPILE", "1")  # conftest switches compilation off
     monkeypatch.setattr(neuron_mod, "_compiled", broken)
@@ -193,13 +236,44 @@ def test_auto_falls_back_once_when_compile_fails(monkeypatch):
 
 
 def test_compiled_backend_raises_when_compile_fails(monkeypatch):
-    def broken(which):
-        raise RuntimeError("no C compiler")
-
-    monkeypatch.setattr(neuron_mod, "_compiled", broken)
+    monkeypatch.setattr(neuron_mod, "_compiled", _failing_compiler(_compile_error()))
     monkeypatch.setattr(neuron_mod._CompileState, "failed", {})
     with pytest.raises(RuntimeError, match="backend='eager'"):
         LIFNeuron(backend="compiled")(torch.rand(2, 2))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("The size of tensor a (3) must match the size of tensor b (4)"),
+        # out of memory while compiling (autotuning) is still out of memory
+        BackendCompilerFailed(lambda: None, torch.OutOfMemoryError("out of memory"), None),
+    ],
+    ids=["oom", "runtime", "oom-while-compiling"],
+)
+@pytest.mark.parametrize("backend", ["auto", "compiled"])
+def test_runtime_errors_propagate_and_keep_compilation(monkeypatch, error, backend):
+    monkeypatch.setenv("SPIKELOTTERY_COMPILE", "1")
+    monkeypatch.setattr(neuron_mod, "_compiled", _failing_compiler(error))
+    monkeypatch.setattr(neuron_mod._CompileState, "failed", {})
+    x = torch.rand(3, 2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "falling back" warning
+        with pytest.raises(type(error)) as info:
+            LIFNeuron(backend=backend)(x)
+    assert info.value is error
+    assert neuron_mod._CompileState.failed == {}
+    # the next call still uses the compiled kernel
+    calls = []
+
+    def working(which):
+        kernel = neuron_mod._fwd_kernel if which == "fwd" else neuron_mod._bwd_kernel
+        return lambda *args: calls.append(which) or kernel(*args)
+
+    monkeypatch.setattr(neuron_mod, "_compiled", working)
+    LIFNeuron(backend=backend)(x)
+    assert calls == ["fwd"]
 
 
 # --------------------------------------------------------------------------- surrogates
@@ -249,6 +323,46 @@ def test_reset_net_resets_single_step_state():
     functional.reset_net(net)
     assert lif.v is None
     assert net(torch.rand(5, 3)).shape == (5, 4)
+
+
+@pytest.mark.parametrize("surrogate_arg", ["atan", "sigmoid", atan_surrogate, surrogate.ATan()])
+def test_pickle_and_torch_save_round_trip(tmp_path, surrogate_arg):
+    lif = LIFNeuron(beta=0.8, surrogate=surrogate_arg, alpha=3.0)
+    clone = pickle.loads(pickle.dumps(lif))
+    assert repr(clone) == repr(lif)
+    x, grad = _data((3, 2, 4), 2)
+    s_a, g_a = _spikes_and_grad(lif, x, grad)
+    s_b, g_b = _spikes_and_grad(clone, x, grad)
+    assert torch.equal(s_a, s_b) and torch.equal(g_a, g_b)  # same surrogate and alpha
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), LIFNeuron(beta=0.8, surrogate=surrogate_arg))
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("backend", ["eager", "auto"])
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copy_after_single_step_continues_the_sequence(backend, how):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), LIFNeuron(beta=0.9, v_reset=-0.1, step_mode="s", backend=backend)
+    )
+    x = torch.rand(3, 2, 3) * 2
+    out0 = net(x[0].clone().requires_grad_())
+    lif = net[1]
+    assert lif.v.grad_fn is not None  # the state carries the graph
+    twin = copy.deepcopy(net) if how == "deepcopy" else pickle.loads(pickle.dumps(net))
+    assert lif.v.grad_fn is not None  # copying did not detach the original's state
+    assert twin[1].v is not lif.v and twin[1].v.grad_fn is None
+    assert not twin[1].v.requires_grad
+    assert torch.equal(twin[1].v, lif.v.detach())
+    for xt in x[1:]:
+        assert torch.equal(twin(xt), net(xt))
+    out0.sum().backward()  # the original's graph still works
+    functional.reset_net(twin)
+    assert twin[1].v is None
 
 
 def test_multistep_calls_are_independent():

@@ -12,7 +12,12 @@ from torch import nn
 
 from spikelottery._validation import kept_count
 from spikelottery.errors import SpikeLotteryError
-from spikelottery.patch import PatchSelector, attach_patch_selector, select_patches
+from spikelottery.patch import (
+    PatchSelector,
+    attach_patch_selector,
+    find_patch_selectors,
+    select_patches,
+)
 
 pb_values = st.sampled_from([0.0, 0.1, 0.25, 0.3, 0.5, 0.6, 0.9, 0.99])
 
@@ -90,6 +95,38 @@ def test_gradient_reaches_kept_tokens_only(inp, pb):
         assert not grad[:, i, prefix:][:, dropped].any()
 
 
+@pytest.mark.parametrize(
+    ("shape", "prefix"), [((2, 10, 4), 0), ((3, 2, 11, 4), 1), ((2, 2, 4, 2, 5), 0)]
+)
+def test_all_zero_tokens_keep_the_first_patches(shape, prefix):
+    # Ties are common (spike tokens that are all zero): the earliest patches win.
+    _, idx = select_patches(torch.zeros(shape), 0.3, num_prefix_tokens=prefix)
+    n = 10
+    k = kept_count(n, 0.3)
+    assert idx.tolist() == [list(range(k))] * idx.shape[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 16),
+    b=st.integers(1, 3),
+    d=st.integers(1, 3),
+    pb=pb_values.filter(lambda p: p > 0),
+    seed=st.integers(0, 2**16),
+)
+def test_ties_keep_the_earliest_among_the_strongest(n, b, d, pb, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(-1, 2, (2, b, n, d), generator=gen).float()  # many equal scores
+    kept, idx = select_patches(x, pb)
+    k = kept_count(n, pb)
+    scores = x.abs().sum(dim=(0, 3))  # exact: sums of small integers
+    for i in range(b):
+        # reference: strongest first, earlier first among equals; then original order
+        ranked = sorted(range(n), key=lambda j: (-scores[i, j].item(), j))
+        assert idx[i].tolist() == sorted(ranked[:k])
+        assert torch.equal(kept[:, i], x[:, i, idx[i]])
+
+
 def test_pb_zero_is_identity():
     x = torch.randn(2, 3, 7, 4)
     kept, idx = select_patches(x, 0.0)
@@ -129,11 +166,30 @@ def test_position_embedding_is_added_before_ranking():
         ({"pb": 0.5, "layout": "tbdhw"}, ValueError, "5-D"),
         ({"pb": 0.5, "num_prefix_tokens": 9}, ValueError, "num_prefix_tokens"),
         ({"pb": 0.5, "num_prefix_tokens": 1.0}, TypeError, "num_prefix_tokens"),
+        ({"pb": 0.5, "num_prefix_tokens": -1}, ValueError, "num_prefix_tokens=-1"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         select_patches(torch.rand(2, 5, 3), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"pb": 1.0}, ValueError, "pb"),
+        ({"num_prefix_tokens": -1}, ValueError, "num_prefix_tokens=-1"),
+        ({"num_prefix_tokens": 1.0}, TypeError, "num_prefix_tokens"),
+        ({"num_prefix_tokens": True}, TypeError, "num_prefix_tokens"),
+        ({"num_prefix_tokens": 1, "layout": "tbdhw"}, ValueError, "num_prefix_tokens"),
+        ({"layout": "nchw"}, ValueError, "layout"),
+        ({"return_indices": "yes"}, TypeError, "return_indices"),
+        ({"return_indices": 1}, TypeError, "return_indices"),
+    ],
+)
+def test_patch_selector_validates_at_construction(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        PatchSelector(**{"pb": 0.5, **kwargs})
 
 
 def test_patch_selector_module():
@@ -193,10 +249,68 @@ def test_attach_finds_patch_embed_and_keeps_state_dict():
     assert len(net.patch_embed._forward_hooks) == hooks
     assert net.patch_embed(x).shape == (2, 3, 8, 8)
     # pb = 0 detaches: the model is back to its original behaviour
-    attach_patch_selector(net, 0.0)
+    assert attach_patch_selector(net, 0.0) is None
     assert "patch_selector" not in dict(net.named_children()).get("patch_embed")._modules
     assert not net.patch_embed._forward_hooks
     assert net.patch_embed(x).shape == (2, 3, 16, 8)
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_pb_zero_removes_the_selector_and_every_hook():
+    class Spatial(nn.Module):  # a 1-row "grid" conv: gets a spatial check hook
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(8, 8, 3, padding=1)
+
+        def forward(self, tok):
+            t, b = tok.shape[:2]
+            out = self.conv(tok.flatten(0, 1).transpose(1, 2)).transpose(1, 2)
+            return out.unflatten(0, (t, b))
+
+    outer = nn.Module()
+    outer.net = TokenNet(after=Spatial())
+    outer.forward = outer.net.forward
+    baseline = _hook_count(outer)
+    assert find_patch_selectors(outer) == []
+    assert attach_patch_selector(outer, 0.5) == "net.patch_embed"
+    ((name, sel),) = find_patch_selectors(outer)
+    assert name == "net.patch_embed" and sel is outer.net.patch_embed.patch_selector
+    assert _hook_count(outer) >= baseline + 4  # embed, model pre/post, spatial check
+    twin = copy.deepcopy(outer)
+    assert attach_patch_selector(outer, 0.0) is None
+    assert find_patch_selectors(outer) == []
+    assert "patch_selector" not in outer.net.patch_embed._modules
+    assert _hook_count(outer) == baseline
+    assert not any(m._forward_hooks_always_called for m in outer.modules())
+    assert outer.net.patch_embed(torch.rand(1, 2, 3, 16, 16)).shape == (1, 2, 16, 8)
+    # the copy keeps its own selector until it is switched off too
+    assert [n for n, _ in find_patch_selectors(twin)] == ["net.patch_embed"]
+    assert twin.net.patch_embed(torch.rand(1, 2, 3, 16, 16)).shape == (1, 2, 8, 8)
+    attach_patch_selector(twin, 0.0)
+    assert find_patch_selectors(twin) == [] and _hook_count(twin) == baseline
+    # switching off again is a no-op
+    assert attach_patch_selector(outer, 0.0) is None
+
+
+def test_pb_zero_on_a_model_without_patch_embedding_is_a_no_op():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    state = copy.deepcopy(net.state_dict())
+    assert attach_patch_selector(net, 0.0) is None
+    assert attach_patch_selector(net, 0.0, patch_embed=None) is None
+    assert find_patch_selectors(net) == [] and _hook_count(net) == 0
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(SpikeLotteryError, match="could not find the patch embedding"):
+        attach_patch_selector(net, 0.3)  # pb > 0 still needs one
+
+
+def test_find_patch_selectors_ignores_unattached_selectors():
+    net = nn.Sequential(nn.Linear(4, 4), PatchSelector(0.5))
+    assert find_patch_selectors(net) == []
+    with pytest.raises(TypeError, match="nn.Module"):
+        find_patch_selectors("model")
 
 
 def test_explicit_name_and_sequential_patch_embed():
@@ -299,10 +413,12 @@ def test_spikingjelly_spikformer_trains_with_sparsify():
     # stem output is the one-row grid of kept patches
     assert model.patch_embed(torch.rand(2, 1, 3, 32, 32)).shape == (2, 1, 32, 1, 45)
     functional.reset_net(model)
-    # pb = 0 through sparsify turns the selector into the identity
+    # pb = 0 through sparsify switches patch pruning off: every patch reaches the blocks
     sparsify(model, 0.4, 0.0)
-    model(x)
-    assert selector.last_indices.shape == (4, 64)
+    assert all(sel.pb == 0.0 for _, sel in find_patch_selectors(model))
+    assert model.patch_embed(torch.rand(2, 1, 3, 32, 32)).shape == (2, 1, 32, 8, 8)
+    functional.reset_net(model)
+    assert model(x).shape == (2, 4, 10)
 
 
 def test_spikingjelly_spikformer_with_a_spatial_layer_is_refused():

@@ -300,3 +300,17 @@ def test_failure_rolls_back(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_summary_without_subnet_layers() -> None:
     with pytest.raises(SpikeLotteryError, match="sparsify"):
         summary(Custom())
+
+
+def test_second_call_with_pb_zero_removes_the_patch_selector() -> None:
+    from spikelottery import create_model, find_patch_selectors
+
+    model = create_model("spikformer_micro", timesteps=1)
+    sparsify(model, 0.4, 0.3, filter="patch_embed")
+    assert [name for name, _ in find_patch_selectors(model)] == ["patch_embed"]
+    assert model.spikelottery_report.patch_embed == "patch_embed"
+    sparsify(model, 0.4, filter="patch_embed")
+    assert find_patch_selectors(model) == []
+    assert "patch_selector" not in dict(model.patch_embed.named_children())
+    model.eval()
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -14,7 +14,7 @@ from .masks import approx_sign, subnet_weight, topk_mask
 from .models import create_model, list_models
 from .multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d
 from .neuron import LIFNeuron
-from .patch import PatchSelector, attach_patch_selector, select_patches
+from .patch import PatchSelector, attach_patch_selector, find_patch_selectors, select_patches
 from .sparsify import SparsifyReport, TicketSummary, densify, kept_fraction, sparsify, summary
 from .tickets import (
     TicketInfo,
@@ -56,6 +56,7 @@ __all__ = [
     "estimate_energy",
     "export_dense",
     "export_onnx",
+    "find_patch_selectors",
     "kept_count",
     "kept_fraction",
     "list_models",

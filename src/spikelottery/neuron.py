@@ -16,8 +16,9 @@ Two implementations share these semantics:
   differentiates step by step (works with any surrogate callable);
 * a fused one: a custom autograd function whose forward runs the time loop and whose
   backward runs the reverse-time loop (BPTT) by hand, both compiled with
-  :func:`torch.compile`. Compilation happens lazily on the first call; if it fails the
-  neuron warns once and falls back to the eager loop.
+  :func:`torch.compile`. Compilation happens lazily on the first call; if compiling fails
+  (no C compiler, an unsupported operation) the neuron warns once and falls back to the
+  eager loop. Errors of the computation itself, such as running out of memory, propagate.
 
 With ``gamma = 1`` and ``v_reset = 0`` the neuron equals SpikingJelly's
 ``LIFNode(tau=1 / (1 - beta), decay_input=False, v_reset=0.0)``.
@@ -301,8 +302,9 @@ def _bwd_kernel(
     reset_grad: float,
 ) -> tuple[Tensor, Tensor]:
     # reset_grad is 0.0 for detach_reset (a float, not a bool, so toggling it does not
-    # recompile). Recompute the charged potentials instead of saving them: one pass over x is cheaper
-    # than writing and re-reading a [T, N] buffer, and memory is the same (x is saved).
+    # recompile). Recompute the charged potentials instead of saving them: one pass over x
+    # is cheaper than writing and re-reading a [T, N] buffer, and memory is the same (x is
+    # saved).
     hs = []
     v = v0
     for t in range(x.shape[0]):
@@ -511,7 +513,9 @@ class LIFNeuron(nn.Module):
     and each call starts at rest, so no reset is needed between batches. In single-step
     mode (``"s"``) each call is one time step ``[B, ...]`` and the membrane potential
     ``v`` is kept between calls (gradients flow through it); call :meth:`reset` (or
-    SpikingJelly's ``functional.reset_net(model)``) before a new sequence.
+    SpikingJelly's ``functional.reset_net(model)``) before a new sequence. A copy
+    (``copy.deepcopy``, pickle, ``torch.save``) keeps ``v`` detached from the graph, so it
+    continues the sequence from the same potential.
 
     Args:
         beta: Membrane decay per step (the paper's lambda), in ``[0, 1]``.
@@ -588,6 +592,15 @@ class LIFNeuron(nn.Module):
     def reset(self) -> None:
         """Forget the membrane potential (start of a new sequence)."""
         self.v = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Used by pickle and copy.deepcopy. After a single-step forward ``v`` is part of an
+        # autograd graph, which neither can copy; a copy keeps its value, detached, so it
+        # continues the sequence (without gradients into the original's past steps).
+        state = super().__getstate__()
+        if isinstance(state.get("v"), Tensor):
+            state["v"] = state["v"].detach().clone()
+        return state
 
     def _run(self, x_seq: Tensor, v0: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.backend != "eager" and self._surrogate_name is not None:

@@ -9,7 +9,8 @@ so every layer after the patch embedding runs on fewer tokens.
 * :func:`select_patches` is the pure function (tokens in, kept tokens and indices out);
 * :class:`PatchSelector` is a thin module around it;
 * :func:`attach_patch_selector` puts a selector after a model's patch embedding without
-  changing its ``state_dict`` (``sparsify(model, pa, pb)`` calls it when ``pb > 0``).
+  changing its ``state_dict`` (``sparsify(model, pa, pb)`` calls it), and removes it
+  again for ``pb = 0``; :func:`find_patch_selectors` lists the attached selectors.
 
 Example:
     >>> tokens = torch.rand(4, 2, 64, 32)  # [T, B, N, D]
@@ -32,16 +33,29 @@ from torch.utils.hooks import RemovableHandle
 from ._validation import check_ratio, kept_count
 from .errors import SpikeLotteryError
 
-__all__ = ["PatchSelector", "attach_patch_selector", "select_patches"]
+__all__ = ["PatchSelector", "attach_patch_selector", "find_patch_selectors", "select_patches"]
 
 _LAYOUTS = ("auto", "bnd", "tbnd", "tbdhw")
 _AUTO_LAYOUT = {3: "bnd", 4: "tbnd", 5: "tbdhw"}
 
 
-def _resolve_layout(x: Tensor, layout: str) -> str:
+def _check_options(num_prefix_tokens: int, layout: str) -> None:
+    """Validate the options shared by :func:`select_patches` and :class:`PatchSelector`."""
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}, got layout={layout!r}")
-    expected = {"bnd": 3, "tbnd": 4, "tbdhw": 5}
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
+        raise TypeError(f"num_prefix_tokens must be a non-negative int, got {num_prefix_tokens!r}")
+    if num_prefix_tokens < 0:
+        raise ValueError(
+            "num_prefix_tokens must be a non-negative int, got "
+            f"num_prefix_tokens={num_prefix_tokens}"
+        )
+    if num_prefix_tokens and layout == "tbdhw":
+        raise ValueError("num_prefix_tokens applies to token layouts, not to layout='tbdhw'")
+
+
+def _resolve_layout(x: Tensor, layout: str) -> str:
+    """The concrete layout of ``x`` (``layout`` already validated by :func:`_check_options`)."""
     if layout == "auto":
         if x.ndim not in _AUTO_LAYOUT:
             raise ValueError(
@@ -49,9 +63,10 @@ def _resolve_layout(x: Tensor, layout: str) -> str:
                 f"map [T, B, D, H, W]; got shape {tuple(x.shape)}"
             )
         return _AUTO_LAYOUT[x.ndim]
-    if x.ndim != expected[layout]:
+    expected = {"bnd": 3, "tbnd": 4, "tbdhw": 5}[layout]
+    if x.ndim != expected:
         raise ValueError(
-            f"layout={layout!r} expects a {expected[layout]}-D tensor, got shape {tuple(x.shape)}"
+            f"layout={layout!r} expects a {expected}-D tensor, got shape {tuple(x.shape)}"
         )
     return layout
 
@@ -77,8 +92,9 @@ def select_patches(
 
     A patch's score is ``|x + pos_embed|`` summed over channels and, for multi-step input,
     over time, so all time steps keep the same patches. Kept patches stay in their
-    original order. Prefix tokens (e.g. a class token) are always kept and are not
-    counted in ``N``. Gradients flow to the kept entries only.
+    original order; among equal scores the earlier patches are kept. Prefix tokens (e.g.
+    a class token) are always kept and are not counted in ``N``. Gradients flow to the
+    kept entries only.
 
     Args:
         x: Patch embeddings in one of the layouts: ``"bnd"`` ``[B, N, D]``, ``"tbnd"``
@@ -107,10 +123,9 @@ def select_patches(
     pb = check_ratio("pb", pb)
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    _check_options(num_prefix_tokens, layout)
     layout = _resolve_layout(x, layout)
-    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
-        raise TypeError(f"num_prefix_tokens must be an int, got {num_prefix_tokens!r}")
-    if num_prefix_tokens and layout == "tbdhw":
+    if num_prefix_tokens and layout == "tbdhw":  # "auto" resolved to a feature map
         raise ValueError("num_prefix_tokens applies to token layouts, not to layout='tbdhw'")
     if pos_embed is not None:
         try:
@@ -123,7 +138,7 @@ def select_patches(
     tokens = _token_view(x, layout)  # [T, B, P + N, D]
     t, b, total, d = tokens.shape
     n = total - num_prefix_tokens
-    if not 0 <= num_prefix_tokens <= total:
+    if num_prefix_tokens > total:
         raise ValueError(
             f"num_prefix_tokens={num_prefix_tokens} is out of range for {total} tokens"
         )
@@ -134,7 +149,10 @@ def select_patches(
     patches = tokens[:, :, num_prefix_tokens:]
     with torch.no_grad():  # the ranking is a choice, not a differentiable function
         scores = patches.abs().sum(dim=(0, 3))  # [B, N]: L1 over D, summed over T
-        indices = scores.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+        # A stable sort, not topk: ties (e.g. all-zero spike tokens) keep the earliest
+        # patches on every device and backend.
+        order = scores.sort(dim=1, descending=True, stable=True).indices
+        indices = order[:, :k].sort(dim=1).values
     kept = patches.gather(2, indices.view(1, b, k, 1).expand(t, b, k, d))
     if num_prefix_tokens:
         kept = torch.cat([tokens[:, :, :num_prefix_tokens], kept], dim=2)
@@ -174,8 +192,9 @@ class PatchSelector(nn.Module):
         return_indices: bool = False,
     ) -> None:
         super().__init__()
-        if layout not in _LAYOUTS:
-            raise ValueError(f"layout must be one of {_LAYOUTS}, got layout={layout!r}")
+        _check_options(num_prefix_tokens, layout)
+        if not isinstance(return_indices, bool):
+            raise TypeError(f"return_indices must be a bool, got return_indices={return_indices!r}")
         self.pb = pb
         self.num_prefix_tokens = num_prefix_tokens
         self.layout = layout
@@ -361,6 +380,30 @@ def _attached_selectors(model: nn.Module) -> Iterator[tuple[str, nn.Module, Patc
             yield name, module, child
 
 
+def find_patch_selectors(model: nn.Module) -> list[tuple[str, PatchSelector]]:
+    """The patch selectors that :func:`attach_patch_selector` put into ``model``.
+
+    Args:
+        model: Any model.
+
+    Returns:
+        ``(name, selector)`` pairs, where ``name`` is the qualified name of the module
+        that owns the selector (the patch embedding); empty when none is attached. A
+        selector with ``pb = 0`` is still listed.
+
+    >>> from spikelottery.models import Spikformer
+    >>> net = Spikformer(embed_dim=32, depth=1, num_heads=2, timesteps=2)
+    >>> find_patch_selectors(net)
+    []
+    >>> _ = attach_patch_selector(net, 0.3)
+    >>> [(name, sel.pb) for name, sel in find_patch_selectors(net)]
+    [('patch_embed', 0.3)]
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return [(name, selector) for name, _owner, selector in _attached_selectors(model)]
+
+
 def _detach(owner: nn.Module, selector: PatchSelector) -> None:
     for handle in selector._handles:
         handle.remove()
@@ -388,14 +431,20 @@ def _check_token_wise_spikformer(model: nn.Module, stem_name: str) -> None:
             )
 
 
-def attach_patch_selector(model: nn.Module, pb: float, *, patch_embed: str | None = None) -> str:
+def attach_patch_selector(
+    model: nn.Module, pb: float, *, patch_embed: str | None = None
+) -> str | None:
     """Prune patches right after the patch embedding of ``model``, in place.
 
     The selector becomes a child ``patch_selector`` of the patch-embedding module (so
     ``print(model)`` shows it) and a forward hook applies it to that module's output; no
-    ``state_dict`` key changes. Calling again updates ``pb``; ``pb = 0`` detaches it. The
-    patch embedding is the submodule named ``patch_embed`` or SpikingJelly's
-    ``SpikformerPatchStem``, unless named explicitly.
+    ``state_dict`` key changes. Calling again updates ``pb``. The patch embedding is the
+    submodule named ``patch_embed`` or SpikingJelly's ``SpikformerPatchStem``, unless
+    named explicitly.
+
+    ``pb = 0`` is the way to turn patch pruning off: it removes an attached selector and
+    all its hooks, and does nothing on a model without one (it does not look for the
+    patch embedding, so ``patch_embed`` is ignored and a model without one is fine).
 
     Its output layouts: ``[T, B, N, D]`` tokens (the position embedding already added,
     as in :mod:`spikelottery.models`) or a conv feature map ``[T, B, D, H, W]``, which
@@ -411,11 +460,12 @@ def attach_patch_selector(model: nn.Module, pb: float, *, patch_embed: str | Non
             or ``None`` to find it.
 
     Returns:
-        The qualified name of the patch-embedding module used.
+        The qualified name of the patch-embedding module that now carries the selector;
+        ``None`` for ``pb = 0`` (no selector is attached after the call).
 
     Raises:
-        SpikeLotteryError: No (or more than one) patch embedding was found, or the model is
-            a SpikingJelly Spikformer with spatial layers after its stem.
+        SpikeLotteryError: ``pb > 0`` and no (or more than one) patch embedding was found,
+            or the model is a SpikingJelly Spikformer with spatial layers after its stem.
 
     >>> from spikelottery.models import Spikformer
     >>> net = Spikformer(embed_dim=32, depth=1, num_heads=2, timesteps=2)
@@ -427,15 +477,19 @@ def attach_patch_selector(model: nn.Module, pb: float, *, patch_embed: str | Non
     pb = check_ratio("pb", pb)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    existing = list(_attached_selectors(model))
+    if pb == 0.0:
+        for _, owner, selector in existing:
+            _detach(owner, selector)
+        return None
     name = _find_patch_embed(model, patch_embed)
     target = model.get_submodule(name)
-    existing = list(_attached_selectors(model))
     for owner_name, _owner, selector in existing:
-        if owner_name == name and pb > 0:
+        if owner_name == name:
             selector.pb = pb  # a second call updates the ratio
             return name
     stem_type = _spikformer_stem_type()
-    if pb > 0 and stem_type is not None and isinstance(target, stem_type):
+    if stem_type is not None and isinstance(target, stem_type):
         _check_token_wise_spikformer(model, name)
     if "patch_selector" in target._modules and not any(o is target for _, o, _ in existing):
         raise SpikeLotteryError(
@@ -444,8 +498,6 @@ def attach_patch_selector(model: nn.Module, pb: float, *, patch_embed: str | Non
         )
     for _, owner, selector in existing:  # one selector per model
         _detach(owner, selector)
-    if pb == 0.0:
-        return name
 
     stem_layout = "tbdhw" if stem_type is not None and isinstance(target, stem_type) else "auto"
     selector = PatchSelector(pb, layout=stem_layout)

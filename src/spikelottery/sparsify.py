@@ -199,6 +199,8 @@ def sparsify(
     >>> net[0].kept
     130
     """
+    from .patch import attach_patch_selector  # patch.py imports this module
+
     pa = check_ratio("pa", pa)
     pb = check_ratio("pb", pb)
     mode = _check_mode(mode)
@@ -255,11 +257,9 @@ def sparsify(
             done.append((parent, attr, child, None))
             report.swapped.append(name)
         if pb > 0.0:
-            from .patch import attach_patch_selector
-
             report.patch_embed = attach_patch_selector(model, pb, patch_embed=patch_embed)
-        elif patch_embed is None:
-            _detach_patch_selector_if_any(model)
+        else:
+            attach_patch_selector(model, 0.0)  # pb = 0: remove a selector a previous call attached
     except BaseException:
         for parent, attr, old, previous in reversed(done):
             if previous is None:
@@ -277,14 +277,6 @@ def sparsify(
     if verbose:
         print(report)
     return model
-
-
-def _detach_patch_selector_if_any(model: nn.Module) -> None:
-    # A second call with pb=0 turns a previously attached selector into the identity.
-    for module in model.modules():
-        selector = getattr(module, "patch_selector", None)
-        if selector is not None and hasattr(selector, "pb"):
-            selector.pb = 0.0
 
 
 def _freeze_batchnorm_affine(model: nn.Module) -> None:

@@ -62,7 +62,7 @@ from .errors import SpikeLotteryError
 from .layers import SubnetLayer
 from .masks import topk_mask
 from .neuron import LIFNeuron
-from .patch import PatchSelector
+from .patch import attach_patch_selector, find_patch_selectors
 from .sparsify import _invalidate_spikingjelly_cache, _skip_reason, _walk, densify, sparsify
 
 __all__ = [
@@ -192,11 +192,9 @@ def _dense_base(module: nn.Module) -> str:
 
 def _find_patch_selector(model: nn.Module) -> tuple[str | None, float]:
     """``(patch-embedding name, pb)`` of an attached patch selector, or ``(None, 0.0)``."""
-    for name, module in model.named_modules():
-        child = module._modules.get("patch_selector")
-        attached = isinstance(child, PatchSelector) and child._attached_to is not None
-        if attached and child.pb > 0:
-            return name, float(child.pb)
+    for name, selector in find_patch_selectors(model):
+        if selector.pb > 0:
+            return name, float(selector.pb)
     return None, 0.0
 
 
@@ -870,36 +868,6 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
 # ----------------------------------------------------------------------------- export
 
 
-def _strip_patch_selectors(model: nn.Module) -> None:
-    """Remove attached patch selectors and every hook they installed."""
-
-    def owned(hook: Any) -> bool:
-        owner = getattr(hook, "__self__", None)
-        if owner is None:
-            owner = getattr(getattr(hook, "func", None), "__self__", None)
-        return isinstance(owner, PatchSelector)
-
-    for module in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks"):
-            hooks = getattr(module, attr, None)
-            if not hooks:
-                continue
-            for hook_id, hook in list(hooks.items()):
-                if owned(hook):
-                    del hooks[hook_id]
-                    for extra in (
-                        "_forward_hooks_with_kwargs",
-                        "_forward_hooks_always_called",
-                        "_forward_pre_hooks_with_kwargs",
-                    ):
-                        getattr(module, extra, {}).pop(hook_id, None)
-    for module in list(model.modules()):
-        child = module._modules.get("patch_selector")
-        if isinstance(child, PatchSelector):
-            child._handles.clear()
-            del module._modules["patch_selector"]
-
-
 def export_dense(model: M) -> M:
     """A plain-PyTorch copy of ``model`` with the ticket baked into dense layers.
 
@@ -918,7 +886,7 @@ def export_dense(model: M) -> M:
     out = copy.deepcopy(model)
     if isinstance(out, SubnetLayer):
         return out.to_dense()  # type: ignore[return-value]
-    _strip_patch_selectors(out)
+    attach_patch_selector(out, 0.0)  # removes the selectors and their hooks
     out.__dict__.pop("spikelottery_report", None)
     densify(out)
     _invalidate_spikingjelly_cache(out)
