@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -165,3 +166,17 @@ def test_python_m_spikelottery_help() -> None:
         env=env,
     )
     assert proc.returncode == 2 and "--pa" in proc.stderr
+
+
+def test_main_leaves_the_spikelottery_logger_as_it_was(tmp_path: Path) -> None:
+    logger = logging.getLogger("spikelottery")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    with pytest.raises(SystemExit):  # an argument error after logging was set up
+        main(["run", "--pa", "1.5", "-v"])
+    assert (list(logger.handlers), logger.level, logger.propagate) == before
+    out = tmp_path / "r"
+    argv = ["run", "--model", "vgg_tiny", "--model-kwargs", EAGER, "--resolution", "8"]
+    argv += ["--timesteps", "2", "--epochs", "0", "--out", str(out), "--sync-batchnorm", *QUICK]
+    assert main(argv) == 0  # one process: sync_batchnorm has nothing to synchronise
+    assert (list(logger.handlers), logger.level, logger.propagate) == before
+    assert json.loads((out / "results.json").read_text())["config"]["sync_batchnorm"] is True

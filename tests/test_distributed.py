@@ -7,8 +7,9 @@ averages the two local mean losses' gradients, which is the global mean's gradie
 float summation order, so the scores agree to rounding and the masks exactly.
 
 The model has no BatchNorm on purpose: each process would normalise with the statistics
-of its own half batch (``SyncBatchNorm`` does not run on CPU), which is a real difference
-from one process, not a rounding one.
+of its own half batch, which is a real difference from one process, not a rounding one.
+``sync_batchnorm=True`` removes it on CUDA only (``SyncBatchNorm`` has no CPU kernel): on
+CPU the engine refuses it, which the second test checks.
 """
 
 from __future__ import annotations
@@ -121,3 +122,33 @@ def test_two_processes_find_the_same_ticket_as_one(tmp_path: Path) -> None:
     # Only rank 0 wrote files, and the results record the global batch.
     assert (two / "results.json").is_file() and (two / "checkpoint.pt").is_file()
     assert sorted(p.name for p in two.iterdir() if p.name.startswith(".")) == []
+
+
+REFUSE = textwrap.dedent(
+    """
+    import torch.distributed as dist
+    from spikelottery.engine import TrainConfig, Trainer
+
+    cfg = TrainConfig(
+        model="vgg_tiny", dataset="digits", resolution=8, epochs=1, batch_size=8, max_batches=1,
+        out=None, progress=False, device="cpu", sync_batchnorm=True,
+    )
+    try:
+        Trainer(cfg).run()
+    except ValueError as exc:
+        assert exc.field == "sync_batchnorm" and "CUDA" in str(exc), exc
+        assert not dist.is_initialized()  # the engine left the process group it made
+        print("refused", flush=True)
+    """
+)
+
+
+def test_sync_batchnorm_on_cpu_is_refused_before_training(tmp_path: Path) -> None:
+    script = tmp_path / "refuse.py"
+    script.write_text(REFUSE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*cmd, str(script)], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("refused") == 2

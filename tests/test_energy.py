@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
+from torch.overrides import TorchFunctionMode
 
 from spikelottery.energy import (
     ATTENTION_ORDERS,
@@ -568,6 +569,14 @@ def test_options_change_the_result_as_documented() -> None:
     assert report.reprice(e_ac=0.5).options["e_ac"] == 0.5
     with pytest.raises(TypeError, match="unknown option"):
         report.reprice(e_acc=0.5)
+    # The paper's ANN runs once; a network that does not spike but runs T frames pays T.
+    assert "ANN counted once (T = 1)" in report.conventions()
+    every = report.reprice(ann_every_step=True)
+    assert every.ann_mj == pytest.approx(t * report.ann_mj) and every.snn_mj == base
+    assert every.rows[1].ann_pj == pytest.approx(E_MAC_PJ * t * f2)
+    assert "ANN counted every time step it ran" in every.conventions()
+    direct = estimate_energy(PooledSNN(), (x, torch.zeros(b)), ann_every_step=True)
+    assert direct.ann_mj == pytest.approx(every.ann_mj)
 
 
 def test_pooled_rate_is_pre_pool_firing_rate() -> None:
@@ -597,13 +606,28 @@ def _op_counts() -> st.SearchStrategy[list[OpCount]]:
 
 
 @settings(max_examples=40, deadline=None)
-@given(counts=_op_counts(), times_t=st.booleans(), as_mac=st.booleans(), scale=st.booleans())
-def test_formula_property(counts: list[OpCount], times_t: bool, as_mac: bool, scale: bool) -> None:
+@given(
+    counts=_op_counts(),
+    times_t=st.booleans(),
+    as_mac=st.booleans(),
+    scale=st.booleans(),
+    ann_steps=st.booleans(),
+)
+def test_formula_property(
+    counts: list[OpCount], times_t: bool, as_mac: bool, scale: bool, ann_steps: bool
+) -> None:
     r = energy_from_counts(
-        counts, first_layer_times_t=times_t, nonbinary_as_mac=as_mac, density_scaling=scale
+        counts,
+        first_layer_times_t=times_t,
+        nonbinary_as_mac=as_mac,
+        density_scaling=scale,
+        ann_every_step=ann_steps,
     )
     d = [c.density if scale else 1.0 for c in counts]
-    ann = sum(E_MAC_PJ * c.macs * di for c, di in zip(counts, d, strict=True))
+    ann = sum(
+        E_MAC_PJ * c.macs * di * (c.steps if ann_steps else 1)
+        for c, di in zip(counts, d, strict=True)
+    )
     first = counts[0]
     snn = E_MAC_PJ * first.macs * d[0] * (first.steps if times_t else 1)
     for c, di in zip(counts[1:], d[1:], strict=True):
@@ -629,6 +653,8 @@ def test_argument_errors() -> None:
         estimate_energy(net, x, e_mac=-1.0)
     with pytest.raises(TypeError, match="density_scaling"):
         estimate_energy(net, x, density_scaling=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ann_every_step"):
+        estimate_energy(net, x, ann_every_step="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timesteps"):
         estimate_energy(net, x, timesteps=0)
     with pytest.raises(TypeError, match="model"):
@@ -642,6 +668,51 @@ def test_argument_errors() -> None:
     with pytest.raises(ValueError, match="empty"):
         energy_from_counts([])
     assert ATTENTION_ORDERS == ("as_run", "qk_first", "kv_first")
+
+
+class _CountNonzeroOf(TorchFunctionMode):
+    """Counts ``torch.count_nonzero`` calls on one tensor (the estimator's own calls included)."""
+
+    def __init__(self, target: torch.Tensor) -> None:
+        super().__init__()
+        self.target, self.calls = target, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func is torch.count_nonzero and args and args[0] is self.target:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+class StepLoop(nn.Module):
+    """One linear layer called once per time step (a single-step loop)."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.fc(x) for _ in range(self.steps)]).mean(0)
+
+
+def test_weight_density_is_counted_once_per_weight_and_version() -> None:
+    net = StepLoop(steps=6)
+    with torch.no_grad():
+        net.fc.weight[:, :2] = 0.0
+    x = torch.rand(3, 8)
+    with _CountNonzeroOf(net.fc.weight) as counter:
+        counts = count_ops(net, [x, x], batch_size=3)
+    assert counter.calls == 1  # not once per call (a GPU sync each)
+    assert counts[0].density == pytest.approx(0.75) and counts[0].calls == 12
+    with torch.no_grad():
+        net.fc.weight[:, :4] = 0.0  # changed in place: counted afresh
+    assert count_ops(net, x, batch_size=3)[0].density == pytest.approx(0.5)
+    # Same-shape weights made afresh on each call (torch pruning) keep their own density.
+    pair = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    prune.random_unstructured(pair[0], "weight", amount=0.25)
+    prune.random_unstructured(pair[1], "weight", amount=0.75)
+    first, second = count_ops(pair, torch.rand(2, 8))
+    assert (first.density, second.density) == (0.75, 0.25)
 
 
 def test_training_flags_and_hooks_restored_even_on_error() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,7 @@ def test_results_json_schema_and_files(tmp_path: Path) -> None:
         "config",
         "history",
         "energy",
+        "loss",
     }
     assert set(data) == expected
     assert 0.0 <= data["accuracy"] <= 1.0
@@ -265,6 +267,7 @@ def test_results_json_schema_and_files(tmp_path: Path) -> None:
         }
         assert h["stage"] == "search" and math.isfinite(h["train_loss"])
     assert data["history"][-1]["test_accuracy"] == data["accuracy"]
+    assert data["history"][-1]["test_loss"] == data["loss"]
     assert data["history"][1]["lr"] < data["history"][0]["lr"]  # cosine schedule
     assert (out / TICKET_FILE).is_file()
     ckpt = torch.load(out / CHECKPOINT_FILE, weights_only=True)
@@ -318,10 +321,12 @@ def test_finetune_keeps_masks_and_only_moves_kept_weights() -> None:
 
 def test_patch_stage_freezes_the_sparse_patch_embedding() -> None:
     seen: dict[str, Any] = {}
+    stats: dict[str, torch.Tensor] = {}
 
     def remember(record: dict[str, Any]) -> None:
         if record["stage"] == "search":
             seen.update(subnet_state(trainer.model))
+            stats.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
 
     cfg = tiny(
         model="spikformer_micro",
@@ -341,6 +346,49 @@ def test_patch_stage_freezes_the_sparse_patch_embedding() -> None:
         assert torch.equal(after[name]["scores"], before["scores"]), name
     selectors = [m for n, m in res.model.named_modules() if n.endswith("patch_selector")]
     assert selectors and selectors[0].pb == 0.25
+    # The fixed ConvPEP keeps its BatchNorm statistics; the BatchNorms after it still learn.
+    final = res.model.state_dict()
+    bn_stats = [k for k in final if k.endswith(("running_mean", "running_var"))]
+    embed = [k for k in bn_stats if k.startswith("patch_embed.")]
+    rest = [k for k in bn_stats if not k.startswith("patch_embed.")]
+    assert embed and rest
+    for key in embed:
+        assert torch.equal(final[key], stats[key]), key
+    assert any(not torch.equal(final[key], stats[key]) for key in rest)
+
+
+def test_patch_selector_without_patch_epochs_is_in_the_reported_accuracy() -> None:
+    # pb > 0 with patch_epochs = 0 attaches the selector after the last epoch's
+    # evaluation: the reported figures must be those of the pruned model.
+    from spikelottery.data import get_dataset
+
+    cfg = tiny(
+        model="spikformer_micro",
+        resolution=16,
+        filter="patch_embed",
+        pb=0.6,
+        epochs=1,
+        patch_epochs=0,
+        max_batches=3,
+        lr=0.05,  # rates at which the untrained logits already depend on the kept patches
+        weight_lr=0.01,
+    )
+    res = run(cfg)
+    assert [h["stage"] for h in res.history] == ["search"]
+    assert any(n.endswith("patch_selector") for n, _ in res.model.named_modules())
+    test_set = get_dataset("digits", split="test", resolution=16)
+    loader = torch.utils.data.DataLoader(test_set, batch_size=cfg.batch_size)
+    acc, loss = evaluate(res.model, loader, max_batches=cfg.max_batches)
+    assert (res.accuracy, res.loss) == (acc, loss)
+    assert res.loss != res.history[-1]["test_loss"]  # the selector did change the model
+
+
+def test_pb_on_a_model_without_patch_embedding_fails_before_training() -> None:
+    epochs: list[dict[str, Any]] = []
+    with pytest.raises(SpikeLotteryError, match="patch embedding") as info:
+        Trainer(tiny(pb=0.3, patch_epochs=1), on_epoch_end=epochs.append).run()
+    assert epochs == []  # not a single epoch of stage 1 was spent
+    assert "pb=0.3" in str(info.value) and "pb=0" in str(info.value)
 
 
 def test_user_model_and_datasets() -> None:
@@ -361,6 +409,79 @@ def test_user_model_and_datasets() -> None:
     res = run(tiny(mode="mp", batch_size=8), model=Net(), train_set=data, test_set=data)
     assert isinstance(res.model.fc1, SubnetLayer)
     assert res.energy_mj is not None and res.kept_fraction < 1.0
+
+
+def test_run_restores_the_deterministic_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        run(tiny(deterministic=True, epochs=0))
+        assert torch.are_deterministic_algorithms_enabled() == before
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        with pytest.raises(SpikeLotteryError):  # restored on the error path too
+            run(tiny(deterministic=True, pb=0.3))
+        assert torch.are_deterministic_algorithms_enabled() == before
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def test_evaluate_defaults_to_the_model_device() -> None:
+    from spikelottery.engine import _model_device
+
+    assert _model_device(nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    assert _model_device(nn.ReLU()) == torch.device("cpu")
+    if torch.cuda.is_available():
+        net = nn.Linear(4, 2).cuda()
+        acc, loss = evaluate(net, [(torch.rand(3, 4), torch.zeros(3, dtype=torch.long))])
+        assert 0.0 <= acc <= 1.0 and math.isfinite(loss)
+
+
+def test_sync_batchnorm_conversion_keeps_the_multistep_layout() -> None:
+    from spikelottery.engine import _convert_sync_batchnorm, _restore_batchnorm
+    from spikelottery.models import create_model
+    from spikelottery.multistep import SeqBatchNorm2d
+
+    torch.manual_seed(0)
+    net = create_model("vgg_tiny", in_channels=1, img_size=8, timesteps=2, **EAGER)
+    x = torch.rand(4, 1, 8, 8)
+    keys = list(net.state_dict())
+    expected = net(x)
+    torch.manual_seed(0)
+    again = create_model("vgg_tiny", in_channels=1, img_size=8, timesteps=2, **EAGER)
+    converted = _convert_sync_batchnorm(again)
+    assert converted and all(isinstance(m, nn.SyncBatchNorm) for m, _ in converted)
+    assert all(isinstance(m, SeqBatchNorm2d) for m, _ in converted)
+    assert list(again.state_dict()) == keys
+    # Without a process group SyncBatchNorm computes plain batch norm: same output, same stats.
+    torch.testing.assert_close(again(x), expected)
+    _restore_batchnorm(converted)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in again.modules())
+    for (k1, v1), (k2, v2) in zip(net.state_dict().items(), again.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2), k1
+    with pytest.raises(ValueError, match="sync_batchnorm"):
+        TrainConfig(sync_batchnorm="yes")
+
+
+def test_ann_twin_on_event_frames_pays_every_frame() -> None:
+    from spikelottery.data import get_dataset
+    from spikelottery.energy import estimate_energy
+
+    cfg = tiny(dataset="digits_dvs", spiking=False, mode="dense", timesteps=3, max_batches=1)
+    res = run(cfg)
+    x, y = next(
+        iter(
+            torch.utils.data.DataLoader(
+                get_dataset("digits_dvs", split="test", resolution=8, timesteps=3), batch_size=8
+            )
+        )
+    )
+    once = estimate_energy(res.model, (x, y))  # the paper's ANN: one static pass
+    assert once.timesteps == 3
+    assert res.energy_mj == pytest.approx(3 * once.ann_mj)
+    assert res.ann_energy_mj == pytest.approx(res.energy_mj)
+    assert "every time step" in res.energy["conventions"]
 
 
 def test_evaluate_and_helpers() -> None:

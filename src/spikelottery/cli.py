@@ -17,10 +17,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._version import __version__
@@ -171,6 +172,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--deterministic", action="store_true", default=S, help="torch.use_deterministic_algorithms"
     )
+    g.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        default=S,
+        help="under torchrun on CUDA: BatchNorm statistics of the global batch (SyncBatchNorm)",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -239,16 +246,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(quiet: bool, verbose: bool) -> None:
+@contextlib.contextmanager
+def _logging(quiet: bool, verbose: bool) -> Iterator[None]:
+    """Print the ``spikelottery`` logger's messages to stderr while the command runs.
+
+    The logger's handlers, level and ``propagate`` flag are restored afterwards, so an
+    in-process ``main()`` (a test, a notebook) leaves the caller's logging as it was.
+    """
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logger = logging.getLogger("spikelottery")
-    if not any(getattr(h, "_spikelottery_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._spikelottery_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
+    logger.propagate = False  # no second copy through the root logger's handlers
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved[0]
+        handler.close()
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
 
 
 def _config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
@@ -336,16 +355,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     parser: argparse.ArgumentParser = args._parser  # errors read "spikelottery run: error: ..."
-    _setup_logging(args.quiet, args.verbose)
-    try:
-        if args.command == "run":
-            return _run(parser, args)
-        return _demo(parser, args)
-    except _FieldError as exc:  # found at run time, e.g. a batch size not divisible by W
-        parser.error(f"argument {_flag(exc.field)}: {exc}")  # exits with status 2
-    except (SpikeLotteryError, OSError) as exc:
-        print(f"spikelottery: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("spikelottery: interrupted", file=sys.stderr)
-        return 130
+    with _logging(args.quiet, args.verbose):
+        try:
+            if args.command == "run":
+                return _run(parser, args)
+            return _demo(parser, args)
+        except _FieldError as exc:  # found at run time, e.g. a batch size not divisible by W
+            parser.error(f"argument {_flag(exc.field)}: {exc}")  # exits with status 2
+        except (SpikeLotteryError, OSError) as exc:
+            print(f"spikelottery: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("spikelottery: interrupted", file=sys.stderr)
+            return 130

@@ -9,7 +9,9 @@ The estimate follows the paper:
         + e_\\text{AC} \\sum_{l \\ge 2} \\text{fr}_l \\, T \\, \\text{FLOPs}_l,
 
 with ``e_MAC = 4.6 pJ`` and ``e_AC = 0.9 pJ`` (45 nm), ``FLOPs_l`` the multiply-accumulates
-of layer ``l`` for one sample and one time step and ``fr_l`` the firing rate of the layer's
+of layer ``l`` for one sample and one time step (``E_ANN`` is the same network run once,
+as an ANN on a static input; ``ann_every_step=True`` charges an ANN that really runs ``T``
+steps, e.g. on event frames, for each of them) and ``fr_l`` the firing rate of the layer's
 binary input, measured on real data (a layer whose input is not binary, e.g. average-pooled
 spikes, is priced at its input's mean absolute value). Conv, linear and attention matmuls
 count; BatchNorm is folded into the preceding layer; pooling, residual additions,
@@ -31,6 +33,7 @@ import inspect
 import io
 import math
 import os
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ._io import atomic_open
+from ._state import finite_or_none, reset_states, split_batch
 from .errors import SpikeLotteryError
 
 __all__ = [
@@ -124,7 +128,8 @@ class LayerEnergy:
         ops: Operations per sample over all time steps: the synaptic operations
             ``SOPs = fr * T * FLOPs`` for an ``"AC"`` row, the MACs for a ``"MAC"`` row.
         snn_pj: Energy of the layer in the SNN, pJ per sample.
-        ann_pj: Energy of the layer run once as an ANN, pJ per sample.
+        ann_pj: Energy of the layer as an ANN, pJ per sample: run once (``e_mac * FLOPs``),
+            or on each of its ``steps`` with ``ann_every_step=True``.
     """
 
     name: str
@@ -160,7 +165,9 @@ class EnergyReport:
 
     Attributes:
         rows: One :class:`LayerEnergy` per layer, in execution order.
-        ann_mj: ``E_ANN`` in mJ per sample (the network run once, as an ANN).
+        ann_mj: ``E_ANN`` in mJ per sample: by default the same network run once, as an
+            ANN on a static input (the paper's reference, whatever ``T`` the model ran);
+            with ``ann_every_step=True``, charged for every time step each layer ran.
         snn_mj: ``E_SNN`` in mJ per sample.
         ratio: ``snn_mj / ann_mj`` (``nan`` when the ANN costs nothing).
         macs: Dense MACs per sample and time step, summed over the layers (the ANN count).
@@ -213,6 +220,7 @@ class EnergyReport:
         """One line naming the conventions the numbers follow."""
         o = self.options
         first = "times T" if o["first_layer_times_t"] else "once"
+        ann = "every time step it ran" if o["ann_every_step"] else "once (T = 1)"
         nonbin = "as MAC every step" if o["nonbinary_as_mac"] else "as AC at their mean |value|"
         density = (
             "scaled by weight density"
@@ -222,7 +230,8 @@ class EnergyReport:
         return (
             f"paper Eq. 3-4: e_MAC={o['e_mac']:g} pJ, e_AC={o['e_ac']:g} pJ; first layer as MAC, "
             f"counted {first}; non-binary inputs {nonbin}; attention order {o['attention_order']}; "
-            f"FLOPs {density}; BN folded, pooling/residual adds/neurons free; per sample"
+            f"FLOPs {density}; ANN counted {ann}; BN folded, pooling/residual adds/neurons "
+            "free; per sample"
         )
 
     def summary(self) -> str:
@@ -311,7 +320,7 @@ class EnergyReport:
         for r in self.rows:
             d = dataclasses.asdict(r)
             d["snn_mj"], d["ann_mj"] = r.snn_mj, r.ann_mj
-            rows.append({k: _json(v) for k, v in d.items()})
+            rows.append({k: finite_or_none(v) for k, v in d.items()})
         totals = {
             "ann_mj": self.ann_mj,
             "snn_mj": self.snn_mj,
@@ -323,9 +332,9 @@ class EnergyReport:
         }
         return {
             "rows": rows,
-            "totals": {k: _json(v) for k, v in totals.items()},
-            "options": {k: _json(v) for k, v in self.options.items()},
-            "timesteps": _json(self.timesteps),
+            "totals": {k: finite_or_none(v) for k, v in totals.items()},
+            "options": {k: finite_or_none(v) for k, v in self.options.items()},
+            "timesteps": finite_or_none(self.timesteps),
             "samples": self.samples,
             "attention_pairs": self.attention_pairs,
             "conventions": self.conventions(),
@@ -363,12 +372,6 @@ class EnergyReport:
         with atomic_open(path, "w", newline="") as f:
             f.write(buf.getvalue())
         return path
-
-
-def _json(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def _num(v: float) -> str:
@@ -418,6 +421,7 @@ def energy_from_counts(
     nonbinary_as_mac: bool = False,
     attention_order: str = "as_run",
     density_scaling: bool = False,
+    ann_every_step: bool = False,
     timesteps: float | None = None,
     samples: int = 0,
 ) -> EnergyReport:
@@ -426,7 +430,8 @@ def energy_from_counts(
     The first count is the first layer. Per layer, with ``d`` the weight density when
     ``density_scaling`` (else 1) and ``F = macs * d``:
 
-    * ANN: ``e_mac * F``.
+    * ANN: ``e_mac * F`` (the network run once), or ``e_mac * steps * F`` with
+      ``ann_every_step=True``.
     * SNN, first layer: ``e_mac * F`` (times its time steps with ``first_layer_times_t``).
     * SNN, binary input: ``e_ac * rate * steps * F`` (the synaptic operations).
     * SNN, non-binary input: ``e_ac * rate * steps * F`` with ``rate`` the input's mean
@@ -446,6 +451,9 @@ def energy_from_counts(
         attention_order: ``"as_run"``, ``"qk_first"`` or ``"kv_first"``.
         density_scaling: Multiply every layer's FLOPs by its weight density (pruned
             weights do no work), in the ANN and the SNN alike.
+        ann_every_step: Charge the ANN for every time step each layer ran, for a network
+            that does not spike but really runs ``T`` steps (an ANN on event frames).
+            Default: once per sample, the paper's ANN on a static input.
         timesteps: ``T`` for the report (default: the largest ``steps``).
         samples: Samples measured, for the report.
 
@@ -463,6 +471,7 @@ def energy_from_counts(
     _check_flag("first_layer_times_t", first_layer_times_t)
     _check_flag("nonbinary_as_mac", nonbinary_as_mac)
     _check_flag("density_scaling", density_scaling)
+    _check_flag("ann_every_step", ann_every_step)
     _check_order(attention_order)
     counts = tuple(counts)
     if not counts:
@@ -493,7 +502,7 @@ def energy_from_counts(
                 op=op,
                 ops=ops,
                 snn_pj=energy,
-                ann_pj=e_mac * flops,
+                ann_pj=e_mac * flops * (c.steps if ann_every_step else 1.0),
             )
         )
     ann_pj = math.fsum(r.ann_pj for r in rows)
@@ -511,6 +520,7 @@ def energy_from_counts(
         "nonbinary_as_mac": nonbinary_as_mac,
         "attention_order": attention_order,
         "density_scaling": density_scaling,
+        "ann_every_step": ann_every_step,
     }
     return EnergyReport(
         rows=tuple(rows),
@@ -593,10 +603,11 @@ class _Acc:
         steps: _Steps,
         left: _Stats,
         right: _Stats | None,
-        weight: Tensor | None,
+        weight: tuple[int, int] | None,
         *,
         right_is_weight: bool = False,
     ) -> None:
+        """Add one call; ``weight`` is the ``(nonzero, numel)`` count of its weight."""
         self.calls += 1
         self.macs += macs
         if isinstance(steps, tuple):
@@ -620,7 +631,7 @@ class _Acc:
         self.act_sum += left[1]
         self.act_numel += left[2]
         if weight is not None:
-            self.w_nnz, self.w_numel = int(torch.count_nonzero(weight)), weight.numel()
+            self.w_nnz, self.w_numel = weight
 
 
 @dataclass
@@ -702,9 +713,28 @@ class _Recorder:
         self.pairs: dict[tuple[tuple[str, str], tuple[str, str]], _Pair] = {}
         self.handles: list[Any] = []
         self.batch = 1
+        # id(weight) -> (weak reference, (version, data_ptr), nonzero count): counting the
+        # non-zeros of every layer's weight on every call would sync a GPU once per call.
+        # The weak reference proves the id still names the same tensor; the version counter
+        # and the data pointer, that its values did not change since.
+        self._density: dict[int, tuple[weakref.ref[Tensor], tuple[int, int], int]] = {}
         for m in model.modules():
             self.handles.append(m.register_forward_pre_hook(self._pre))
             self.handles.append(m.register_forward_hook(self._post, always_call=True))
+
+    def weight_count(self, weight: Tensor) -> tuple[int, int]:
+        """``(nonzero, numel)`` of a weight, counted once per tensor and version."""
+        try:
+            version = (weight._version, weight.data_ptr())
+            ref = weakref.ref(weight)
+        except (RuntimeError, TypeError):  # inference or traced tensors: no cache
+            return int(torch.count_nonzero(weight)), weight.numel()
+        hit = self._density.get(id(weight))
+        if hit is not None and hit[0]() is weight and hit[1] == version:
+            return hit[2], weight.numel()
+        nnz = int(torch.count_nonzero(weight))
+        self._density[id(weight)] = (ref, version, nnz)
+        return nnz, weight.numel()
 
     def lead(self, lead: Sequence[int]) -> _Steps:
         """The output's leading (non-feature) dims and this batch's B: read once T is known."""
@@ -771,7 +801,8 @@ class _Recorder:
         frame = self.stack[-1]
         frame.pending = None
         acc = self._acc(frame, kind, label, shape, base_macs)
-        acc.add(macs, steps, left, right, weight, right_is_weight=right_is_weight)
+        counted = None if weight is None else self.weight_count(weight)
+        acc.add(macs, steps, left, right, counted, right_is_weight=right_is_weight)
         return acc
 
     def record_pairable(self, a: Tensor, b: Tensor, out: Tensor) -> None:
@@ -1200,16 +1231,12 @@ class _OpMode(TorchFunctionMode):
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, int | None]:
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        y = batch[1] if len(batch) > 1 else None
-        labels = int(y.shape[0]) if isinstance(y, Tensor) and y.dim() >= 1 else None
-        return batch[0], labels
-    raise TypeError(
-        f"each batch must be a tensor x or an (x, y) pair whose first item is a tensor, got {type(batch).__name__}; "
-        "the model is called as model(x)"
-    )
+    """``x`` and the number of labels of a batch (``None`` without labels)."""
+    try:
+        x, y = split_batch(batch)
+    except TypeError as exc:
+        raise TypeError(f"{exc}; the model is called as model(x)") from None
+    return x, (int(y.shape[0]) if isinstance(y, Tensor) and y.dim() >= 1 else None)
 
 
 def _batches(inputs: Any) -> Iterator[Any]:
@@ -1230,18 +1257,6 @@ def _batches(inputs: Any) -> Iterator[Any]:
             f"got {type(inputs).__name__}"
         )
     yield from inputs
-
-
-def _reset_state(model: nn.Module) -> None:
-    try:
-        from spikingjelly.activation_based import functional as sj_functional
-    except ImportError:  # no SpikingJelly: the same rule by hand (call every reset())
-        for m in model.modules():
-            reset = getattr(m, "reset", None)
-            if callable(reset):
-                reset()
-        return
-    sj_functional.reset_net(model)
 
 
 def _check_count(name: str, value: Any) -> int | None:
@@ -1339,7 +1354,7 @@ def _count(
                     raise ValueError(f"batch {batches} has no sample (x of shape {tuple(x.shape)})")
                 if device is not None:
                     x = x.to(device)
-                _reset_state(model)
+                reset_states(model)
                 rec.stack.clear()
                 rec.batch = b
                 with _OpMode(rec):
@@ -1353,7 +1368,7 @@ def _count(
         for m, flag in flags:
             m.training = flag
         if batches:
-            _reset_state(model)
+            reset_states(model)
     if not batches:
         raise ValueError(
             "inputs yielded no batch: pass a tensor, an (x, y) batch or a non-empty iterable of batches"
@@ -1476,6 +1491,7 @@ def estimate_energy(
     nonbinary_as_mac: bool = False,
     attention_order: str = "as_run",
     density_scaling: bool = False,
+    ann_every_step: bool = False,
     max_batches: int | None = None,
 ) -> EnergyReport:
     """Estimate the energy per sample of ``model`` as an SNN and as an ANN (paper Eq. 3-4).
@@ -1499,6 +1515,8 @@ def estimate_energy(
         attention_order: ``"as_run"``, ``"qk_first"`` (``(Q K^T) V``) or ``"kv_first"``
             (``Q (K^T V)``) for a spiking attention's two matmuls.
         density_scaling: Scale each layer's FLOPs by its weight density.
+        ann_every_step: Charge the ANN for every time step each layer ran (a network that
+            does not spike but runs ``T`` steps, e.g. on event frames); default: once.
         max_batches: Stop after this many batches.
 
     Returns:
@@ -1515,6 +1533,7 @@ def estimate_energy(
     _check_flag("first_layer_times_t", first_layer_times_t)
     _check_flag("nonbinary_as_mac", nonbinary_as_mac)
     _check_flag("density_scaling", density_scaling)
+    _check_flag("ann_every_step", ann_every_step)
     _check_order(attention_order)
     counts, t, samples = _count(model, inputs, timesteps, batch_size, max_batches)
     return energy_from_counts(
@@ -1525,6 +1544,7 @@ def estimate_energy(
         nonbinary_as_mac=nonbinary_as_mac,
         attention_order=attention_order,
         density_scaling=density_scaling,
+        ann_every_step=ann_every_step,
         timesteps=t,
         samples=samples,
     )

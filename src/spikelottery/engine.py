@@ -16,7 +16,11 @@ After training it measures the test accuracy, the kept fraction and the energy p
 (:func:`~spikelottery.energy.estimate_energy` on a few test batches), and writes
 ``results.json`` (and the ticket) to ``out``. A checkpoint is written atomically after
 every epoch; ``resume=True`` continues from it and ends with exactly the result of an
-uninterrupted run. Under ``torchrun`` the loop runs with DistributedDataParallel.
+uninterrupted run. Under ``torchrun`` the loop runs with DistributedDataParallel; ``W``
+processes reproduce the single-process run (up to float rounding in the gradient average)
+only for a model without BatchNorm (each process normalises its own share of the batch,
+unless ``sync_batchnorm``) and a training set whose size ``W`` divides (otherwise
+``DistributedSampler`` pads the epoch by repeating samples).
 
 Example:
     >>> cfg = TrainConfig(model="vgg_tiny", dataset="digits", mode="mp", pa=0.4,
@@ -29,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -50,11 +55,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ._io import atomic_open
+from ._state import finite_or_none, reset_states, split_batch, unwrap
 from ._validation import check_ratio
 from .errors import SpikeLotteryError
-from .layers import SubnetLayer
-from .neuron import LIFNeuron
-from .sparsify import kept_fraction, sparsify
+from .layers import INITS, SubnetLayer
+from .layers import MODES as _SUBNET_MODES
+from .sparsify import _freeze_batchnorm_affine, kept_fraction, sparsify
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -80,7 +86,9 @@ __all__ = [
 logger = logging.getLogger("spikelottery.engine")
 
 #: ``"dense"`` trains the dense network (the baseline); ``"lt"`` and ``"mp"`` search a ticket.
-MODES: tuple[str, ...] = ("dense", "lt", "mp")
+MODES: tuple[str, ...] = ("dense", *_SUBNET_MODES)
+# The ``batchnorm`` values of :func:`~spikelottery.sparsify` (it names them only in its checks).
+_BATCHNORM_OPTIONS: tuple[str, ...] = ("keep", "nonaffine")
 RESULTS_FILE = "results.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 TICKET_FILE = "ticket.safetensors"
@@ -130,7 +138,10 @@ class TrainConfig:
             dense layers outside ``filter``, the whole dense baseline, fine-tuning).
         weight_decay: Adam weight decay (L2), for scores and weights alike.
         batch_size: GLOBAL batch size; under ``torchrun`` each of ``W`` processes takes
-            ``batch_size / W``, so the result does not depend on the number of processes.
+            ``batch_size / W`` and together they see the single-process batches. The
+            result equals the single-process one (up to float rounding) for a model
+            without BatchNorm and a training set whose size ``W`` divides; see
+            ``sync_batchnorm``.
         seed: Seed of model init, data order and every random generator.
         out: Output folder (``results.json``, ``checkpoint.pt``, the ticket); ``None``
             writes nothing.
@@ -140,7 +151,8 @@ class TrainConfig:
             ``None`` sparsifies every conv and linear layer.
         batchnorm: ``"keep"`` (BatchNorm affine parameters train) or ``"nonaffine"``
             (fixed at 1 and 0: a score-only search, as in edge-popup).
-        init: Frozen weight init: ``"kaiming_normal"`` or ``"signed_constant"``.
+        init: Frozen weight init: ``"kaiming_normal"``, ``"signed_constant"`` or
+            ``"keep"`` (the model's own weights, e.g. pretrained ones).
         resolution: Image side (default: the data set's own; the digits are 8x8).
         augment: Random crop and flip of the training images (CIFAR only).
         model_kwargs: Extra arguments of :func:`~spikelottery.models.create_model`.
@@ -148,7 +160,12 @@ class TrainConfig:
         checkpoint: Write ``out/checkpoint.pt`` after every epoch.
         max_batches: Batches per epoch, of training and of evaluation (quick tests).
         energy_batches: Test batches measured by the energy estimate.
-        deterministic: ``torch.use_deterministic_algorithms(True)`` (slower on GPU).
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during the run
+            (slower on GPU); the previous setting is restored afterwards.
+        sync_batchnorm: Under ``torchrun`` on CUDA, normalise with the statistics of the
+            global batch (``nn.SyncBatchNorm``) instead of each process's share. CUDA
+            only (PyTorch's ``SyncBatchNorm`` has no CPU kernel): a distributed run on
+            CPU with ``sync_batchnorm=True`` is an error; one process ignores it.
         progress: tqdm progress bars (only on a terminal, only on rank 0).
     """
 
@@ -183,6 +200,7 @@ class TrainConfig:
     max_batches: int | None = None
     energy_batches: int = 2
     deterministic: bool = False
+    sync_batchnorm: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -288,6 +306,17 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(data)
 
 
+def _field_defaults() -> dict[str, Any]:
+    """Every :class:`TrainConfig` field's default value."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    return values
+
+
 def _copy(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else value
 
@@ -347,9 +376,9 @@ def _check_field(name: str, value: Any) -> Any:
     if name == "mode":
         return _check_choice(name, value, MODES)
     if name == "batchnorm":
-        return _check_choice(name, value, ("keep", "nonaffine"))
+        return _check_choice(name, value, _BATCHNORM_OPTIONS)
     if name == "init":
-        return _check_choice(name, value, ("kaiming_normal", "signed_constant"))
+        return _check_choice(name, value, INITS)
     if name == "model":
         from .models import list_models
 
@@ -381,7 +410,15 @@ def _check_field(name: str, value: Any) -> Any:
                 name, f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
             ) from None
         return value
-    if name in ("spiking", "resume", "checkpoint", "deterministic", "progress", "augment"):
+    if name in (
+        "spiking",
+        "resume",
+        "checkpoint",
+        "deterministic",
+        "sync_batchnorm",
+        "progress",
+        "augment",
+    ):
         return _check_bool(name, value)
     if name in ("timesteps", "batch_size", "energy_batches"):
         return _check_int(name, value, 1)
@@ -415,16 +452,20 @@ class Results:
         accuracy: Test accuracy of the final model, in ``[0, 1]``.
         kept_fraction: Fraction of the masked weights kept (1.0 for ``"dense"``).
         energy_mj: Energy per sample in mJ (paper Eq. 3-4: ``E_SNN`` for a spiking
-            model, ``E_ANN`` for the ReLU twin); ``None`` if it could not be measured.
+            model, ``E_ANN`` for the ReLU twin, charged for every time step it ran: ``T``
+            on event frames, one on a static image); ``None`` if it could not be measured.
         energy_sparse_mj: The same with every layer's FLOPs scaled by its weight density
             (pruned weights do no work).
-        ann_energy_mj: ``E_ANN`` of the same network (the reference of the paper's ratios).
+        ann_energy_mj: ``E_ANN`` of the same network run as an ANN (the reference of the
+            paper's ratios): once per sample for a spiking model, as in the paper; for
+            the ReLU twin the same as ``energy_mj``.
         firing_rate: Mean input firing rate of the binary-input layers (``None`` for an ANN).
         seconds: Wall time of the whole run (all sessions of a resumed run).
         config: The :class:`TrainConfig` as a dict.
         history: One dict per epoch: ``epoch``, ``stage``, ``train_loss``,
             ``train_accuracy``, ``test_loss``, ``test_accuracy``, ``lr``, ``seconds``.
         energy: The energy report's totals, options and conventions.
+        loss: Mean test cross-entropy of the final model (``None`` if not finite).
         model: The trained model (not serialised).
     """
 
@@ -438,6 +479,7 @@ class Results:
     config: dict[str, Any]
     history: list[dict[str, Any]]
     energy: dict[str, Any] | None = None
+    loss: float | None = None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -456,13 +498,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _clean_float(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -474,26 +509,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def reset_states(model: nn.Module) -> None:
-    """Forget every neuron's membrane state before a new batch.
-
-    Uses SpikingJelly's ``functional.reset_net`` when installed (it also resets
-    SpikingJelly's own neurons), else calls ``reset()`` on each
-    :class:`~spikelottery.neuron.LIFNeuron`.
-
-    >>> reset_states(nn.Sequential(LIFNeuron()))
-    """
-    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    try:
-        from spikingjelly.activation_based import functional as sj_functional
-    except Exception:  # spikingjelly is optional
-        for module in net.modules():
-            if isinstance(module, LIFNeuron):
-                module.reset()
-        return
-    sj_functional.reset_net(net)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -607,16 +622,25 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+def _xy(batch: Any) -> tuple[Tensor, Tensor]:
+    """``(input, label)`` of a training or test batch; anything else is a data-set problem."""
+    try:
+        x, y = split_batch(batch)
+    except TypeError:
+        y = None
+    if not isinstance(y, Tensor):
+        raise SpikeLotteryError(
+            "a data set must yield (input, label) pairs of tensors; got a batch of type "
+            f"{type(batch).__name__}"
+        )
+    return x, y
 
 
-def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise SpikeLotteryError(
-        f"a data set must yield (input, label) pairs; got a batch of type {type(batch).__name__}"
-    )
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model without."""
+    net = unwrap(model)
+    first = next(itertools.chain(net.parameters(), net.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -624,13 +648,20 @@ def evaluate(
     model: nn.Module,
     loader: Any,
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     max_batches: int | None = None,
 ) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of ``model`` on ``loader``'s ``(x, y)`` batches.
 
     Neuron states are reset before every batch; under ``torch.distributed`` the counts
     of all processes are summed.
+
+    Args:
+        model: The model (a ``DistributedDataParallel`` wrapper is looked through).
+        loader: Any iterable of ``(x, y)`` batches, e.g. a ``DataLoader``.
+        device: Where the batches go; ``None``: the device of the model's first
+            parameter (the CPU for a model without parameters).
+        max_batches: Stop after this many batches.
 
     Returns:
         ``(accuracy, loss)``; accuracy in ``[0, 1]``.
@@ -641,7 +672,9 @@ def evaluate(
     >>> evaluate(net, [(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long))])[0]
     1.0
     """
-    net = _unwrap(model)
+    net = unwrap(model)
+    if device is None:
+        device = _model_device(net)
     was_training = net.training
     net.eval()
     correct = torch.zeros((), dtype=torch.float64, device=device)
@@ -651,7 +684,7 @@ def evaluate(
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            x, y = _split_batch(batch)
+            x, y = _xy(batch)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             reset_states(net)
             logits = net(x)
@@ -684,6 +717,65 @@ class _ShardSampler(torch.utils.data.Sampler[int]):
 
 
 # --------------------------------------------------------------------------- the trainer
+
+
+_SYNC_CLASSES: dict[type, type] = {}
+
+
+def _sync_class(cls: type) -> type:
+    """``cls`` with ``nn.SyncBatchNorm``'s computation under its own ``forward``.
+
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` would replace a multi-step BatchNorm
+    (:class:`~spikelottery.multistep.SeqBatchNorm2d`, SpikingJelly's ``layer.BatchNorm2d``)
+    by a plain ``SyncBatchNorm``, which normalises dim 1 of ``[T, B, C, H, W]``: B, not C.
+    Those classes reshape and then call ``super().forward``; placing ``SyncBatchNorm``
+    after ``cls`` in the MRO makes that call the synchronised one.
+    """
+    if cls not in _SYNC_CLASSES:
+        _SYNC_CLASSES[cls] = type(f"Sync{cls.__name__}", (cls, nn.SyncBatchNorm), {})
+    return _SYNC_CLASSES[cls]
+
+
+def _convert_sync_batchnorm(model: nn.Module) -> list[tuple[nn.Module, type]]:
+    """Make every BatchNorm of ``model`` synchronise over the processes, in place.
+
+    The modules keep their parameters, buffers, hooks and ``state_dict`` keys (only their
+    class changes). Returns ``(module, original class)`` pairs for
+    :func:`_restore_batchnorm`.
+    """
+    converted: list[tuple[nn.Module, type]] = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+            module, nn.SyncBatchNorm
+        ):
+            converted.append((module, type(module)))
+            module.__class__ = _sync_class(type(module))
+            module.process_group = None  # type: ignore[assignment]  # the whole world
+    return converted
+
+
+def _restore_batchnorm(converted: list[tuple[nn.Module, type]]) -> None:
+    for module, cls in converted:
+        module.__class__ = cls
+        module.__dict__.pop("process_group", None)
+
+
+def _check_patch_embed(model: nn.Module, pb: float) -> None:
+    """Fail before any training if stage 2 could not attach its patch selector.
+
+    A dry run: attach the selector (which finds the patch embedding and checks what
+    follows it), then detach it again; stage 1 trains without it.
+    """
+    from .patch import attach_patch_selector
+
+    try:
+        attach_patch_selector(model, pb)
+    except SpikeLotteryError as exc:
+        raise SpikeLotteryError(
+            f"pb={pb} prunes patches after the patch embedding (stage 2), but {exc} "
+            "Use pb=0 for a model without one."
+        ) from None
+    attach_patch_selector(model, 0.0)  # pb = 0 detaches it
 
 
 def _stage_plan(cfg: TrainConfig) -> list[tuple[str, int]]:
@@ -733,6 +825,7 @@ class Trainer:
         self.on_epoch_end = on_epoch_end
         self.model: nn.Module | None = None
         self.history: list[dict[str, Any]] = []
+        self._frozen_module: str | None = None  # the patch embedding, in stage 2
 
     # -- building blocks -------------------------------------------------------------
     def _datasets(self) -> tuple[Dataset, Dataset, Any]:
@@ -773,6 +866,8 @@ class Trainer:
                 beta=cfg.beta,
                 **cfg.model_kwargs,
             )
+        if cfg.pb > 0:
+            _check_patch_embed(model, cfg.pb)
         if cfg.mode != "dense":
             sparsify(
                 model,
@@ -783,13 +878,7 @@ class Trainer:
                 batchnorm=cfg.batchnorm,
             )
         elif cfg.batchnorm == "nonaffine":
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-                    with torch.no_grad():
-                        module.weight.fill_(1.0)
-                        module.bias.zero_()
-                    module.weight.requires_grad_(False)
-                    module.bias.requires_grad_(False)
+            _freeze_batchnorm_affine(model)
         return model
 
     def _loaders(
@@ -805,7 +894,8 @@ class Trainer:
         per_rank = cfg.batch_size // ddp.world
         # One sampler for 1 or W processes: its permutation depends on (seed, epoch) only and
         # rank r takes every W-th index, so the W local batches of step k together are the
-        # single-process batch k.
+        # single-process batch k. Only if W divides len(train_set): otherwise the sampler pads
+        # the permutation with its first indices, and the last batches differ.
         sampler: DistributedSampler = DistributedSampler(
             train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed
         )
@@ -837,7 +927,10 @@ class Trainer:
             from .patch import attach_patch_selector
 
             name = attach_patch_selector(model, cfg.pb)
-            # Stage 2: the sparse patch embedding (ConvPEP) and every mask stay fixed.
+            assert name is not None  # pb > 0 in stage 2
+            # Stage 2: the sparse patch embedding (ConvPEP) and every mask stay fixed. Its
+            # BatchNorm statistics too: _train_mode keeps the module in eval mode.
+            self._frozen_module = name
             for p in model.get_submodule(name).parameters():
                 p.requires_grad_(False)
             for m in model.modules():
@@ -845,13 +938,21 @@ class Trainer:
                     m.scores.requires_grad_(False)
         elif stage == "finetune":
             # The ticket is found: its masks stay fixed and the kept weights train (the subnet
-            # layer passes dL/dw only to kept entries).
+            # layer passes dL/dw only to kept entries), the patch embedding's included.
+            self._frozen_module = None
             for m in model.modules():
                 if isinstance(m, SubnetLayer):
                     m.scores.requires_grad_(False)
                     m.weight.requires_grad_(True)
                     if m.bias is not None:
                         m.bias.requires_grad_(True)
+
+    def _train_mode(self) -> None:
+        """``train()`` the model, except a module that the current stage keeps fixed."""
+        self._net.train()
+        frozen = self._frozen_module
+        if frozen is not None:
+            self._net.get_submodule(frozen).eval()
 
     def _optimizer(self, stage: str, steps: int) -> tuple[torch.optim.Optimizer, Any]:
         cfg, model = self.config, self._net
@@ -925,7 +1026,11 @@ class Trainer:
             )
         saved = json.loads(state["config"])
         mine = json.loads(json.dumps(self.config.to_dict()))  # tuples compare as JSON lists
-        diff = sorted(k for k in mine if k not in _RUNTIME_FIELDS and saved.get(k) != mine[k])
+        # A field newer than the checkpoint had its default when the checkpoint was written.
+        defaults = json.loads(json.dumps(_field_defaults()))
+        diff = sorted(
+            k for k in mine if k not in _RUNTIME_FIELDS and saved.get(k, defaults.get(k)) != mine[k]
+        )
         if diff:
             changes = ", ".join(f"{k}: {saved.get(k)!r} -> {mine[k]!r}" for k in diff)
             raise SpikeLotteryError(
@@ -936,26 +1041,60 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> Results:
-        """Train, evaluate, measure the energy, write the results; return them."""
+        """Train, evaluate, measure the energy, write the results; return them.
+
+        For reproducibility the run seeds python's ``random``, numpy's global generator and
+        torch's (CPU and CUDA) with ``config.seed`` (see :func:`seed_everything`); their
+        states are not restored afterwards. ``torch.use_deterministic_algorithms`` and
+        ``CUBLAS_WORKSPACE_CONFIG``, which ``deterministic=True`` sets, are restored.
+        """
         cfg = self.config
         start = time.perf_counter()
+        deterministic = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
         self._ddp = _init_distributed(cfg.device)
         try:
             return self._run(start)
         finally:
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            if cublas is None:
+                os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+            else:
+                os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
             if self._ddp.created and dist.is_initialized():
                 dist.destroy_process_group()
 
     def _run(self, start: float) -> Results:
         cfg, ddp = self.config, self._ddp
         self.device = _resolve_device(cfg.device, ddp)
+        sync_bn = cfg.sync_batchnorm and ddp.enabled
+        if sync_bn and self.device.type != "cuda":
+            raise _FieldError(
+                "sync_batchnorm",
+                f"sync_batchnorm=True needs CUDA (nn.SyncBatchNorm has no {self.device.type} "
+                "kernel); set sync_batchnorm=False for a distributed run on "
+                f"{self.device.type}",
+            )
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
+        self._frozen_module = None
+        self.history = []
         seed_everything(cfg.seed)
         train_set, test_set, info = self._datasets()
         self._net = self._build_model(info).to(self.device)
         self.model = self._net
+        converted = _convert_sync_batchnorm(self._net) if sync_bn else []
+        try:
+            return self._run_stages(start, train_set, test_set)
+        finally:
+            _restore_batchnorm(converted)  # the caller gets the model's own classes back
+
+    def _run_stages(self, start: float, train_set: Dataset, test_set: Dataset) -> Results:
+        cfg, ddp = self.config, self._ddp
         train_loader, test_loader, sampler = self._loaders(train_set, test_set)
         steps_per_epoch = len(train_loader)
         if cfg.max_batches is not None:
@@ -1020,15 +1159,20 @@ class Trainer:
         if total_epochs == 0:
             logger.info("epochs=0: evaluating the untrained network")
 
-        if self.history and self.history[-1]["test_accuracy"] is not None:
-            accuracy = self.history[-1]["test_accuracy"]  # the final model, already evaluated
+        last = self.history[-1] if self.history else None
+        if last is not None and last["stage"] == plan[-1][0] and last["test_accuracy"] is not None:
+            # The final model, already evaluated: no stage was entered after that epoch.
+            accuracy, loss = last["test_accuracy"], last["test_loss"]
         else:
-            accuracy, _ = evaluate(
+            # No epoch yet, or a stage without epochs (pb > 0 with patch_epochs = 0) changed
+            # the model after the last evaluation.
+            accuracy, loss = evaluate(
                 self._net, test_loader, device=self.device, max_batches=cfg.max_batches
             )
         energy = self._energy(test_loader) if ddp.main else None
         results = Results(
             accuracy=accuracy,
+            loss=finite_or_none(loss),
             kept_fraction=kept_fraction(self._net),
             energy_mj=energy["energy_mj"] if energy else None,
             energy_sparse_mj=energy["energy_sparse_mj"] if energy else None,
@@ -1068,7 +1212,7 @@ class Trainer:
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
         self._generator.manual_seed(cfg.seed * 100_003 + epoch)
-        self._net.train()
+        self._train_mode()
         show = cfg.progress and ddp.main and sys.stderr.isatty()
         bar = _progress(steps, f"{stage} {epoch - stage_start + 1}/{stage_epochs}", show)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -1079,7 +1223,7 @@ class Trainer:
             for i, batch in enumerate(train_loader):
                 if i >= steps:
                     break
-                x, y = _split_batch(batch)
+                x, y = _xy(batch)
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 reset_states(self._net)
                 logits = net(x)
@@ -1114,8 +1258,8 @@ class Trainer:
             "stage_epoch": epoch - stage_start + 1,
             "train_loss": float(loss_sum) / n if n else None,
             "train_accuracy": float(correct) / n if n else None,
-            "test_loss": _clean_float(test_loss),
-            "test_accuracy": _clean_float(test_acc),
+            "test_loss": finite_or_none(test_loss),
+            "test_accuracy": finite_or_none(test_acc),
             "lr": lr,
             "seconds": time.perf_counter() - t0,
         }
@@ -1134,15 +1278,16 @@ class Trainer:
         return record
 
     def _energy(self, test_loader: DataLoader) -> dict[str, Any] | None:
-        from .energy import energy_from_counts, estimate_energy
+        from .energy import estimate_energy
 
         cfg = self.config
         net = self._net
+        spiking = getattr(net, "spiking", cfg.spiking)
         batches = []
         for i, batch in enumerate(test_loader):
             if i >= cfg.energy_batches:
                 break
-            x, y = _split_batch(batch)
+            x, y = _xy(batch)
             batches.append((x.to(self.device), y.to(self.device)))
         if not batches:
             return None
@@ -1151,13 +1296,10 @@ class Trainer:
         try:
             reset_states(net)
             with torch.no_grad():
-                report = estimate_energy(net, batches)
-            sparse = energy_from_counts(
-                report.counts,
-                density_scaling=True,
-                timesteps=report.timesteps,
-                samples=report.samples,
-            )
+                # A network that does not spike pays its MACs on every step it runs (the
+                # ANN twin on event frames runs T); the SNN's ANN reference runs once.
+                report = estimate_energy(net, batches, ann_every_step=not spiking)
+            sparse = report.reprice(density_scaling=True)
         except Exception as exc:  # a user model the counter cannot follow must not lose the run
             logger.warning(
                 "energy estimate failed (%s: %s); energy_mj is None", type(exc).__name__, exc
@@ -1165,8 +1307,7 @@ class Trainer:
             return None
         finally:
             net.train(was_training)
-        spiking = getattr(net, "spiking", cfg.spiking)
-        rate = _clean_float(report.mean_rate) if spiking else None
+        rate = finite_or_none(report.mean_rate) if spiking else None
         summary = report.to_dict()
         summary.pop("rows", None)
         return {
@@ -1182,6 +1323,7 @@ class Trainer:
         if cfg.out is None or not self._ddp.main:
             return
         out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)  # no checkpoint made it yet when epochs = 0
         if cfg.mode != "dense":
             from .tickets import save_ticket
 
@@ -1216,6 +1358,9 @@ def run(
     **fields: Any,
 ) -> Results:
     """Run one experiment and return its :class:`Results` (see :class:`Trainer`).
+
+    Like :meth:`Trainer.run`, it seeds python's, numpy's and torch's global generators
+    with ``seed`` (for reproducibility) and leaves them so.
 
     Args:
         config: The experiment; ``None`` builds a :class:`TrainConfig` from ``fields``.
