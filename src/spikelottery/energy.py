@@ -992,15 +992,23 @@ def _matmul_operands(rec: _Recorder, a: Any, b: Any, out: Tensor) -> None:
     if not (wa or wb) and a.dim() >= 2 and b.dim() >= 2:
         rec.record_pairable(a, b, out)
         return
-    # A product with a weight: the weight is never the spike operand, and sets the density.
+    shape = (
+        _mm_shape(a, b) if a.dim() >= 2 and b.dim() >= 2 else f"{tuple(a.shape)} @ {tuple(b.shape)}"
+    )
+    _record_product(rec, shape, _mm_base(a, b), _mm_macs(a, out), a, b, out)
+
+
+def _record_product(
+    rec: _Recorder, shape: str, base: Any, macs: int, a: Tensor, b: Tensor, out: Tensor
+) -> None:
+    """Record a two-operand product; a weight operand is never the spike operand."""
+    wa, wb = _is_weight(a), _is_weight(b)
     left, right, weight = (b, a, a) if wa and not wb else (a, b, b if wb else None)
     rec.record(
         "matmul",
-        _mm_shape(a, b)
-        if a.dim() >= 2 and b.dim() >= 2
-        else f"{tuple(a.shape)} @ {tuple(b.shape)}",
-        _mm_base(a, b),
-        _mm_macs(a, out),
+        shape,
+        base,
+        macs,
         rec.lead(out.shape[:-1]),
         _stats(left),
         _stats(right),
@@ -1050,19 +1058,7 @@ def _rule_einsum(
     )
     macs = out.numel() * math.prod(n for ch, n in sizes.items() if ch not in kept)
     a, b = ops
-    wa, wb = _is_weight(a), _is_weight(b)
-    left, right, weight = (b, a, a) if wa and not wb else (a, b, b if wb else None)
-    rec.record(
-        "matmul",
-        f"einsum {eq}",
-        None,
-        macs,
-        rec.lead(out.shape[:-1]),
-        _stats(left),
-        _stats(right),
-        weight,
-        right_is_weight=weight is not None,
-    )
+    _record_product(rec, f"einsum {eq}", None, macs, a, b, out)
 
 
 def _rule_sdpa(
