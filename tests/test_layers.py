@@ -37,7 +37,7 @@ def test_conv_kept_count_grouped(
     if mode == "mp":
         alpha = conv.alpha()
         assert alpha is not None
-        torch.testing.assert_close(alpha, conv.weight.abs()[conv.mask()].mean())
+        torch.testing.assert_close(alpha, conv.frozen_weight.abs()[conv.mask()].mean())
         assert torch.allclose(w[conv.mask()].abs(), alpha.expand(conv.kept))
     else:
         assert conv.alpha() is None
@@ -72,7 +72,7 @@ def test_from_dense_copies_unless_shared() -> None:
     sub = SubnetLinear.from_dense(dense, 0.5)  # re-initialises its own copy
     torch.testing.assert_close(dense.weight.detach(), before)
     assert dense.weight.requires_grad
-    assert not sub.weight.requires_grad and sub.scores.requires_grad
+    assert not sub.frozen_weight.requires_grad and sub.scores.requires_grad
     assert sub.bias is not None and not sub.bias.requires_grad
 
 
@@ -202,9 +202,9 @@ def test_data_writes_need_invalidate() -> None:
     fc.mask()
     new_scores = torch.randn_like(fc.scores)
     fc.scores.data.copy_(new_scores)  # bypasses the version counter
-    fc.weight.data.mul_(3)
+    fc.frozen_weight.data.mul_(3)
     fc.invalidate()
-    torch.testing.assert_close(fc.alpha(), fc.weight.abs()[fc.mask()].mean())
+    torch.testing.assert_close(fc.alpha(), fc.frozen_weight.abs()[fc.mask()].mean())
     assert torch.equal(fc.mask(), layers_mod.topk_mask(new_scores, 0.5))
 
 
@@ -214,17 +214,17 @@ def test_fine_tuning_weights_keeps_the_mask(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(layers_mod, "topk_mask", lambda s, p: calls.append(1) or real(s, p))
     fc = SubnetLinear(6, 4, pa=0.5)
     fc.scores.requires_grad_(False)
-    fc.weight.requires_grad_(True)
-    opt = torch.optim.SGD([fc.weight], lr=0.1)
-    before = fc.weight.detach().clone()
+    fc.frozen_weight.requires_grad_(True)
+    opt = torch.optim.SGD([fc.frozen_weight], lr=0.1)
+    before = fc.frozen_weight.detach().clone()
     for _ in range(3):
         opt.zero_grad()
         fc(torch.randn(5, 6)).pow(2).sum().backward()
         opt.step()
     assert len(calls) == 1  # the weights changed three times, the scores never
     removed = ~fc.mask()
-    assert torch.equal(fc.weight.detach()[removed], before[removed])  # only kept weights learn
-    assert not torch.equal(fc.weight.detach()[~removed], before[~removed])
+    assert torch.equal(fc.frozen_weight.detach()[removed], before[removed])  # only kept learn
+    assert not torch.equal(fc.frozen_weight.detach()[~removed], before[~removed])
 
 
 def test_pickle_and_deepcopy_drop_the_cache() -> None:

@@ -341,8 +341,8 @@ def _dense_layers(model: nn.Module) -> int:
 def test_sparsify_small_models(name: str, spiking: bool) -> None:
     model = make(name, spiking=spiking, timesteps=2, img_size=16)
     layers = _dense_layers(model)
-    sparsify(model, 0.4)
-    assert len(model.spikelottery_report.swapped) == layers
+    _, report = sparsify(model, 0.4, return_report=True)
+    assert len(report.swapped) == layers
     assert model(torch.rand(2, 3, 16, 16)).shape == (2, 10)
 
 
@@ -351,8 +351,8 @@ def test_sparsify_small_models(name: str, spiking: bool) -> None:
 @pytest.mark.parametrize("spiking", [True, False])
 def test_sparsify_with_patch_pruning(name: str, spiking: bool) -> None:
     model = make(name, spiking=spiking, timesteps=2)
-    sparsify(model, 0.4, 0.3)
-    assert model.spikelottery_report.patch_embed == "patch_embed"
+    _, report = sparsify(model, 0.4, 0.3, return_report=True)
+    assert report.patch_embed == "patch_embed"
     seen: list[torch.Size] = []
     model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
@@ -376,8 +376,8 @@ def test_sparsify_paper_models(name: str) -> None:
     model = make(name, timesteps=1, img_size=8)
     layers = _dense_layers(model)
     pb = 0.3 if name.startswith("spikformer") and HAS_PATCH else 0.0
-    sparsify(model, 0.4, pb)
-    assert len(model.spikelottery_report.swapped) == layers
+    _, report = sparsify(model, 0.4, pb, return_report=True)
+    assert len(report.swapped) == layers
     seen: list[torch.Size] = []
     if pb:
         model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))

@@ -51,14 +51,14 @@ NAMES = ["parts.features.0", "parts.head.1", "parts.head.3", "gate"]
 
 def test_nested_user_model() -> None:
     model = Custom()
-    out = sparsify(model, 0.4)
+    out, report = sparsify(model, 0.4, return_report=True)
     assert out is model
-    report = model.spikelottery_report
     assert report.swapped == NAMES and not report.skipped
+    assert "spikelottery_report" not in vars(model)  # no state hidden on the user's model
     for name in NAMES:
         layer = model.get_submodule(name)
         assert isinstance(layer, SubnetLayer) and layer.pa == 0.4
-        assert not layer.weight.requires_grad and layer.scores.requires_grad
+        assert not layer.frozen_weight.requires_grad and layer.scores.requires_grad
     assert isinstance(model.parts["features"][0], nn.Conv2d)  # still a Conv2d for user code
     x = torch.randn(2, 3, 8, 8)
     loss = model(x).sum()
@@ -71,8 +71,7 @@ def test_nested_user_model() -> None:
 def test_twice_in_a_row_does_not_wrap_twice() -> None:
     model = sparsify(Custom(), 0.4)
     scores_before = model.gate.scores
-    sparsify(model, 0.6, mode="mp")
-    report = model.spikelottery_report
+    _, report = sparsify(model, 0.6, mode="mp", return_report=True)
     assert report.swapped == [] and report.updated == NAMES
     assert model.gate.scores is scores_before
     assert model.gate.pa == 0.6 and model.gate.mode == "mp"
@@ -116,16 +115,18 @@ def test_spikingjelly_multistep_network() -> None:
 
 
 def test_filter_by_regex_type_and_callable() -> None:
-    model = sparsify(Custom(), 0.3, filter=r"^parts\.head")
-    assert model.spikelottery_report.swapped == ["parts.head.1", "parts.head.3"]
-    assert model.spikelottery_report.skipped["gate"] == "excluded by filter"
+    model, report = sparsify(Custom(), 0.3, filter=r"^parts\.head", return_report=True)
+    assert report.swapped == ["parts.head.1", "parts.head.3"]
+    assert report.skipped["gate"] == "excluded by filter"
     assert type(model.gate) is nn.Linear and model.gate.weight.requires_grad
 
-    model = sparsify(Custom(), 0.3, filter=nn.Conv2d)
-    assert model.spikelottery_report.swapped == ["parts.features.0"]
+    _, report = sparsify(Custom(), 0.3, filter=nn.Conv2d, return_report=True)
+    assert report.swapped == ["parts.features.0"]
 
-    model = sparsify(Custom(), 0.3, filter=lambda m, name: name.endswith("3"))
-    assert model.spikelottery_report.swapped == ["parts.head.3"]
+    _, report = sparsify(
+        Custom(), 0.3, filter=lambda m, name: name.endswith("3"), return_report=True
+    )
+    assert report.swapped == ["parts.head.3"]
 
 
 def test_layer_pa_overrides() -> None:
@@ -222,16 +223,18 @@ def test_report_logged_and_printed(
     assert "swapped  parts.head.1" in capsys.readouterr().out
 
 
-def test_multihead_attention_out_proj_skipped() -> None:
+def test_multihead_attention_out_proj_masked_in_proj_reported() -> None:
     class Attn(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.mha = nn.MultiheadAttention(8, 2)
             self.fc = nn.Linear(8, 2)
 
-    model = sparsify(Attn(), 0.5)
-    assert "mha.out_proj" in model.spikelottery_report.skipped
-    assert type(model.mha.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    model, report = sparsify(Attn(), 0.5, return_report=True)
+    assert "mha.out_proj" in report.swapped
+    assert isinstance(model.mha.out_proj, nn.modules.linear.NonDynamicallyQuantizableLinear)
+    assert isinstance(model.mha.out_proj, SubnetLinear)
+    assert "raw parameter" in report.skipped["mha.in_proj_weight"]
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -302,14 +305,16 @@ def test_summary_without_subnet_layers() -> None:
         summary(Custom())
 
 
-def test_second_call_with_pb_zero_removes_the_patch_selector() -> None:
+def test_pb_zero_removes_the_patch_selector_and_none_leaves_it() -> None:
     from spikelottery import create_model, find_patch_selectors
 
     model = create_model("spikformer_micro", timesteps=1)
-    sparsify(model, 0.4, 0.3, filter="patch_embed")
+    _, report = sparsify(model, 0.4, 0.3, filter="patch_embed", return_report=True)
     assert [name for name, _ in find_patch_selectors(model)] == ["patch_embed"]
-    assert model.spikelottery_report.patch_embed == "patch_embed"
-    sparsify(model, 0.4, filter="patch_embed")
+    assert report.patch_embed == "patch_embed"
+    sparsify(model, 0.5, filter="patch_embed")  # pb not given: the selector is not touched
+    assert [sel.pb for _, sel in find_patch_selectors(model)] == [0.3]
+    sparsify(model, 0.4, 0.0, filter="patch_embed")
     assert find_patch_selectors(model) == []
     assert "patch_selector" not in dict(model.patch_embed.named_children())
     model.eval()

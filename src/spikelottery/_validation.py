@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-__all__ = ["check_ratio", "kept_count"]
+__all__ = ["check_int", "check_ratio", "kept_count"]
 
 
 def check_ratio(name: str, value: float) -> float:
@@ -51,3 +51,28 @@ def kept_count(n: int, ratio: float) -> int:
         raise ValueError(f"n must be >= 0, got {n}")
     ratio = check_ratio("ratio", ratio)
     return n - math.floor(Fraction(repr(ratio)) * n)
+
+
+def check_int(name: str, value: object, *, minimum: int = 1, optional: bool = False) -> int | None:
+    """Return ``value`` if it is an ``int`` (not a bool) of at least ``minimum``.
+
+    Args:
+        name: The argument's name, used in the error message.
+        value: The value to check.
+        minimum: The smallest value allowed (1: a positive int).
+        optional: Also accept ``None`` (returned as is).
+
+    Raises:
+        ValueError: ``value`` is not such an int.
+
+    >>> check_int("epochs", 3)
+    3
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(
+            f"{name} must be {what}{' or None' if optional else ''}, got {name}={value!r}"
+        )
+    return value

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validation import check_ratio, kept_count
+from .errors import SpikeLotteryError
 from .masks import approx_sign, mp_alpha, precompute_subnet, subnet_weight_precomputed, topk_mask
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "SubnetConv1d",
     "SubnetLayer",
     "SubnetLinear",
+    "check_mode",
     "init_weight_",
     "is_subnet",
     "subnet_class_for",
@@ -40,11 +42,11 @@ __all__ = [
 Mode = Literal["lt", "mp"]
 Init = Literal["kaiming_normal", "signed_constant", "keep"]
 MODES: tuple[str, ...] = ("lt", "mp")
-_CACHE_ATTRS = ("_mask_key", "_pre_key", "_mask", "_alpha", "_pre")
+_CACHE_ATTRS = ("_mask_key", "_pre_key", "_mask", "_alpha", "_pre", "_pre_version")
 INITS: tuple[str, ...] = ("kaiming_normal", "signed_constant", "keep")
 
 
-def _check_mode(mode: str) -> str:
+def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(
             f"mode must be one of {MODES} ('lt': W * mask, 'mp': alpha * sign(W) * mask), got {mode!r}"
@@ -100,12 +102,13 @@ class SubnetLayer(nn.Module):
 
     def _init_subnet(self, pa: float, mode: str, init: str) -> None:
         self.pa = check_ratio("pa", pa)
-        self.mode = _check_mode(mode)
-        init_weight_(self.weight, init)
-        self.weight.requires_grad_(False)
+        self.mode = check_mode(mode)
+        weight = self.frozen_weight
+        init_weight_(weight, init)
+        weight.requires_grad_(False)
         if self.bias is not None:
             self.bias.requires_grad_(False)
-        scores = torch.empty_like(self.weight, requires_grad=True)
+        scores = torch.empty_like(weight, requires_grad=True)
         nn.init.kaiming_uniform_(scores, a=math.sqrt(5))
         self.scores = nn.Parameter(scores)
         self._clear_cache()
@@ -120,7 +123,7 @@ class SubnetLayer(nn.Module):
         # only (fine-tuning the weights never re-runs top-k); the precomputed tensors also
         # on the weight, the mode and inference mode (inference tensors cannot be saved
         # for a later backward).
-        s, w = self.scores, self.weight
+        s, w = self.scores, self.frozen_weight
         mask_key = (s._version, s.data_ptr(), s.device, self.pa)
         if mask_key != self._mask_key or self._mask is None:
             with torch.no_grad():
@@ -132,7 +135,20 @@ class SubnetLayer(nn.Module):
             with torch.no_grad():
                 self._alpha = mp_alpha(w, self._mask) if self.mode == "mp" else None
                 self._pre = precompute_subnet(s, w, self._mask, self._alpha)
+            weff = self._pre[0]
+            self._pre_version = None if weff.is_inference() else weff._version
             self._pre_key = pre_key
+        elif self._pre_version is not None and self._pre[0]._version != self._pre_version:
+            self._clear_cache()  # the next read recomputes it correctly
+            raise SpikeLotteryError(
+                f"the effective weight of {type(self).__name__}({self.extra_repr()}) was "
+                "modified in place: "
+                "after sparsify, `layer.weight` is computed from the frozen weight and the "
+                "mask, so an in-place write to it (e.g. nn.init.*_(layer.weight) or "
+                "layer.weight.data.copy_(...)) would be lost. Write the frozen random weight "
+                "instead: `with torch.no_grad(): layer.frozen_weight.copy_(w)`, or use "
+                "load_state_dict"
+            )
 
     def _tracing(self) -> bool:
         # torch.compile, torch.func and torch.export see tensors without version counters
@@ -141,7 +157,7 @@ class SubnetLayer(nn.Module):
             return True
         try:
             self.scores.data_ptr()
-            self.weight.data_ptr()
+            self.frozen_weight.data_ptr()
         except RuntimeError:
             return True
         return False
@@ -155,13 +171,45 @@ class SubnetLayer(nn.Module):
         return state
 
     # -- public API ---------------------------------------------------------------
+    @property  # type: ignore[override]
+    def weight(self) -> Tensor:
+        """The effective weight: what every reader of ``layer.weight`` gets after ``sparsify``.
+
+        ``W * M`` (``"lt"``) or ``alpha * sign(W) * M`` (``"mp"``), differentiable to the
+        scores: the layer's own forward, a subclass's forward, a parent that passes
+        ``child.weight`` to a functional op and PyTorch's fused inference paths all read
+        it here. The frozen random weight (``state_dict`` key ``weight``) is
+        :attr:`frozen_weight`. An in-place write to the returned tensor is refused (see
+        :meth:`effective_weight`).
+        """
+        params = self.__dict__["_parameters"]
+        if "scores" not in params:  # inside the dense class's __init__, before the scores exist
+            if "weight" not in params:
+                raise AttributeError("weight")
+            return params["weight"]
+        return self.effective_weight()
+
+    @weight.setter
+    def weight(self, value: Tensor) -> None:  # reached only through object.__setattr__
+        nn.Module.__setattr__(self, "weight", value)
+
+    @property
+    def frozen_weight(self) -> Tensor:
+        """The frozen random weight ``W`` (the parameter stored under the key ``weight``).
+
+        Write it (under ``torch.no_grad()``) to change the random weight; the cached mask
+        products follow automatically. Set ``frozen_weight.requires_grad_(True)`` to
+        fine-tune the kept weights of a found ticket.
+        """
+        return self.__dict__["_parameters"]["weight"]
+
     def set_pa(self, pa: float) -> None:
         """Change the fraction of weights removed; the mask follows on the next call."""
         self.pa = check_ratio("pa", pa)
 
     def set_mode(self, mode: str) -> None:
         """Switch between ``"lt"`` (``W * M``) and ``"mp"`` (``alpha * sign(W) * M``)."""
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
 
     def invalidate(self) -> None:
         """Forget the cached mask, alpha and effective weight.
@@ -184,27 +232,35 @@ class SubnetLayer(nn.Module):
     def alpha(self) -> Tensor | None:
         """The per-layer gain ``sum(|W| * M) / sum(M)`` in mode ``"mp"``, else ``None``."""
         if self._tracing():
-            return mp_alpha(self.weight, self.mask()) if self.mode == "mp" else None
+            return mp_alpha(self.frozen_weight, self.mask()) if self.mode == "mp" else None
         self._refresh()
         return self._alpha
 
     def effective_weight(self) -> Tensor:
-        """``W * M`` (``"lt"``) or ``alpha * sign(W) * M`` (``"mp"``), differentiable to ``scores``."""
+        """``W * M`` (``"lt"``) or ``alpha * sign(W) * M`` (``"mp"``), differentiable to ``scores``.
+
+        The same tensor as :attr:`weight`. It is a view of a cache that is recomputed
+        once per change of the scores or the frozen weight, so writing to it in place is
+        an error: with gradients on, PyTorch refuses at once; under ``torch.no_grad()``
+        the next read raises :class:`~spikelottery.SpikeLotteryError`. Write
+        :attr:`frozen_weight` instead.
+        """
+        w = self.frozen_weight
         if self._tracing():
-            pre = precompute_subnet(self.scores, self.weight, self.mask(), self.alpha())
-            return subnet_weight_precomputed(self.scores, self.weight, pre)
+            pre = precompute_subnet(self.scores, w, self.mask(), self.alpha())
+            return subnet_weight_precomputed(self.scores, w, pre)
         self._refresh()
         assert self._pre is not None
-        return subnet_weight_precomputed(self.scores, self.weight, self._pre)
+        return subnet_weight_precomputed(self.scores, w, self._pre)
 
     @property
     def kept(self) -> int:
         """Number of weights kept: ``n - floor(pa * n)``."""
-        return kept_count(self.weight.numel(), self.pa)
+        return kept_count(self.frozen_weight.numel(), self.pa)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
-        n = self.weight.numel()
+        n = self.frozen_weight.numel()
         return f"{base}, pa={self.pa:g}, mode={self.mode!r}, kept={self.kept}/{n}"
 
     def to_dense(self) -> nn.Module:

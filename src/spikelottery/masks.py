@@ -110,14 +110,17 @@ class _PrecomputedSubnetWeight(torch.autograd.Function):
     both modes (alpha is a constant there); ``ws = W * sign(s)`` holds that factor.
     Fine-tuning the weights of a found ticket gets ``dL/dW = wgrad * dL/dw_eff`` with
     ``wgrad = M`` (or ``alpha * M``: straight through ``sign``). A layer recomputes these
-    tensors once per change of its scores; each call then costs one copy forward and one
-    multiply backward (``torch.where`` on a bool mask was 15x slower than a float multiply
+    tensors once per change of its scores; each call then costs nothing forward (a view)
+    and one multiply backward (``torch.where`` on a bool mask was 15x slower than a float multiply
     here). ``setup_context`` keeps it usable under ``torch.func`` transforms.
     """
 
     @staticmethod
     def forward(scores: Tensor, weight: Tensor, weff: Tensor, ws: Tensor, wgrad: Tensor) -> Tensor:  # type: ignore[override]
-        return weff.clone()  # a fresh tensor: the cache must not carry this call's graph
+        # A view, not a copy: no weight-sized copy per call, and autograd marks a view made
+        # inside a custom Function so that an in-place write to it fails loudly instead of
+        # being lost (the cache's version counter catches it under no_grad).
+        return weff.view_as(weff)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:

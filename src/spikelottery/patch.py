@@ -373,6 +373,42 @@ def _find_patch_embed(model: nn.Module, patch_embed: str | None) -> str:
     return found[0]
 
 
+def _known_transformer(model: nn.Module) -> tuple[str, int] | None:
+    """``(where, prefix tokens)`` for vision transformers whose layout is known.
+
+    ``where`` is the module whose output is the token sequence WITH its prefix tokens and
+    the position embedding added: timm's ``patch_drop`` (``[B, P + N, D]``, ``P =
+    model.num_prefix_tokens``) and torchvision's ``encoder.dropout`` (``[B, 1 + N, D]``).
+    Pruning there keeps the position embedding consistent with the kept tokens.
+    """
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if isinstance(prefix, int) and "patch_drop" in model._modules and hasattr(model, "pos_embed"):
+        return "patch_drop", prefix
+    encoder = model._modules.get("encoder")
+    if (
+        type(model).__module__.startswith("torchvision.models.vision_transformer")
+        and encoder is not None
+        and "dropout" in encoder._modules
+        and isinstance(getattr(model, "class_token", None), Tensor)
+    ):
+        return "encoder.dropout", 1
+    return None
+
+
+def _grid_output(target: nn.Module) -> str | None:
+    """Why ``target`` outputs a spatial grid (not tokens) that a selector cannot read, else None."""
+    fmt = getattr(target, "output_fmt", None)
+    if getattr(target, "flatten", True) is False and fmt is not None:
+        layout = str(getattr(fmt, "value", fmt))
+        return f"it outputs a {layout} grid (timm PatchEmbed with flatten=False)"
+    for name, module in target.named_modules():
+        dims = getattr(module, "dims", None)
+        if type(module).__name__ == "Permute" and list(dims or []) == [0, 2, 3, 1]:
+            where = f" ({name!r})" if name else ""
+            return f"it permutes its output to channels-last [B, H, W, D]{where}"
+    return None
+
+
 def _attached_selectors(model: nn.Module) -> Iterator[tuple[str, nn.Module, PatchSelector]]:
     for name, module in model.named_modules():
         child = module._modules.get("patch_selector")
@@ -432,7 +468,12 @@ def _check_token_wise_spikformer(model: nn.Module, stem_name: str) -> None:
 
 
 def attach_patch_selector(
-    model: nn.Module, pb: float, *, patch_embed: str | None = None
+    model: nn.Module,
+    pb: float,
+    *,
+    patch_embed: str | None = None,
+    num_prefix_tokens: int | None = None,
+    layout: str = "auto",
 ) -> str | None:
     """Prune patches right after the patch embedding of ``model``, in place.
 
@@ -446,9 +487,14 @@ def attach_patch_selector(
     all its hooks, and does nothing on a model without one (it does not look for the
     patch embedding, so ``patch_embed`` is ignored and a model without one is fine).
 
-    Its output layouts: ``[T, B, N, D]`` tokens (the position embedding already added,
-    as in :mod:`spikelottery.models`) or a conv feature map ``[T, B, D, H, W]``, which
-    becomes ``[T, B, D, 1, k]``. Every layer after the patch embedding must then be
+    Its output layouts: ``[B, N, D]`` or ``[T, B, N, D]`` tokens (the position embedding
+    already added, as in :mod:`spikelottery.models`) or a conv feature map ``[T, B, D, H,
+    W]``, which becomes ``[T, B, D, 1, k]``. For timm and torchvision vision transformers
+    the selector goes where the tokens carry their class (and other prefix) tokens and the
+    position embedding (timm's ``patch_drop``, torchvision's ``encoder.dropout``), and the
+    prefix tokens are never pruned. A patch embedding whose output is a spatial grid
+    (channels-last ``[B, H, W, D]`` as in Swin, or a timm ``PatchEmbed(flatten=False)``) is
+    refused here, not at the first forward. Every layer after the patch embedding must then be
     token-wise: a spatial layer (a 3x3 conv, pooling) that runs after the selector raises
     :class:`~spikelottery.SpikeLotteryError` naming it, and any other error raised
     downstream gets a note explaining that patches were removed.
@@ -458,6 +504,11 @@ def attach_patch_selector(
         pb: Fraction of patches REMOVED, in ``[0, 1)``.
         patch_embed: Qualified name of the patch-embedding module (e.g. ``"features.stem"``),
             or ``None`` to find it.
+        num_prefix_tokens: Leading tokens never pruned (class, distillation, register
+            tokens); ``None`` detects them (timm's ``model.num_prefix_tokens``, 1 for
+            torchvision's ViT, else 0).
+        layout: The patch embedding's output layout (see :func:`select_patches`);
+            ``"auto"`` picks by the number of dimensions.
 
     Returns:
         The qualified name of the patch-embedding module that now carries the selector;
@@ -465,7 +516,8 @@ def attach_patch_selector(
 
     Raises:
         SpikeLotteryError: ``pb > 0`` and no (or more than one) patch embedding was found,
-            or the model is a SpikingJelly Spikformer with spatial layers after its stem.
+            the patch embedding outputs a spatial grid rather than tokens, or the model is a
+            SpikingJelly Spikformer with spatial layers after its stem.
 
     >>> from spikelottery.models import Spikformer
     >>> net = Spikformer(embed_dim=32, depth=1, num_heads=2, timesteps=2)
@@ -477,19 +529,46 @@ def attach_patch_selector(
     pb = check_ratio("pb", pb)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if num_prefix_tokens is not None:
+        _check_options(num_prefix_tokens, layout)
     existing = list(_attached_selectors(model))
     if pb == 0.0:
         for _, owner, selector in existing:
             _detach(owner, selector)
         return None
+    known = _known_transformer(model)
+    if patch_embed is None and known is not None:
+        patch_embed = known[0]
+    elif known is not None and patch_embed == "patch_embed" != known[0]:
+        raise SpikeLotteryError(
+            f"{type(model).__name__} adds its prefix tokens and position embedding after "
+            f"'patch_embed'; prune after them, where the selector keeps the position "
+            f"embedding consistent: patch_embed={known[0]!r} (or leave patch_embed=None)"
+        )
+    if num_prefix_tokens is None:
+        num_prefix_tokens = known[1] if known is not None and patch_embed == known[0] else 0
     name = _find_patch_embed(model, patch_embed)
     target = model.get_submodule(name)
+    stem_type = _spikformer_stem_type()
+    is_stem = stem_type is not None and isinstance(target, stem_type)
+    if is_stem and layout == "auto":
+        layout = "tbdhw"
+    _check_options(num_prefix_tokens, layout)
+    grid = None if is_stem or layout != "auto" else _grid_output(target)
+    if grid is not None:
+        raise SpikeLotteryError(
+            f"cannot prune patches after {name!r}: {grid}, and patch pruning needs tokens "
+            "([B, N, D], [T, B, N, D]) or a multi-step feature map [T, B, D, H, W]. Name a "
+            "module whose output is the token sequence with patch_embed=..., or declare the "
+            "layout with attach_patch_selector(..., layout=...)."
+        )
     for owner_name, _owner, selector in existing:
         if owner_name == name:
-            selector.pb = pb  # a second call updates the ratio
+            selector.pb = pb  # a second call updates the ratio and the options
+            selector.num_prefix_tokens = num_prefix_tokens
+            selector.layout = layout
             return name
-    stem_type = _spikformer_stem_type()
-    if stem_type is not None and isinstance(target, stem_type):
+    if is_stem:
         _check_token_wise_spikformer(model, name)
     if "patch_selector" in target._modules and not any(o is target for _, o, _ in existing):
         raise SpikeLotteryError(
@@ -499,8 +578,7 @@ def attach_patch_selector(
     for _, owner, selector in existing:  # one selector per model
         _detach(owner, selector)
 
-    stem_layout = "tbdhw" if stem_type is not None and isinstance(target, stem_type) else "auto"
-    selector = PatchSelector(pb, layout=stem_layout)
+    selector = PatchSelector(pb, num_prefix_tokens=num_prefix_tokens, layout=layout)
     selector._attached_to = name
     target.add_module("patch_selector", selector)
     handles = selector._handles

@@ -3,29 +3,49 @@
 :func:`sparsify` swaps every matching ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Linear`` (their
 subclasses included) for a score-mask layer, freezes the weights, and with ``pb > 0``
 attaches a patch selector after the patch embedding. :func:`densify` bakes the found
-ticket back into plain dense layers; :func:`summary` tabulates what was kept.
+ticket back into plain dense layers.
 
-The module swap follows torchao's pattern: walk ``named_children()`` top-down, replace
-with ``setattr``, never descend into what was just replaced. New layers hold copies of
-the weights, so on any failure every swap is rolled back and the original layers are
-exactly as they were.
+The swap follows torchao's pattern: walk the children top-down, replace with ``setattr``,
+never descend into what was just replaced. What ``sparsify`` guarantees (see the docs,
+"What sparsify guarantees"):
+
+* every read of a swapped layer's ``weight`` sees the ticket (its own forward, a
+  subclass's forward, a parent passing ``child.weight`` to a functional op, PyTorch's
+  fused inference paths): :attr:`SubnetLayer.weight` is the effective weight;
+* a module registered at several places is swapped once, everywhere;
+* weights tied between swapped layers stay tied (one frozen weight, one set of scores);
+  a layer whose weight is tied to anything else is skipped, with the reason;
+* a layer whose weight is computed (parametrizations, ``weight_norm``, ``prune``) is
+  refused with :class:`~spikelottery.SpikeLotteryError`, never swapped half-way;
+* on any failure every swap is rolled back: new layers hold copies of the weights.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from ._validation import check_ratio, kept_count
+from ._modules import (
+    CONVERTIBLE,
+    Reference,
+    freeze_batchnorm_affine,
+    invalidate_spikingjelly_cache,
+    refusal,
+    skip_reason,
+    walk,
+    weight_holders,
+)
+from ._validation import check_ratio
+from .check import check_ticket
 from .errors import SpikeLotteryError
-from .layers import INITS, SubnetLayer, _check_mode, subnet_class_for
+from .layers import INITS, SubnetLayer, check_mode, subnet_class_for
+from .summary import TicketSummary, kept_fraction, summary
 
 __all__ = ["SparsifyReport", "TicketSummary", "densify", "kept_fraction", "sparsify", "summary"]
 
@@ -35,31 +55,39 @@ M = TypeVar("M", bound=nn.Module)
 FilterFn = Callable[[nn.Module, str], bool]
 Filter = str | type | tuple[type, ...] | FilterFn | None
 
-_CONVERTIBLE: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
-
 
 @dataclass
 class SparsifyReport:
-    """What one :func:`sparsify` call did: layers swapped, updated and skipped (with why)."""
+    """What one :func:`sparsify` call did: layers swapped, updated and skipped (with why).
+
+    ``aliases`` maps each further name of a layer registered at several places to the
+    name it is listed under; ``tied`` maps a swapped layer to the swapped layers that
+    share its frozen weight and scores.
+    """
 
     pa: float
-    pb: float
+    pb: float | None
     mode: str
     swapped: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    tied: dict[str, list[str]] = field(default_factory=dict)
     patch_embed: str | None = None
 
     def __str__(self) -> str:
+        pb = "unchanged" if self.pb is None else f"{self.pb:g}"
         lines = [
-            f"sparsify(pa={self.pa:g}, pb={self.pb:g}, mode={self.mode!r}): "
+            f"sparsify(pa={self.pa:g}, pb={pb}, mode={self.mode!r}): "
             f"{len(self.swapped)} swapped, {len(self.updated)} updated, {len(self.skipped)} skipped"
         ]
         lines += [f"  swapped  {name}" for name in self.swapped]
         lines += [f"  updated  {name}" for name in self.updated]
+        lines += [f"  shared   {alias} is {name}" for alias, name in self.aliases.items()]
+        lines += [f"  tied     {name} with {', '.join(o)}" for name, o in self.tied.items()]
         lines += [f"  skipped  {name}: {why}" for name, why in self.skipped.items()]
         if self.patch_embed is not None:
-            lines.append(f"  patch selector (pb={self.pb:g}) after {self.patch_embed!r}")
+            lines.append(f"  patch selector (pb={pb}) after {self.patch_embed!r}")
         return "\n".join(lines)
 
 
@@ -85,17 +113,6 @@ def _as_filter(filter: Filter) -> FilterFn:
         "filter must be None, a regex on qualified names (str), a module type or tuple of types, "
         f"or a callable (module, name) -> bool; got {filter!r}"
     )
-
-
-def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
-    if isinstance(parent, nn.MultiheadAttention):
-        return "inside nn.MultiheadAttention, which reads out_proj.weight directly"
-    if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
-        return "lazy layer not initialised yet: run one forward pass before sparsify"
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-        return "has no floating-point weight"
-    return None
 
 
 def _resolve_layer_pa(layer_pa: Mapping[str, float] | None, names: list[str]) -> dict[str, float]:
@@ -124,32 +141,156 @@ def _resolve_layer_pa(layer_pa: Mapping[str, float] | None, names: list[str]) ->
     return out
 
 
-def _walk(
-    module: nn.Module, prefix: str, parent: nn.Module | None
-) -> Iterator[tuple[nn.Module, str, str, nn.Module]]:
-    """Yield (parent, attr, qualified name, module) top-down, not descending into layers."""
-    for attr, child in module.named_children():
-        name = f"{prefix}.{attr}" if prefix else attr
-        yield module, attr, name, child
-        if not isinstance(child, (*_CONVERTIBLE, SubnetLayer)):
-            yield from _walk(child, name, module)
+@dataclass
+class _Layer:
+    """One convertible module and every place it is registered."""
+
+    refs: list[Reference]
+
+    @property
+    def name(self) -> str:
+        return self.refs[0].name
+
+    @property
+    def module(self) -> nn.Module:
+        return self.refs[0].module
 
 
-def _invalidate_spikingjelly_cache(model: nn.Module) -> None:
-    # reset_net caches the list of modules with reset() per net; a swap must refresh it.
-    try:
-        from spikingjelly.activation_based import functional as sj_functional
-    except Exception:  # spikingjelly is optional
-        return
-    invalidate = getattr(sj_functional, "invalidate_reset_cache", None)
-    if invalidate is not None:
-        invalidate(model)
+def _layers(model: nn.Module) -> list[_Layer]:
+    """Every convertible module of ``model`` once, with all its references, in walk order."""
+    by_id: dict[int, _Layer] = {}
+    for ref in walk(model):
+        if isinstance(ref.module, CONVERTIBLE):
+            by_id.setdefault(id(ref.module), _Layer([])).refs.append(ref)
+    return list(by_id.values())
 
 
+def _raw_weights_left_dense(model: nn.Module) -> dict[str, str]:
+    """Weight matrices that live outside conv/linear layers and so stay dense."""
+    out: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            keys = ["in_proj_weight"] if module.in_proj_weight is not None else []
+            keys = keys or ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+            for key in keys:
+                out[f"{name}.{key}" if name else key] = (
+                    "nn.MultiheadAttention's input projection is a raw parameter, not a layer: "
+                    "it stays dense and trainable (its out_proj is masked)"
+                )
+    return out
+
+
+def _tie_groups(
+    model: nn.Module, candidates: list[_Layer], report: SparsifyReport
+) -> tuple[list[_Layer], dict[int, str]]:
+    """Drop candidates whose parameters are tied to something that will not be swapped.
+
+    Returns the remaining candidates and, for a weight tied only between candidates,
+    ``id(original weight) -> name of the first layer holding it``.
+    """
+    holders = weight_holders(model)
+    if not holders:
+        return candidates, {}
+    names = {c.name for c in candidates}
+    keep: list[_Layer] = []
+    first_holder: dict[int, str] = {}
+    for cand in candidates:
+        reason = None
+        for p_name, p in cand.module._parameters.items():
+            where = holders.get(id(p)) if p is not None else None
+            if where is None:
+                continue
+            others = [w for w in where if w != f"{cand.name}.{p_name}"]
+            outside = [
+                w for w in others if not (w.endswith(f".{p_name}") and w.rsplit(".", 1)[0] in names)
+            ]
+            if outside:
+                reason = (
+                    f"its {p_name} is tied to {', '.join(outside)}, which sparsify does not mask; "
+                    "skipped so that the tie holds (mask both ends, or untie them first)"
+                )
+                break
+            if p_name == "weight":
+                first_holder.setdefault(id(p), cand.name)
+        if reason is None:
+            keep.append(cand)
+        else:
+            report.skipped[cand.name] = reason
+    return keep, first_holder
+
+
+def _select(
+    model: nn.Module, accept: FilterFn, report: SparsifyReport
+) -> tuple[list[_Layer], dict[int, str]]:
+    """The layers to swap or update; refuses (raises) on layers that cannot be masked."""
+    candidates: list[_Layer] = []
+    refused: list[str] = []
+    for layer in _layers(model):
+        name, child = layer.name, layer.module
+        report.aliases.update({r.name: name for r in layer.refs[1:]})
+        if not accept(child, name):
+            report.skipped[name] = "excluded by filter"
+            continue
+        if isinstance(child, SubnetLayer):
+            candidates.append(layer)
+            continue
+        why_not = refusal(child, name)
+        if why_not is not None:
+            refused.append(why_not)
+            continue
+        reason = skip_reason(child)
+        if reason is not None:
+            report.skipped[name] = reason
+            continue
+        candidates.append(layer)
+    if refused:
+        raise SpikeLotteryError("sparsify cannot mask these layers faithfully:\n- " + "\n- ".join(refused))
+    fresh = [c for c in candidates if not isinstance(c.module, SubnetLayer)]
+    kept_fresh, first_holder = _tie_groups(model, fresh, report)
+    chosen = {id(c.module) for c in kept_fresh}
+    candidates = [c for c in candidates if isinstance(c.module, SubnetLayer) or id(c.module) in chosen]
+    report.skipped.update(_raw_weights_left_dense(model))
+    return candidates, first_holder
+
+
+@overload
 def sparsify(
     model: M,
     pa: float,
-    pb: float = 0.0,
+    pb: float | None = ...,
+    *,
+    mode: str = ...,
+    filter: Filter = ...,
+    layer_pa: Mapping[str, float] | None = ...,
+    init: str = ...,
+    batchnorm: str = ...,
+    patch_embed: str | None = ...,
+    num_prefix_tokens: int | None = ...,
+    example_inputs: Any = ...,
+    return_report: Literal[False] = ...,
+    verbose: bool = ...,
+) -> M: ...
+@overload
+def sparsify(
+    model: M,
+    pa: float,
+    pb: float | None = ...,
+    *,
+    mode: str = ...,
+    filter: Filter = ...,
+    layer_pa: Mapping[str, float] | None = ...,
+    init: str = ...,
+    batchnorm: str = ...,
+    patch_embed: str | None = ...,
+    num_prefix_tokens: int | None = ...,
+    example_inputs: Any = ...,
+    return_report: Literal[True],
+    verbose: bool = ...,
+) -> tuple[M, SparsifyReport]: ...
+def sparsify(
+    model: M,
+    pa: float,
+    pb: float | None = None,
     *,
     mode: str = "lt",
     filter: Filter = None,
@@ -157,21 +298,31 @@ def sparsify(
     init: str = "kaiming_normal",
     batchnorm: str = "keep",
     patch_embed: str | None = None,
+    num_prefix_tokens: int | None = None,
+    example_inputs: Any = None,
+    return_report: bool = False,
     verbose: bool = False,
-) -> M:
+) -> M | tuple[M, SparsifyReport]:
     """Turn ``model`` into a lottery-ticket search, in place, and return it.
 
     Every ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Linear`` (or subclass, e.g. SpikingJelly's
     multi-step ``layer.Conv2d``) that ``filter`` accepts becomes a score-mask layer with its
     weight frozen; only the scores (and any parameter outside the swapped layers) train.
-    Layers that are already score-mask layers are updated (``pa``, ``mode``), never wrapped
-    twice. With ``pb > 0`` a :class:`~spikelottery.PatchSelector` is attached after the patch
-    embedding.
+    After the call, every read of a swapped layer's ``.weight`` (by its own forward, a
+    subclass's forward, a parent module, ``torch.func``, ``torch.compile``, PyTorch's fused
+    inference paths) returns the effective weight; the frozen random weight is
+    ``layer.frozen_weight``. Layers that are already score-mask layers are updated (``pa``,
+    ``mode``), never wrapped twice. A module registered at several places is swapped once,
+    everywhere. With ``pb > 0`` a :class:`~spikelottery.PatchSelector` is attached after the
+    patch embedding.
 
     Args:
-        model: Any ``nn.Module``: plain PyTorch, SpikingJelly, or the spikelottery zoo.
+        model: Any ``nn.Module``: plain PyTorch, SpikingJelly, torchvision, timm, or the
+            spikelottery zoo.
         pa: Fraction of weights REMOVED per layer, in ``[0, 1)``.
-        pb: Fraction of patches REMOVED after the patch embedding, in ``[0, 1)``.
+        pb: Fraction of patches REMOVED after the patch embedding, in ``[0, 1)``. ``None``
+            (the default) leaves patch selection as it is; ``0`` removes an attached
+            selector.
         mode: ``"lt"`` (``W * M``) or ``"mp"`` (``alpha * sign(W) * M``).
         filter: Which layers to convert: a regex searched in the qualified name
             (``"patch_embed"``), a module type or tuple of types, or a callable
@@ -182,18 +333,27 @@ def sparsify(
         batchnorm: ``"keep"``, or ``"nonaffine"`` to fix every BatchNorm's affine
             parameters at weight 1, bias 0 and freeze them (a score-only search, as in
             edge-popup); the keys stay, so :func:`densify` still loads strictly.
-        patch_embed: Qualified name of the patch embedding (only with ``pb > 0``); found
-            automatically for Spikformer-style models.
-        verbose: Print the report (it is always logged at INFO and stored as
-            ``model.spikelottery_report``).
+        patch_embed: Qualified name of the module after which patches are pruned (only with
+            ``pb > 0``); found automatically for Spikformer-style, timm and torchvision
+            vision transformers.
+        num_prefix_tokens: Leading tokens never pruned (class, distillation, register
+            tokens); detected for timm and torchvision vision transformers.
+        example_inputs: An input (or a tuple of forward arguments). If given, the ticket is
+            verified on it with :func:`~spikelottery.check_ticket` (one forward and
+            backward, one forward per swapped layer): a swapped layer whose scores get no
+            gradient, or whose mask the output ignores, raises and rolls the swap back.
+        return_report: Return ``(model, report)`` with the :class:`SparsifyReport`.
+        verbose: Print the report (it is always logged at INFO).
 
     Returns:
-        ``model`` itself.
+        ``model`` itself, or ``(model, report)`` with ``return_report=True``.
 
     Raises:
         ValueError: ``pa``, ``pb``, ``mode``, ``init`` or ``batchnorm`` is invalid.
-        SpikeLotteryError: ``filter`` or a ``layer_pa`` key matches no layer, or no patch
-            embedding is found for ``pb > 0``.
+        SpikeLotteryError: ``filter`` or a ``layer_pa`` key matches no layer; a matched
+            layer computes its weight (parametrization, ``weight_norm``) and cannot be
+            masked faithfully; no patch embedding is found for ``pb > 0``; or the check on
+            ``example_inputs`` fails.
 
     >>> net = sparsify(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 2)), pa=0.4)
     >>> net[0].kept
@@ -202,91 +362,96 @@ def sparsify(
     from .patch import attach_patch_selector  # patch.py imports this module
 
     pa = check_ratio("pa", pa)
-    pb = check_ratio("pb", pb)
-    mode = _check_mode(mode)
+    pb = None if pb is None else check_ratio("pb", pb)
+    mode = check_mode(mode)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if batchnorm not in ("keep", "nonaffine"):
         raise ValueError(f"batchnorm must be 'keep' or 'nonaffine', got {batchnorm!r}")
-    if patch_embed is not None and pb == 0.0:
+    if (patch_embed is not None or num_prefix_tokens is not None) and not pb:
         raise ValueError(
-            "patch_embed is only used with pb > 0; pass pb (the fraction of patches removed)"
+            "patch_embed and num_prefix_tokens are only used with pb > 0; pass pb (the fraction "
+            "of patches removed)"
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, CONVERTIBLE):
+        raise TypeError(
+            f"sparsify(model) rewrites the layers inside a model, and {type(model).__name__} is "
+            "itself a layer: wrap it (nn.Sequential(layer)) or use SubnetConv/SubnetLinear."
+            "from_dense(layer, pa)"
+        )
     accept = _as_filter(filter)
 
     report = SparsifyReport(pa=pa, pb=pb, mode=mode)
-    candidates: list[tuple[nn.Module, str, str, nn.Module]] = []
-    for parent, attr, name, child in _walk(model, "", None):
-        if not isinstance(child, (*_CONVERTIBLE, SubnetLayer)):
-            continue
-        if not accept(child, name):
-            report.skipped[name] = "excluded by filter"
-            continue
-        reason = None if isinstance(child, SubnetLayer) else _skip_reason(child, parent)
-        if reason is not None:
-            report.skipped[name] = reason
-            continue
-        candidates.append((parent, attr, name, child))
-
-    if not candidates and (filter is not None or pb == 0.0):
+    candidates, first_holder = _select(model, accept, report)
+    if not candidates and (filter is not None or not pb):
         where = f"filter={filter!r}" if filter is not None else "the model"
         raise SpikeLotteryError(
             f"{where} matched no nn.Conv1d/nn.Conv2d/nn.Linear layer to sparsify"
             + (f" (skipped: {report.skipped})" if report.skipped else "")
             + ". Check the qualified names with [n for n, _ in model.named_modules()]."
         )
-    overrides = _resolve_layer_pa(layer_pa, [c[2] for c in candidates])
+    overrides = _resolve_layer_pa(layer_pa, [c.name for c in candidates])
 
-    done: list[tuple[nn.Module, str, nn.Module, dict[str, Any] | None]] = []
+    done: list[tuple[nn.Module, str, nn.Module]] = []
+    updated: list[tuple[SubnetLayer, float, str]] = []
+    made: dict[int, SubnetLayer] = {}  # id(original weight) -> first new layer holding it
     try:
-        for parent, attr, name, child in candidates:
-            layer_ratio = overrides.get(name, pa)
+        for cand in candidates:
+            layer_ratio = overrides.get(cand.name, pa)
+            child = cand.module
             if isinstance(child, SubnetLayer):
-                done.append((parent, attr, child, {"pa": child.pa, "mode": child.mode}))
+                updated.append((child, child.pa, child.mode))
                 child.set_pa(layer_ratio)
                 child.set_mode(mode)
-                report.updated.append(name)
+                report.updated.append(cand.name)
                 continue
+            original_weight = child._parameters["weight"]
             with torch.no_grad():
                 subnet = subnet_class_for(type(child)).from_dense(
                     child, layer_ratio, mode, init=init
                 )
-            setattr(parent, attr, subnet)
-            done.append((parent, attr, child, None))
-            report.swapped.append(name)
-        if pb > 0.0:
-            report.patch_embed = attach_patch_selector(model, pb, patch_embed=patch_embed)
-        else:
-            attach_patch_selector(model, 0.0)  # pb = 0: remove a selector a previous call attached
+            first = made.get(id(original_weight))
+            if first is not None:  # tied to a layer swapped before: share weight and scores
+                if first.pa != layer_ratio:
+                    raise SpikeLotteryError(
+                        f"layers {first_holder[id(original_weight)]!r} and "
+                        f"{cand.name!r} share one weight but were given different pa "
+                        f"({first.pa:g} and {layer_ratio:g}); give them the same pa"
+                    )
+                subnet._parameters["weight"] = first.frozen_weight
+                subnet._parameters["scores"] = first.scores
+                subnet.invalidate()
+                report.tied.setdefault(first_holder[id(original_weight)], []).append(cand.name)
+            elif id(original_weight) in first_holder:
+                made[id(original_weight)] = subnet
+            for ref in cand.refs:
+                setattr(ref.parent, ref.attr, subnet)
+                done.append((ref.parent, ref.attr, child))
+            report.swapped.append(cand.name)
+        if pb is not None:
+            report.patch_embed = attach_patch_selector(
+                model, pb, patch_embed=patch_embed, num_prefix_tokens=num_prefix_tokens
+            )
+        invalidate_spikingjelly_cache(model)
+        if example_inputs is not None:
+            check_ticket(model, example_inputs).raise_if_failed()
     except BaseException:
-        for parent, attr, old, previous in reversed(done):
-            if previous is None:
-                setattr(parent, attr, old)
-            else:
-                old.set_pa(previous["pa"])
-                old.set_mode(previous["mode"])
+        for parent, attr, old in reversed(done):
+            setattr(parent, attr, old)
+        for layer, old_pa, old_mode in updated:
+            layer.set_pa(old_pa)
+            layer.set_mode(old_mode)
+        invalidate_spikingjelly_cache(model)
         raise
 
     if batchnorm == "nonaffine":
-        _freeze_batchnorm_affine(model)
-    _invalidate_spikingjelly_cache(model)
-    model.__dict__["spikelottery_report"] = report
+        freeze_batchnorm_affine(model)
     logger.info("%s", report)
     if verbose:
         print(report)
-    return model
-
-
-def _freeze_batchnorm_affine(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, _BatchNorm) and module.affine:
-            with torch.no_grad():
-                module.weight.fill_(1.0)
-                module.bias.zero_()
-            module.weight.requires_grad_(False)
-            module.bias.requires_grad_(False)
+    return (model, report) if return_report else model
 
 
 def densify(model: M) -> M:
@@ -294,123 +459,33 @@ def densify(model: M) -> M:
 
     Each score-mask layer becomes the class it was made from (``nn.Conv2d``, SpikingJelly's
     ``layer.Conv2d``, ...) holding ``W * M`` or ``alpha * sign(W) * M``; the ``scores`` are
-    dropped. The ``state_dict`` of the result loads with ``strict=True`` into the user's
-    original, unmodified architecture. A patch selector, having no state, stays attached.
+    dropped. A layer registered at several places stays one layer, and layers that
+    shared a weight share the baked one. The ``state_dict`` of the result loads with
+    ``strict=True`` into the user's original, unmodified architecture. A patch selector,
+    having no state, stays attached.
 
     >>> net = sparsify(nn.Sequential(nn.Linear(4, 3)), pa=0.5)
     >>> type(densify(net)[0]).__name__
     'Linear'
     """
-    replaced = False
-    for parent, attr, _name, child in list(_walk(model, "", None)):
-        if isinstance(child, SubnetLayer):
-            setattr(parent, attr, child.to_dense())
-            replaced = True
     if isinstance(model, SubnetLayer):
         raise TypeError("densify(model) needs a container; call layer.to_dense() on a single layer")
-    if replaced:
-        _invalidate_spikingjelly_cache(model)
+    dense_of: dict[int, nn.Module] = {}
+    baked: dict[tuple[int, int], nn.Parameter] = {}  # (frozen weight, scores) -> dense weight
+    for ref in list(walk(model)):
+        child = ref.module
+        if not isinstance(child, SubnetLayer):
+            continue
+        dense = dense_of.get(id(child))
+        if dense is None:
+            dense = child.to_dense()
+            key = (id(child.frozen_weight), id(child.scores))
+            if key in baked:
+                dense._parameters["weight"] = baked[key]
+            else:
+                baked[key] = dense._parameters["weight"]  # type: ignore[assignment]
+            dense_of[id(child)] = dense
+        setattr(ref.parent, ref.attr, dense)
+    if dense_of:
+        invalidate_spikingjelly_cache(model)
     return model
-
-
-@dataclass
-class TicketSummary:
-    """Per-layer kept counts, alpha and mode of a sparsified model, and the totals.
-
-    ``str(summary)`` is a table; :meth:`to_dict` is JSON-safe.
-    """
-
-    rows: list[dict[str, Any]]
-    total_weights: int
-    kept_weights: int
-    total_params: int
-
-    @property
-    def sparsity(self) -> float:
-        """Fraction of the score-mask layers' weights removed."""
-        return 1.0 - self.kept_weights / self.total_weights if self.total_weights else 0.0
-
-    @property
-    def kept_fraction(self) -> float:
-        """Fraction of the score-mask layers' weights kept."""
-        return 1.0 - self.sparsity
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layers": self.rows,
-            "total_weights": self.total_weights,
-            "kept_weights": self.kept_weights,
-            "total_params": self.total_params,
-            "sparsity": self.sparsity,
-        }
-
-    def __str__(self) -> str:
-        header = ("layer", "type", "shape", "mode", "pa", "kept", "total", "alpha")
-        body = [
-            (
-                r["name"],
-                r["type"],
-                "x".join(map(str, r["shape"])),
-                r["mode"],
-                f"{r['pa']:g}",
-                str(r["kept"]),
-                str(r["total"]),
-                "-" if r["alpha"] is None else f"{r['alpha']:.4g}",
-            )
-            for r in self.rows
-        ]
-        widths = [
-            max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-            for i, h in enumerate(header)
-        ]
-        fmt = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
-        lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-        lines += [fmt.format(*b) for b in body]
-        lines.append(
-            f"total: {self.kept_weights:,} of {self.total_weights:,} masked weights kept "
-            f"({100 * self.kept_fraction:.2f}%), sparsity {100 * self.sparsity:.2f}%; "
-            f"{self.total_params:,} parameters in the model"
-        )
-        return "\n".join(lines)
-
-
-def summary(model: nn.Module) -> TicketSummary:
-    """Kept count, alpha and mode per score-mask layer, and the total sparsity.
-
-    >>> print(summary(sparsify(nn.Sequential(nn.Linear(10, 10)), pa=0.3)))  # doctest: +ELLIPSIS
-    layer  type ...
-    """
-    rows: list[dict[str, Any]] = []
-    for name, module in model.named_modules():
-        if isinstance(module, SubnetLayer):
-            alpha = module.alpha()
-            rows.append(
-                {
-                    "name": name or "(model)",
-                    "type": type(module).__name__,
-                    "shape": list(module.weight.shape),
-                    "mode": module.mode,
-                    "pa": module.pa,
-                    "kept": int(module.mask().sum()),
-                    "total": module.weight.numel(),
-                    "alpha": None if alpha is None else float(alpha),
-                }
-            )
-    if not rows:
-        raise SpikeLotteryError(
-            "summary(model): the model has no score-mask layer; call sparsify(model, pa) first"
-        )
-    total = sum(r["total"] for r in rows)
-    kept = sum(r["kept"] for r in rows)
-    n_params = sum(p.numel() for p in model.parameters())
-    return TicketSummary(rows=rows, total_weights=total, kept_weights=kept, total_params=n_params)
-
-
-def kept_fraction(model: nn.Module) -> float:
-    """Fraction of the score-mask layers' weights kept (1.0 for a model with none)."""
-    total = kept = 0
-    for module in model.modules():
-        if isinstance(module, SubnetLayer):
-            total += module.weight.numel()
-            kept += kept_count(module.weight.numel(), module.pa)
-    return kept / total if total else 1.0

@@ -63,7 +63,8 @@ from .layers import SubnetLayer
 from .masks import topk_mask
 from .neuron import LIFNeuron
 from .patch import attach_patch_selector, find_patch_selectors
-from .sparsify import _invalidate_spikingjelly_cache, _skip_reason, _walk, densify, sparsify
+from ._modules import invalidate_spikingjelly_cache, refusal, skip_reason, walk
+from .sparsify import densify, sparsify
 
 __all__ = [
     "FORMAT_NAME",
@@ -199,7 +200,8 @@ def _find_patch_selector(model: nn.Module) -> tuple[str | None, float]:
 
 
 def _weight(module: nn.Module) -> Tensor:
-    weight = module.weight
+    """The stored weight (for a score-mask layer the frozen one, not the effective one)."""
+    weight = module._parameters["weight"]
     assert isinstance(weight, Tensor)
     return weight
 
@@ -256,7 +258,7 @@ def _ticket_tensors(
     with torch.no_grad():
         for name, layer in layers:
             mask = layer.mask()
-            weight = layer.weight.detach()
+            weight = layer.frozen_weight.detach()
             tensors[f"mask/{name}"] = pack_bits(mask)
             if layer.mode == "mp":
                 alpha = layer.alpha()
@@ -349,14 +351,10 @@ def save_ticket(
         )
 
     tensors, records = _ticket_tensors(model, weight_dtype, include_scores)
-    report = model.__dict__.get("spikelottery_report")
+    # The model-level pa and mode come from the layers themselves: the most common ones.
     pa_values = Counter(r["pa"] for r in records)
     modes = Counter(r["mode"] for r in records)
-    # The model-level pa: the one sparsify was called with, if a layer still has it.
-    reported = getattr(report, "pa", None)
     pa = float(pa_values.most_common(1)[0][0])
-    if isinstance(reported, float) and reported in pa_values:
-        pa = reported
     mode = modes.most_common(1)[0][0]
     patch_embed, pb = _find_patch_selector(model)
     info = {
@@ -702,7 +700,9 @@ def _check_architecture(
     path: Path, info: TicketInfo, model: nn.Module, tensors: Mapping[str, Tensor], strict: bool
 ) -> tuple[dict[str, nn.Module], dict[str, Tensor]]:
     """Check that ``model`` can take the ticket; nothing is modified."""
-    walked = {name: (parent, child) for parent, _attr, name, child in _walk(model, "", None)}
+    walked: dict[str, tuple[nn.Module, nn.Module]] = {}
+    for ref in walk(model):
+        walked.setdefault(ref.name, (ref.parent, ref.module))
     modules: dict[str, nn.Module] = {}
     for rec in info.layers:
         name = rec["name"]
@@ -716,7 +716,7 @@ def _check_architecture(
                 f"the ticket {str(path)!r} has {where}, but {type(model).__name__} has no such "
                 f"convertible layer{hint}: load the ticket into the architecture it was saved from"
             )
-        parent, module = walked[name]
+        _parent, module = walked[name]
         if not isinstance(module, _DENSE_BASES):
             raise SpikeLotteryError(
                 f"the ticket has {where}, but the model has a {type(module).__name__} there"
@@ -728,7 +728,7 @@ def _check_architecture(
                 f"weight {have}: a different architecture or configuration"
             )
         if not isinstance(module, SubnetLayer):
-            reason = _skip_reason(module, parent)
+            reason = refusal(module, name) or skip_reason(module)
             if reason is not None:
                 raise SpikeLotteryError(f"cannot place {where} in the model: {reason}")
         modules[name] = module
@@ -887,9 +887,8 @@ def export_dense(model: M) -> M:
     if isinstance(out, SubnetLayer):
         return out.to_dense()  # type: ignore[return-value]
     attach_patch_selector(out, 0.0)  # removes the selectors and their hooks
-    out.__dict__.pop("spikelottery_report", None)
     densify(out)
-    _invalidate_spikingjelly_cache(out)
+    invalidate_spikingjelly_cache(out)
     return out
 
 

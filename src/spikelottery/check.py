@@ -1,0 +1,275 @@
+"""A guard that a ticket is really computed: :func:`check_ticket`.
+
+``sparsify`` makes every read of a swapped layer's ``weight`` return the effective weight,
+but a network can still bypass it (code that reads ``module._parameters["weight"]``, a
+custom CUDA op, a module PyTorch will add a fused path to next year). This check does
+not trust any mechanism; it measures, on a real input:
+
+1. one forward and backward: every swapped layer's scores must receive a gradient;
+2. one forward per swapped layer, under ``torch.no_grad()`` (where PyTorch's fused
+   inference paths run): redrawing the layer's mask must change the output;
+3. the model must compute the same as its :func:`~spikelottery.densify` copy.
+
+A layer that fails (1), or that gets a non-zero gradient but fails (2), or a model that
+fails (3), is a bypass: :meth:`TicketCheck.raise_if_failed` raises and names it. A layer
+with a zero gradient whose mask does not change the output either is *inactive* on this
+input (silent neurons, a dead branch): listed, with a warning, not an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._state import reset_states
+from .errors import SpikeLotteryError
+from .layers import SubnetLayer
+from .masks import topk_mask
+
+__all__ = ["TicketCheck", "check_ticket"]
+
+
+@dataclass
+class TicketCheck:
+    """The outcome of :func:`check_ticket`; ``str()`` of it is a readable verdict.
+
+    Attributes:
+        layers: The score-mask layers checked (qualified names).
+        no_gradient: Layers whose scores were not reached by the backward pass at all.
+        ignored_mask: Layers whose scores got a gradient but whose mask the output (under
+            ``torch.no_grad()``) ignored: a fused or otherwise separate inference path.
+        inactive: Layers with a zero gradient whose mask did not change the output on this
+            input either (e.g. no spike reaches them): not a bypass, but not verified.
+        fixed: Layers at ``pa = 0`` (nothing removed), whose mask cannot change.
+        densify_error: Largest difference between the model's output and its
+            ``densify()`` copy's (``None`` if the copy could not be made).
+        notes: Anything that limited the check.
+    """
+
+    layers: list[str]
+    no_gradient: list[str] = field(default_factory=list)
+    ignored_mask: list[str] = field(default_factory=list)
+    inactive: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
+    densify_error: float | None = None
+    densify_tolerance: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def densify_mismatch(self) -> bool:
+        """True if the model and its ``densify()`` copy disagree beyond the tolerance."""
+        return self.densify_error is not None and not self.densify_error <= self.densify_tolerance
+
+    @property
+    def ok(self) -> bool:
+        """True if no bypass was found."""
+        return not (self.no_gradient or self.ignored_mask or self.densify_mismatch)
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.ok else "FAILED"
+        lines = [f"check_ticket {verdict}: {len(self.layers)} score-mask layers checked"]
+        if self.no_gradient:
+            lines.append(
+                "  scores got no gradient (the forward never used the effective weight): "
+                + ", ".join(self.no_gradient)
+            )
+        if self.ignored_mask:
+            lines.append(
+                "  mask ignored without gradients (a separate inference path reads the "
+                "dense weight): " + ", ".join(self.ignored_mask)
+            )
+        if self.densify_mismatch:
+            lines.append(
+                f"  the model differs from its densify() copy by {self.densify_error:.3g} "
+                f"(> {self.densify_tolerance:.3g}): some code reads a weight other than "
+                "layer.weight"
+            )
+        if self.inactive:
+            lines.append(
+                "  inactive on this input (zero gradient, mask change left the output "
+                "unchanged; not verified): " + ", ".join(self.inactive)
+            )
+        if self.fixed:
+            lines.append("  pa = 0, nothing to verify: " + ", ".join(self.fixed))
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def raise_if_failed(self) -> TicketCheck:
+        """Raise :class:`~spikelottery.SpikeLotteryError` if a bypass was found; warn on
+        inactive layers. Returns ``self``."""
+        if not self.ok:
+            raise SpikeLotteryError(
+                f"{self}\nThe ticket is not what the network computes. Make the named "
+                "layers' code read `layer.weight` (not `_parameters['weight']`), or exclude "
+                "them with sparsify(..., filter=...)."
+            )
+        if self.inactive:
+            warnings.warn(
+                "check_ticket: layers inactive on this input, not verified: "
+                + ", ".join(self.inactive),
+                stacklevel=2,
+            )
+        return self
+
+
+def _args(example_inputs: Any) -> tuple[Any, ...]:
+    return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+
+
+def _tensors(out: Any) -> list[Tensor]:
+    """Every tensor in a model's output (a tensor, or nested tuples, lists and dicts)."""
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in _tensors(v)]
+    return []
+
+
+def _run(model: nn.Module, args: tuple[Any, ...]) -> list[Tensor]:
+    reset_states(model)
+    out = _tensors(model(*args))
+    if not out:
+        raise SpikeLotteryError(
+            "check_ticket: the model's output holds no tensor, so nothing can be compared"
+        )
+    return out
+
+
+def _same(a: list[Tensor], b: list[Tensor]) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _max_diff(a: list[Tensor], b: list[Tensor]) -> float:
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return float("inf")
+    return max(float((x.double() - y.double()).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b))
+
+
+def _other_mask_scores(scores: Tensor, pa: float) -> Tensor:
+    """Scores whose top-k mask differs from that of ``scores`` (the ranking reversed)."""
+    flipped = 1.0 / (scores.detach().abs() + 1e-12)
+    if torch.equal(topk_mask(flipped, pa), topk_mask(scores, pa)):  # all tied: shuffle
+        flipped = flipped.flatten()[torch.randperm(flipped.numel(), device=flipped.device)]
+        flipped = flipped.view_as(scores) + torch.rand_like(scores) * 1e-3
+    return flipped
+
+
+def check_ticket(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    densify_check: bool = True,
+) -> TicketCheck:
+    """Verify on a real input that every score-mask layer's mask shapes the output.
+
+    Runs one forward and backward, one no-grad forward per score-mask layer with its
+    mask redrawn, and a comparison with the model's :func:`~spikelottery.densify` copy.
+    The model is put in eval mode for the check (no dropout, BatchNorm on running
+    statistics), its neuron states are reset before each forward, and everything is
+    restored afterwards: training mode, scores, ``requires_grad`` flags and ``.grad``
+    (the scores' gradients are taken with :func:`torch.autograd.grad`, not accumulated).
+
+    Args:
+        model: A model after :func:`~spikelottery.sparsify`.
+        example_inputs: One input, or a tuple of forward arguments. A small batch (2-8
+            samples) is enough; the cost is about ``2 + layers`` forwards.
+        rtol: Relative tolerance of the ``densify()`` comparison.
+        atol: Absolute tolerance of the ``densify()`` comparison.
+        densify_check: Also compare with the ``densify()`` copy (needs a deep copy of
+            the model).
+
+    Returns:
+        A :class:`TicketCheck`; call :meth:`~TicketCheck.raise_if_failed` to turn a
+        bypass into an error.
+
+    Raises:
+        SpikeLotteryError: ``model`` has no score-mask layer, or its output has no tensor.
+
+    >>> from spikelottery import sparsify
+    >>> net = sparsify(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), pa=0.5)
+    >>> check_ticket(net, torch.randn(4, 8)).ok
+    True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    layers: dict[int, tuple[str, SubnetLayer]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SubnetLayer):
+            layers.setdefault(id(module.scores), (name or "(model)", module))
+    if not layers:
+        raise SpikeLotteryError(
+            "check_ticket(model): the model has no score-mask layer; call sparsify(model, pa) first"
+        )
+    args = _args(example_inputs)
+    result = TicketCheck(layers=[name for name, _ in layers.values()])
+    was_training = model.training
+    flags = [(layer.scores, layer.scores.requires_grad) for _, layer in layers.values()]
+    model.eval()
+    try:
+        for scores, _ in flags:
+            scores.requires_grad_(True)
+        with torch.enable_grad():
+            out = _run(model, args)
+            loss = sum(t.float().pow(2).sum() for t in out if t.is_floating_point())
+            if not isinstance(loss, Tensor) or not loss.requires_grad:
+                grads: list[Tensor | None] = [None] * len(flags)
+            else:
+                grads = list(
+                    torch.autograd.grad(loss, [s for s, _ in flags], allow_unused=True)
+                )
+        with torch.no_grad():
+            base = _run(model, args)
+            for (name, layer), grad in zip(layers.values(), grads):
+                if layer.kept == layer.frozen_weight.numel():
+                    result.fixed.append(name)
+                    continue
+                if grad is None:
+                    result.no_gradient.append(name)
+                    continue
+                saved = layer.scores.detach().clone()
+                try:
+                    layer.scores.copy_(_other_mask_scores(saved, layer.pa))
+                    changed = not _same(_run(model, args), base)
+                finally:
+                    layer.scores.copy_(saved)
+                if not changed:
+                    (result.ignored_mask if bool(grad.any()) else result.inactive).append(name)
+            if densify_check:
+                _compare_with_densified(model, args, base, result, rtol, atol)
+    finally:
+        for scores, flag in flags:
+            scores.requires_grad_(flag)
+        model.train(was_training)
+        reset_states(model)
+    return result
+
+
+def _compare_with_densified(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    base: list[Tensor],
+    result: TicketCheck,
+    rtol: float,
+    atol: float,
+) -> None:
+    from .sparsify import densify  # sparsify.py imports this module
+
+    try:
+        dense = densify(copy.deepcopy(model))
+    except Exception as exc:  # a model that cannot be deep-copied: say so, check the rest
+        result.notes.append(f"densify() copy not compared: {type(exc).__name__}: {exc}")
+        return
+    dense.eval()
+    other = _run(dense, args)
+    result.densify_error = _max_diff(base, other)
+    scale = max((float(t.double().abs().max()) for t in base if t.numel()), default=0.0)
+    result.densify_tolerance = atol + rtol * scale
