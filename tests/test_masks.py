@@ -134,3 +134,21 @@ def test_precomputed_path_matches_reference(
     torch.testing.assert_close(fast, ref)
     torch.testing.assert_close(s.grad, ref_gs)
     torch.testing.assert_close(w.grad, ref_gw)
+
+
+@given(
+    shape=shapes,
+    p=ratios,
+    seed=st.integers(0, 2**16),
+    levels=st.integers(1, 6),  # few distinct values: many ties
+)
+def test_sorted_mask_equals_topk_mask_ties_included(
+    shape: tuple[int, ...], p: float, seed: int, levels: int
+) -> None:
+    from spikelottery.masks import topk_mask_sorted
+
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(-levels, levels + 1, shape, generator=g).float()
+    assert torch.equal(topk_mask_sorted(scores, p), topk_mask(scores, p))
+    scores = torch.randn(shape, generator=g)
+    assert torch.equal(topk_mask_sorted(scores, p), topk_mask(scores, p))

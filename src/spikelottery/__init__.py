@@ -5,6 +5,7 @@
 
 from ._validation import kept_count
 from ._version import __version__
+from .check import TicketCheck, check_ticket
 from .encoding import DirectEncoder, EventFrames, direct_encode, encode
 from .energy import EnergyReport, estimate_energy
 from .engine import Results, TrainConfig, Trainer, run
@@ -42,6 +43,7 @@ __all__ = [
     "SubnetConv1d",
     "SubnetLayer",
     "SubnetLinear",
+    "TicketCheck",
     "TicketInfo",
     "TicketSummary",
     "TrainConfig",
@@ -49,6 +51,7 @@ __all__ = [
     "__version__",
     "approx_sign",
     "attach_patch_selector",
+    "check_ticket",
     "create_model",
     "densify",
     "direct_encode",

@@ -3,6 +3,7 @@
 * :data:`CONVERTIBLE`: the dense layer types a score-mask layer can replace;
 * :func:`walk`: every place a child module is registered, top-down (a module registered
   twice is yielded twice, so every reference can be rewritten);
+* :func:`names_of`: every name a module is registered under;
 * :func:`weight_holders`: who else holds a layer's weight tensor (tied weights);
 * :func:`refusal`: why a layer cannot be made a score-mask layer safely, if it cannot;
 * :func:`skip_reason`: why a layer has nothing to mask (left dense), if so;
@@ -27,6 +28,7 @@ __all__ = [
     "Reference",
     "freeze_batchnorm_affine",
     "invalidate_spikingjelly_cache",
+    "names_of",
     "refusal",
     "skip_reason",
     "walk",
@@ -72,6 +74,20 @@ def walk(model: nn.Module) -> Iterator[Reference]:
 
     seen.add(id(model))
     yield from visit(model, "")
+
+
+def names_of(model: nn.Module) -> dict[int, list[str]]:
+    """``id(module) -> every qualified name it is registered under`` (``state_dict`` prefixes).
+
+    >>> lin = nn.Linear(2, 2)
+    >>> net = nn.Sequential(lin, lin)
+    >>> names_of(net)[id(lin)]
+    ['0', '1']
+    """
+    out: dict[int, list[str]] = {}
+    for ref in walk(model):
+        out.setdefault(id(ref.module), []).append(ref.name)
+    return out
 
 
 def weight_holders(model: nn.Module) -> dict[int, list[str]]:

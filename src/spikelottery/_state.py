@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ._compat import optional_import
+
 __all__ = ["finite_or_none", "reset_states", "split_batch", "unwrap"]
 
 
@@ -30,23 +32,25 @@ def unwrap(model: nn.Module) -> nn.Module:
 def reset_states(model: nn.Module) -> None:
     """Forget every neuron's membrane state before a new batch.
 
-    Uses SpikingJelly's ``functional.reset_net`` when it is installed; without it, applies
-    SpikingJelly's own rule by hand: call ``reset()`` on every module that has one
-    (:class:`~spikelottery.neuron.LIFNeuron` and SpikingJelly's neurons alike). A
-    ``DistributedDataParallel`` / ``DataParallel`` wrapper is looked through.
+    Calls ``reset()`` on the stateful modules only: :class:`~spikelottery.LIFNeuron` and
+    SpikingJelly's ``MemoryModule`` subclasses (its neurons and stateful layers). Other
+    modules are never touched, although SpikingJelly's own ``functional.reset_net`` calls
+    ``reset()`` on every module that has one: in timm, torchvision-style or user code a
+    ``reset()`` method may mean something else entirely (timm's classifier heads take
+    ``reset(num_classes)``). A ``DistributedDataParallel`` / ``DataParallel`` wrapper is
+    looked through.
 
     >>> reset_states(nn.Sequential(nn.Linear(2, 2)))  # no neuron: nothing to do
     """
-    net = unwrap(model)
-    try:
-        from spikingjelly.activation_based import functional as sj_functional
-    except ImportError:  # SpikingJelly is optional
-        for module in net.modules():
-            reset = getattr(module, "reset", None)
-            if callable(reset):
-                reset()
-        return
-    sj_functional.reset_net(net)
+    from .neuron import LIFNeuron  # neuron.py must not depend on this module's users
+
+    stateful: tuple[type, ...] = (LIFNeuron,)
+    sj_base = optional_import("spikingjelly.activation_based.base")
+    if sj_base is not None:
+        stateful += (sj_base.MemoryModule,)
+    for module in unwrap(model).modules():
+        if isinstance(module, stateful):
+            module.reset()
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Any]:

@@ -5,15 +5,17 @@ but a network can still bypass it (code that reads ``module._parameters["weight"
 custom CUDA op, a module PyTorch will add a fused path to next year). This check does
 not trust any mechanism; it measures, on a real input:
 
-1. one forward and backward: every swapped layer's scores must receive a gradient;
-2. one forward per swapped layer, under ``torch.no_grad()`` (where PyTorch's fused
-   inference paths run): redrawing the layer's mask must change the output;
-3. the model must compute the same as its :func:`~spikelottery.densify` copy.
+1. one forward and backward: every swapped layer that runs must get a score gradient;
+2. per swapped layer, its mask redrawn: the output must change the same way with
+   gradients on and under ``torch.no_grad()`` (where PyTorch's fused inference paths run);
+3. the model must compute what its :func:`~spikelottery.densify` copy computes.
 
-A layer that fails (1), or that gets a non-zero gradient but fails (2), or a model that
-fails (3), is a bypass: :meth:`TicketCheck.raise_if_failed` raises and names it. A layer
-with a zero gradient whose mask does not change the output either is *inactive* on this
-input (silent neurons, a dead branch): listed, with a warning, not an error.
+A layer that runs but gets no gradient, a layer whose mask changes the output only with
+gradients on (or only off), and a model that differs from its ``densify()`` copy are
+bypasses: :meth:`TicketCheck.raise_if_failed` raises and names them. A layer whose mask
+changes nothing either way is *inactive* on this input (silent neurons, saturated gates),
+and a layer that never runs is *unused* (e.g. an auxiliary head in eval mode): both are
+listed with a warning, since they are not verified, but are not errors.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ class TicketCheck:
 
     Attributes:
         layers: The score-mask layers checked (qualified names).
-        no_gradient: Layers whose scores were not reached by the backward pass at all.
-        ignored_mask: Layers whose scores got a gradient but whose mask the output (under
-            ``torch.no_grad()``) ignored: a fused or otherwise separate inference path.
-        inactive: Layers with a zero gradient whose mask did not change the output on this
-            input either (e.g. no spike reaches them): not a bypass, but not verified.
+        no_gradient: Layers that ran but whose scores the backward pass never reached.
+        ignored_mask: Layers whose redrawn mask changed the output with gradients on but
+            not under ``torch.no_grad()``, or the reverse: a separate (fused) path.
+        inactive: Layers whose redrawn mask changed the output in neither mode on this
+            input (silent neurons, saturated gates): not a bypass, but not verified.
+        unused: Layers that did not run and whose weight nobody read on this input.
         fixed: Layers at ``pa = 0`` (nothing removed), whose mask cannot change.
         densify_error: Largest difference between the model's output and its
             ``densify()`` copy's (``None`` if the copy could not be made).
@@ -55,6 +58,7 @@ class TicketCheck:
     no_gradient: list[str] = field(default_factory=list)
     ignored_mask: list[str] = field(default_factory=list)
     inactive: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
     densify_error: float | None = None
     densify_tolerance: float = 0.0
@@ -75,13 +79,13 @@ class TicketCheck:
         lines = [f"check_ticket {verdict}: {len(self.layers)} score-mask layers checked"]
         if self.no_gradient:
             lines.append(
-                "  scores got no gradient (the forward never used the effective weight): "
-                + ", ".join(self.no_gradient)
+                "  ran, but the scores got no gradient (the forward never used the effective "
+                "weight): " + ", ".join(self.no_gradient)
             )
         if self.ignored_mask:
             lines.append(
-                "  mask ignored without gradients (a separate inference path reads the "
-                "dense weight): " + ", ".join(self.ignored_mask)
+                "  the mask changes the output with gradients on but not off, or the reverse "
+                "(a separate inference path reads another weight): " + ", ".join(self.ignored_mask)
             )
         if self.densify_mismatch:
             lines.append(
@@ -91,9 +95,11 @@ class TicketCheck:
             )
         if self.inactive:
             lines.append(
-                "  inactive on this input (zero gradient, mask change left the output "
-                "unchanged; not verified): " + ", ".join(self.inactive)
+                "  inactive on this input (a redrawn mask left the output unchanged; not "
+                "verified): " + ", ".join(self.inactive)
             )
+        if self.unused:
+            lines.append("  not run on this input (not verified): " + ", ".join(self.unused))
         if self.fixed:
             lines.append("  pa = 0, nothing to verify: " + ", ".join(self.fixed))
         lines += [f"  note: {n}" for n in self.notes]
@@ -108,10 +114,10 @@ class TicketCheck:
                 "layers' code read `layer.weight` (not `_parameters['weight']`), or exclude "
                 "them with sparsify(..., filter=...)."
             )
-        if self.inactive:
+        if self.inactive or self.unused:
             warnings.warn(
-                "check_ticket: layers inactive on this input, not verified: "
-                + ", ".join(self.inactive),
+                "check_ticket: layers not verified on this input (inactive or not run): "
+                + ", ".join(self.inactive + self.unused),
                 stacklevel=2,
             )
         return self
@@ -171,8 +177,9 @@ def check_ticket(
 ) -> TicketCheck:
     """Verify on a real input that every score-mask layer's mask shapes the output.
 
-    Runs one forward and backward, one no-grad forward per score-mask layer with its
-    mask redrawn, and a comparison with the model's :func:`~spikelottery.densify` copy.
+    Runs one forward and backward, two forwards per score-mask layer with its mask
+    redrawn (gradients on and off), and a comparison with the model's
+    :func:`~spikelottery.densify` copy.
     The model is put in eval mode for the check (no dropout, BatchNorm on running
     statistics), its neuron states are reset before each forward, and everything is
     restored afterwards: training mode, scores, ``requires_grad`` flags and ``.grad``
@@ -181,7 +188,7 @@ def check_ticket(
     Args:
         model: A model after :func:`~spikelottery.sparsify`.
         example_inputs: One input, or a tuple of forward arguments. A small batch (2-8
-            samples) is enough; the cost is about ``2 + layers`` forwards.
+            samples) is enough; the cost is about ``3 + 2 * layers`` forwards.
         rtol: Relative tolerance of the ``densify()`` comparison.
         atol: Absolute tolerance of the ``densify()`` comparison.
         densify_check: Also compare with the ``densify()`` copy (needs a deep copy of
@@ -201,7 +208,7 @@ def check_ticket(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    layers: dict[int, tuple[str, SubnetLayer]] = {}
+    layers: dict[int, tuple[str, SubnetLayer]] = {}  # one entry per set of scores (tied: one)
     for name, module in model.named_modules():
         if isinstance(module, SubnetLayer):
             layers.setdefault(id(module.scores), (name or "(model)", module))
@@ -213,6 +220,11 @@ def check_ticket(
     result = TicketCheck(layers=[name for name, _ in layers.values()])
     was_training = model.training
     flags = [(layer.scores, layer.scores.requires_grad) for _, layer in layers.values()]
+    ran: set[int] = set()
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, a, key=key: ran.add(key))
+        for key, (_, layer) in layers.items()
+    ]
     model.eval()
     try:
         for scores, _ in flags:
@@ -223,29 +235,37 @@ def check_ticket(
             if not isinstance(loss, Tensor) or not loss.requires_grad:
                 grads: list[Tensor | None] = [None] * len(flags)
             else:
-                grads = list(
-                    torch.autograd.grad(loss, [s for s, _ in flags], allow_unused=True)
-                )
+                grads = list(torch.autograd.grad(loss, [s for s, _ in flags], allow_unused=True))
+            base_grad = [t.detach() for t in out]
         with torch.no_grad():
             base = _run(model, args)
-            for (name, layer), grad in zip(layers.values(), grads):
-                if layer.kept == layer.frozen_weight.numel():
-                    result.fixed.append(name)
-                    continue
-                if grad is None:
-                    result.no_gradient.append(name)
-                    continue
-                saved = layer.scores.detach().clone()
-                try:
+        for (key, (name, layer)), grad in zip(layers.items(), grads):
+            if grad is None:
+                (result.no_gradient if key in ran else result.unused).append(name)
+                continue
+            if layer.kept == layer.frozen_weight.numel():
+                result.fixed.append(name)
+                continue
+            saved = layer.scores.detach().clone()
+            try:
+                with torch.no_grad():
                     layer.scores.copy_(_other_mask_scores(saved, layer.pa))
-                    changed = not _same(_run(model, args), base)
-                finally:
+                    changed_off = not _same(_run(model, args), base)
+                with torch.enable_grad():
+                    changed_on = not _same([t.detach() for t in _run(model, args)], base_grad)
+            finally:
+                with torch.no_grad():
                     layer.scores.copy_(saved)
-                if not changed:
-                    (result.ignored_mask if bool(grad.any()) else result.inactive).append(name)
-            if densify_check:
+            if changed_on != changed_off:
+                result.ignored_mask.append(name)
+            elif not changed_on:
+                result.inactive.append(name)
+        if densify_check:
+            with torch.no_grad():
                 _compare_with_densified(model, args, base, result, rtol, atol)
     finally:
+        for handle in hooks:
+            handle.remove()
         for scores, flag in flags:
             scores.requires_grad_(flag)
         model.train(was_training)

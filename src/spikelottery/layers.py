@@ -24,7 +24,14 @@ from torch import Tensor, nn
 
 from ._validation import check_ratio, kept_count
 from .errors import SpikeLotteryError
-from .masks import approx_sign, mp_alpha, precompute_subnet, subnet_weight_precomputed, topk_mask
+from .masks import (
+    approx_sign,
+    mp_alpha,
+    precompute_subnet,
+    subnet_weight_precomputed,
+    topk_mask,
+    topk_mask_sorted,
+)
 
 __all__ = [
     "MODES",
@@ -224,7 +231,7 @@ class SubnetLayer(nn.Module):
     def mask(self) -> Tensor:
         """Boolean mask of the kept weights (exactly :attr:`kept` of them)."""
         if self._tracing():
-            return topk_mask(self.scores, self.pa)
+            return topk_mask_sorted(self.scores, self.pa)
         self._refresh()
         assert self._mask is not None
         return self._mask

@@ -24,6 +24,7 @@ __all__ = [
     "subnet_weight",
     "subnet_weight_precomputed",
     "topk_mask",
+    "topk_mask_sorted",
 ]
 
 
@@ -57,6 +58,27 @@ def topk_mask(scores: Tensor, pa: float) -> Tensor:
     if deficit > 0:  # ties at the threshold: keep the earliest ones, deterministically
         tied = (flat == threshold).nonzero().flatten()
         mask[tied[:deficit]] = True
+    return mask.view_as(scores)
+
+
+def topk_mask_sorted(scores: Tensor, pa: float) -> Tensor:
+    """:func:`topk_mask` with shapes that do not depend on the data (same mask, bit for bit).
+
+    A stable descending sort keeps the strongest ``n - floor(pa * n)`` entries and, among
+    ties, the earliest, as :func:`topk_mask` does. Slower (a full sort), but free of
+    data-dependent shapes, so ``torch.compile``, ``torch.export`` and ``torch.func`` can
+    trace it; the layers use it only while tracing.
+
+    >>> s = torch.tensor([[0.1, -3.0], [2.0, 0.5]])
+    >>> torch.equal(topk_mask_sorted(s, 0.5), topk_mask(s, 0.5))
+    True
+    """
+    pa = check_ratio("pa", pa)
+    n = scores.numel()
+    keep = kept_count(n, pa)
+    flat = scores.detach().abs().flatten()
+    order = torch.sort(flat, descending=True, stable=True).indices[:keep]
+    mask = torch.zeros(n, dtype=torch.bool, device=scores.device).index_fill(0, order, True)
     return mask.view_as(scores)
 
 

@@ -63,7 +63,7 @@ from .layers import SubnetLayer
 from .masks import topk_mask
 from .neuron import LIFNeuron
 from .patch import attach_patch_selector, find_patch_selectors
-from ._modules import invalidate_spikingjelly_cache, refusal, skip_reason, walk
+from ._modules import invalidate_spikingjelly_cache, names_of, refusal, skip_reason, walk
 from .sparsify import densify, sparsify
 
 __all__ = [
@@ -255,6 +255,7 @@ def _ticket_tensors(
     tensors: dict[str, Tensor] = {}
     records: list[dict[str, Any]] = []
     skip: set[str] = set()
+    aliases = names_of(model)
     with torch.no_grad():
         for name, layer in layers:
             mask = layer.mask()
@@ -282,7 +283,8 @@ def _ticket_tensors(
                     "kept": int(mask.sum()),
                 }
             )
-            skip.update({f"{name}.weight", f"{name}.scores"})
+            for alias in aliases.get(id(layer), [name]):  # a layer registered twice
+                skip.update({f"{alias}.weight", f"{alias}.scores"})
         for key, value in model.state_dict().items():
             if key in skip:
                 continue
@@ -742,11 +744,14 @@ def _check_architecture(
             "strict=False to leave those layers as they are"
         )
     # The model's state_dict keys once the ticket's layers are score-mask layers.
-    owned = {f"{n}.{k}" for n in names for k in ("weight", "scores")}
+    every_name = names_of(model)
+    prefixes = {
+        alias
+        for n in [*names, *extra_subnets]
+        for alias in every_name.get(id(model.get_submodule(n)), [n])
+    }
+    owned = {f"{p}.{k}" for p in prefixes for k in ("weight", "scores")}
     model_state = {k: v for k, v in model.state_dict().items() if k not in owned}
-    for name in extra_subnets:
-        model_state.pop(f"{name}.weight", None)
-        model_state.pop(f"{name}.scores", None)
     file_state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
     missing = set(model_state) - set(file_state)
     unexpected = set(file_state) - set(model_state)

@@ -1,0 +1,168 @@
+"""check_ticket: the opt-in guard that names every swapped layer the network bypasses."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _networks import NETWORKS, Net
+from torch import Tensor, nn
+
+from spikelottery import SpikeLotteryError, SubnetLayer, check_ticket, sparsify
+
+
+class ReadsRawWeight(nn.Module):
+    """A parent that reads the stored parameter, not ``child.weight``: never runs fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, 6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(torch.relu(self.inp(x)), self.fc._parameters["weight"], self.fc.bias)
+
+
+class RawLinear(nn.Linear):
+    """A layer whose own forward bypasses ``self.weight``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self._parameters["weight"], self.bias)
+
+
+class FastPathOnlyWithoutGrad(nn.Module):
+    """Like a fused inference path: the dense weight is used only under no_grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.fc.weight if torch.is_grad_enabled() else self.fc._parameters["weight"]
+        return F.linear(x, w, self.fc.bias)
+
+
+class DeadBranch(nn.Module):
+    """fc runs but its output is multiplied by zero; aux is never run (an eval-mode head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+        self.other = nn.Linear(6, 3)
+        self.aux = nn.Linear(6, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(x) * 0.0 + self.other(x)
+
+
+X = torch.randn(4, 6)
+
+
+def test_a_faithful_network_passes() -> None:
+    net = sparsify(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), 0.5)
+    result = check_ticket(net, X)
+    assert result.ok and result.layers == ["0", "2"]
+    assert result.densify_error is not None and result.densify_error <= result.densify_tolerance
+    assert "passed" in str(result)
+    assert result.raise_if_failed() is result
+
+
+@pytest.mark.parametrize("net", [n for n in NETWORKS if n.requires != "spikingjelly"][:8], ids=str)
+def test_third_party_and_pattern_networks_pass(net: Net) -> None:
+    model = sparsify(net.build(), 0.5)
+    result = check_ticket(model, net.example())
+    assert result.ok, str(result)
+
+
+def test_parent_reading_the_stored_weight_is_caught_by_densify() -> None:
+    model = sparsify(ReadsRawWeight(), 0.5)
+    result = check_ticket(model, X)
+    assert result.unused == ["fc"] and result.densify_mismatch and not result.ok
+    with pytest.raises(SpikeLotteryError, match=r"(?s)densify\(\) copy.*layer\.weight"):
+        result.raise_if_failed()
+
+
+def test_layer_bypassing_its_weight_is_named() -> None:
+    model = sparsify(nn.Sequential(nn.Linear(6, 6), nn.ReLU(), RawLinear(6, 3)), 0.5)
+    result = check_ticket(model, X)
+    assert result.no_gradient == ["2"] and not result.ok
+    with pytest.raises(SpikeLotteryError, match="no gradient.*2"):
+        result.raise_if_failed()
+
+
+def test_separate_inference_path_is_named() -> None:
+    model = sparsify(FastPathOnlyWithoutGrad(), 0.5)
+    result = check_ticket(model, X)
+    assert result.ignored_mask == ["fc"] and not result.ok
+
+
+def test_inactive_and_unused_layers_warn_but_pass() -> None:
+    model = sparsify(DeadBranch(), 0.5)
+    result = check_ticket(model, X)
+    assert result.inactive == ["fc"] and result.unused == ["aux"] and result.ok
+    with pytest.warns(UserWarning, match="fc, aux"):
+        result.raise_if_failed()
+
+
+def test_pa_zero_layers_are_listed_as_fixed() -> None:
+    model = sparsify(nn.Sequential(nn.Linear(6, 3)), 0.0)
+    assert check_ticket(model, X).fixed == ["0"]
+
+
+def test_the_model_is_left_exactly_as_it_was() -> None:
+    model = sparsify(nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 3)), 0.5)
+    model.train()
+    model[0].scores.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_ticket(model, X)
+    assert model.training and model[1].training
+    assert not model[0].scores.requires_grad and model[2].scores.requires_grad
+    assert model[0].scores.grad is None and model[2].scores.grad is None
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model[0]._forward_pre_hooks
+
+
+def test_sparsify_with_example_inputs_checks_and_rolls_back() -> None:
+    good = sparsify(nn.Sequential(nn.Linear(6, 3)), 0.5, example_inputs=X)
+    assert isinstance(good[0], SubnetLayer)
+    bad = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), RawLinear(6, 3))
+    with pytest.raises(SpikeLotteryError, match="no gradient"):
+        sparsify(bad, 0.5, example_inputs=X)
+    assert not any(isinstance(m, SubnetLayer) for m in bad.modules())
+
+
+def test_errors_name_the_problem() -> None:
+    with pytest.raises(SpikeLotteryError, match="sparsify"):
+        check_ticket(nn.Linear(2, 2), torch.randn(1, 2))
+    with pytest.raises(TypeError, match="nn.Module"):
+        check_ticket("net", X)  # type: ignore[arg-type]
+
+    class NoTensor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x: Tensor) -> str:
+            self.fc(x)
+            return "done"
+
+    with pytest.raises(SpikeLotteryError, match="no tensor"):
+        check_ticket(sparsify(NoTensor(), 0.5), X)
+
+
+def test_spiking_network_with_silent_layers_is_not_a_failure() -> None:
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    net = nn.Sequential(
+        layer.Linear(6, 6), neuron.LIFNode(v_threshold=1e6),  # never spikes
+        layer.Linear(6, 3),
+    )
+    functional.set_step_mode(net, "m")
+    sparsify(net, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = check_ticket(net, torch.rand(2, 4, 6)).raise_if_failed()
+    assert "0" in result.inactive and result.ok
