@@ -1,0 +1,286 @@
+"""Running the model: :func:`count_ops` measures each layer's MACs, firing rate and weight
+density, and reads the batch size ``B`` and the time steps ``T``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._state import reset_states, split_batch
+from .._validation import check_int
+from ..errors import SpikeLotteryError
+from ._recorder import Recorder, Tally
+from ._records import OpCount, plain_number
+from ._rules import OpMode
+
+__all__ = ["Measurement", "count_ops", "measure"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one run of :func:`measure` found.
+
+    Attributes:
+        counts: One :class:`OpCount` per layer, in execution order.
+        timesteps: ``T``, given or inferred.
+        samples: Samples measured.
+    """
+
+    counts: tuple[OpCount, ...]
+    timesteps: float
+    samples: int
+
+
+def count_ops(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    timesteps: int | None = None,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+) -> list[OpCount]:
+    """Run ``model`` on ``inputs`` and count each layer's MACs, firing rate and weight density.
+
+    The model runs under ``torch.no_grad()`` in eval mode (each module's ``training`` flag is
+    restored afterwards), called as ``model(x)``; neuron states are reset before every batch
+    and after the last (SpikingJelly's ``functional.reset_net`` when installed, else every
+    module's ``reset()``).
+
+    The batch size ``B`` of a batch is ``batch_size`` if given, else the length of the
+    labels ``y`` of an ``(x, y)`` batch, else ``x.shape[1]`` for a 5-D ``x`` with
+    ``x.shape[0] == timesteps`` (SpikingJelly's ``[T, B, C, H, W]``), else ``x.shape[0]``.
+    Each call of a layer processes some sample-steps: a conv's batch dim (multi-step
+    layers see ``[T * B, C, ...]``); for linear and matmul ops the output's leading dims
+    (``[B, ...]`` is one step per sample, ``[T, B, ...]`` and ``[T * B, ...]`` are ``T``);
+    a single-step loop calls the layer ``T`` times. A layer's ``steps`` is its
+    sample-steps per sample (capped at ``T`` for linear and matmul ops, whose token dims
+    can look like time). ``T`` is ``timesteps`` if given, else the largest ``steps`` of any
+    conv, or, in a model without convs, the first layer's ``steps``. If a row's ``steps``
+    looks wrong (sizes that coincide, e.g. ``B`` equal to ``T`` and to the token count),
+    measure with another batch size.
+
+    Args:
+        model: Any ``nn.Module``.
+        inputs: One batch (a tensor ``x`` or an ``(x, y)`` pair) or an iterable of batches
+            (e.g. a ``DataLoader``).
+        timesteps: ``T``; inferred when ``None``.
+        batch_size: Samples per batch when neither labels nor the layout tell.
+        max_batches: Stop after this many batches.
+
+    Returns:
+        One :class:`OpCount` per layer, in execution order.
+
+    Raises:
+        SpikeLotteryError: No conv, linear or matmul ran, or ``T`` could not be inferred.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 16, 10))
+    >>> [(c.name, c.macs) for c in count_ops(net, torch.rand(2, 3, 4, 4))]
+    [('0', 3456.0), ('2', 1280.0)]
+    """
+    found = measure(
+        model, inputs, timesteps=timesteps, batch_size=batch_size, max_batches=max_batches
+    )
+    return list(found.counts)
+
+
+def measure(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    timesteps: int | None = None,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+) -> Measurement:
+    """:func:`count_ops`, with the ``T`` and the number of samples it read."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    timesteps = check_int("timesteps", timesteps, optional=True)
+    batch_size = check_int("batch_size", batch_size, optional=True)
+    max_batches = check_int("max_batches", max_batches, optional=True)
+    device = next((t.device for t in [*model.parameters(), *model.buffers()]), None)
+    flags = [(m, m.training) for m in model.modules()]
+    rec = Recorder(model)
+    samples = batches = 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for batch in _batches(inputs):
+                x, labels = _split_batch(batch)
+                if batch_size is not None:
+                    b = batch_size
+                elif labels is not None:
+                    b = labels
+                elif timesteps is not None and x.dim() == 5 and x.shape[0] == timesteps:
+                    b = int(x.shape[1])
+                else:
+                    b = int(x.shape[0]) if x.dim() else 1
+                if b < 1:
+                    raise ValueError(f"batch {batches} has no sample (x of shape {tuple(x.shape)})")
+                if device is not None:
+                    x = x.to(device)
+                reset_states(model)
+                rec.start_batch(b)
+                with OpMode(rec):
+                    model(x)
+                samples += b
+                batches += 1
+                if max_batches is not None and batches >= max_batches:
+                    break  # before the loader prepares another batch
+    finally:
+        rec.close()
+        for m, flag in flags:
+            m.training = flag
+        if batches:
+            reset_states(model)
+    if not batches:
+        raise ValueError(
+            "inputs yielded no batch: pass a tensor, an (x, y) batch or a non-empty iterable of batches"
+        )
+    if not rec.tallies:
+        raise SpikeLotteryError(
+            f"no conv, linear or matmul ran in {type(model).__name__}: estimate_energy prices F.conv*, F.linear, "
+            "matmul/bmm/einsum and attention calls; check that the model computes with them"
+        )
+    counts, t = _aggregate(rec, samples, timesteps)
+    return Measurement(tuple(counts), t, samples)
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, int | None]:
+    """``x`` and the number of labels of a batch (``None`` without labels)."""
+    try:
+        x, y = split_batch(batch)
+    except TypeError as exc:
+        raise TypeError(f"{exc}; the model is called as model(x)") from None
+    return x, (int(y.shape[0]) if isinstance(y, Tensor) and y.dim() >= 1 else None)
+
+
+def _batches(inputs: Any) -> Iterator[Any]:
+    if isinstance(inputs, (Tensor, tuple)):
+        yield inputs
+        return
+    if (
+        isinstance(inputs, list)
+        and len(inputs) == 2
+        and all(isinstance(t, Tensor) for t in inputs)
+        and inputs[1].dim() < inputs[0].dim()
+    ):
+        yield inputs  # one [x, y] batch, as a DataLoader yields it
+        return
+    if not isinstance(inputs, Iterable):
+        raise TypeError(
+            f"inputs must be a tensor, an (x, y) batch or an iterable of batches (e.g. a DataLoader), "
+            f"got {type(inputs).__name__}"
+        )
+    yield from inputs
+
+
+def _near_int(v: float) -> float:
+    r = round(v)
+    return float(r) if abs(v - r) < 1e-6 * max(1.0, abs(v)) else v
+
+
+def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list[OpCount], float]:
+    tallies = sorted(rec.tallies.values(), key=lambda a: a.seq)
+
+    def per_sample(a: Tally, t: float) -> float:
+        from_leads = sum(
+            calls * _lead_sample_steps(dims, b, t) for (dims, b), calls in a.leads.items()
+        )
+        return (a.sample_steps + from_leads) / samples
+
+    if timesteps is None:
+        convs = [per_sample(a, 1.0) for a in tallies if a.kind == "conv"]
+        t_est = max(convs) if convs else per_sample(tallies[0], 1.0)
+        t_round = _near_int(t_est)
+        if t_round != round(t_round) or t_round < 1:
+            raise SpikeLotteryError(
+                f"could not infer the number of time steps: layer {_name(rec, tallies[0])!r} processed "
+                f"{t_est:g} time steps per sample with {samples} samples; pass timesteps= (and batch_size= or (x, y) "
+                "batches when the input is [T, B, ...])"
+            )
+        t = t_round
+    else:
+        t = float(timesteps)
+
+    def steps_of(a: Tally) -> float:
+        r = _near_int(per_sample(a, t))
+        return r if a.kind == "conv" else min(t, r)
+
+    def to_count(a: Tally, name: str, steps: float, module: str) -> OpCount:
+        macs = _near_int(a.macs / samples / steps) if steps else 0.0
+        shape = a.shape
+        if a.base_macs and macs and abs(macs / a.base_macs - 1) > 1e-9:
+            shape = f"{plain_number(macs / a.base_macs)}x ({shape})"
+        if a.binary:
+            rate = a.spike_sum / a.spike_numel if a.spike_numel else 0.0
+        else:
+            rate = a.act_sum / a.act_numel if a.act_numel else 0.0
+        density = a.w_nnz / a.w_numel if a.w_nnz is not None and a.w_numel else 1.0
+        return OpCount(
+            name=name,
+            kind=a.kind,
+            module=module,
+            shape=shape,
+            macs=macs,
+            steps=steps,
+            rate=rate,
+            binary=a.binary,
+            density=density,
+            spike_operand=a.spike_operand if a.binary else "",
+            calls=a.calls,
+        )
+
+    counts: dict[tuple[str, str], OpCount] = {}
+    for a in tallies:
+        counts[(a.module, a.label)] = to_count(a, _name(rec, a), steps_of(a), a.module_type)
+    for (k1, k2), pair in rec.pairs.items():
+        a1, a2 = rec.tallies[k1], rec.tallies[k2]
+        if pair.other is None or pair.calls != a1.calls or pair.calls != a2.calls:
+            continue  # paired on some calls only: no consistent alternative
+        other = "kv_first" if pair.run_order == "qk_first" else "qk_first"
+        for key, alt in ((k1, pair.other[0]), (k2, pair.other[1])):
+            c = counts[key]
+            alt_count = to_count(alt, c.name, c.steps, c.module)
+            counts[key] = dataclasses.replace(c, alternatives={pair.run_order: c, other: alt_count})
+    return list(counts.values()), t
+
+
+def _lead_sample_steps(lead: tuple[int, ...], b: int, t: float) -> float:
+    """Sample-steps in one call whose output has leading dims ``lead`` in a batch of ``b``.
+
+    With ``T > 1`` known, ``[T, B, ...]`` and ``[T * B, ...]`` are read first (so ``B == T``
+    is not mistaken for tokens); then ``[B, ...]`` is one step, ``[X, B, ...]`` is X steps
+    and ``[k * B, ...]`` is k.
+
+    >>> _lead_sample_steps((4, 3), 3, 4.0), _lead_sample_steps((3, 7), 3, 1.0)
+    (12.0, 3.0)
+    """
+    if not lead:
+        return float(b)
+    if t > 1:
+        if len(lead) >= 2 and lead[0] == t and lead[1] == b:
+            return t * b
+        if lead[0] == t * b:
+            return t * b
+    if lead[0] == b:
+        return float(b)
+    if len(lead) >= 2 and lead[1] == b:
+        return float(lead[0] * b)
+    if lead[0] % b == 0:
+        return float(lead[0])
+    return float(b)
+
+
+def _name(rec: Recorder, a: Tally) -> str:
+    if not a.custom_label and rec.leaf.get(a.module, False) and a.module:
+        siblings = sum(1 for b in rec.tallies.values() if b.module == a.module)
+        if siblings == 1:
+            return a.module
+    return f"{a.module}.{a.label}" if a.module else a.label

@@ -1,0 +1,167 @@
+"""The pricing conventions of the energy formula, written once as :class:`PricingOptions`.
+
+Each field carries its default, its check and its help (``field(metadata=...)``); the
+class docstring's ``Attributes`` section is made from the help, and every public entry
+point (:func:`~spikelottery.energy.estimate_energy`,
+:func:`~spikelottery.energy.energy_from_counts`, :meth:`~spikelottery.energy.EnergyReport.reprice`)
+takes the fields as keywords through :func:`merge_options`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import textwrap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ATTENTION_ORDERS", "E_AC_PJ", "E_MAC_PJ", "PricingOptions", "merge_options"]
+
+# Documented where the package re-exports them (energy/__init__.py), the page Sphinx reads.
+E_MAC_PJ = 4.6
+E_AC_PJ = 0.9
+ATTENTION_ORDERS: tuple[str, ...] = ("as_run", "qk_first", "kv_first")
+
+
+def _check_energy(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of pJ per operation, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{name} must be a finite energy >= 0 (pJ per operation), got {name}={value!r}"
+        )
+    return float(value)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {name}={value!r}")
+    return value
+
+
+def _check_order(name: str, value: Any) -> str:
+    if value not in ATTENTION_ORDERS:
+        raise ValueError(f"{name} must be one of {ATTENTION_ORDERS}, got {name}={value!r}")
+    return str(value)
+
+
+def _option(default: Any, check: Callable[[str, Any], Any], help: str) -> Any:
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+@dataclass(frozen=True)
+class PricingOptions:
+    """How measured op counts are priced (paper Eq. 3-4); the defaults are the paper's.
+
+    Pass one as ``options=`` to :func:`~spikelottery.energy.estimate_energy` or
+    :func:`~spikelottery.energy.energy_from_counts`, or give its fields as keywords
+    (``estimate_energy(net, x, nonbinary_as_mac=True)``); a bad value raises a
+    ``TypeError`` or ``ValueError`` naming the field.
+
+    >>> PricingOptions(e_ac=0.03).e_ac
+    0.03
+    """
+
+    e_mac: float = _option(E_MAC_PJ, _check_energy, "pJ per multiply-accumulate (4.6, 45 nm).")
+    e_ac: float = _option(E_AC_PJ, _check_energy, "pJ per accumulate (0.9, 45 nm).")
+    first_layer_times_t: bool = _option(
+        False,
+        _check_flag,
+        "Charge the first layer once per time step (default: once, as the paper).",
+    )
+    nonbinary_as_mac: bool = _option(
+        False,
+        _check_flag,
+        "Charge layers whose input is not binary (integer residual sums, average-pooled "
+        "spikes) as a MAC per weight and step, instead of the paper's SOPs at the input's "
+        "mean absolute value.",
+    )
+    attention_order: str = _option(
+        "as_run",
+        _check_order,
+        '``"as_run"``, ``"qk_first"`` (``(Q K^T) V``) or ``"kv_first"`` (``Q (K^T V)``) '
+        "for a spiking attention's two matmuls.",
+    )
+    density_scaling: bool = _option(
+        False,
+        _check_flag,
+        "Multiply every layer's FLOPs by its weight density (pruned weights do no work), "
+        "in the ANN and the SNN alike.",
+    )
+    ann_every_step: bool = _option(
+        False,
+        _check_flag,
+        "Charge the ANN for every time step each layer ran, for a network that does not "
+        "spike but really runs ``T`` steps (an ANN on event frames). Default: once per "
+        "sample, the paper's ANN on a static input.",
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options by name (what :attr:`EnergyReport.options` holds)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def conventions(self) -> str:
+        """One line naming the conventions the numbers follow."""
+        first = "times T" if self.first_layer_times_t else "once"
+        ann = "every time step it ran" if self.ann_every_step else "once (T = 1)"
+        nonbin = "as MAC every step" if self.nonbinary_as_mac else "as AC at their mean |value|"
+        density = (
+            "scaled by weight density"
+            if self.density_scaling
+            else "dense (not scaled by weight density)"
+        )
+        return (
+            f"paper Eq. 3-4: e_MAC={self.e_mac:g} pJ, e_AC={self.e_ac:g} pJ; first layer as MAC, "
+            f"counted {first}; non-binary inputs {nonbin}; attention order {self.attention_order}; "
+            f"FLOPs {density}; ANN counted {ann}; BN folded, pooling/residual adds/neurons "
+            "free; per sample"
+        )
+
+
+def merge_options(
+    options: PricingOptions | Mapping[str, Any] | None, changes: Mapping[str, Any], *, caller: str
+) -> PricingOptions:
+    """``options`` (default: the paper's) with the keyword ``changes`` of ``caller()`` applied.
+
+    Raises:
+        TypeError: A name in ``changes`` is not a :class:`PricingOptions` field, or a
+            value has the wrong type.
+        ValueError: A value is out of range.
+
+    >>> merge_options(None, {"e_ac": 0.5}, caller="f").e_ac
+    0.5
+    """
+    names = [f.name for f in dataclasses.fields(PricingOptions)]
+    unknown = set(changes) - set(names)
+    if unknown:
+        raise TypeError(
+            f"{caller}() got unknown option(s) {sorted(unknown)}; valid: {sorted(names)}"
+        )
+    if options is None:
+        return PricingOptions(**changes)
+    if isinstance(options, PricingOptions):
+        return dataclasses.replace(options, **changes)
+    if isinstance(options, Mapping):  # EnergyReport.options
+        return merge_options(None, {**options, **changes}, caller=caller)
+    raise TypeError(f"options must be a PricingOptions or None, got {type(options).__name__}")
+
+
+def _attributes_section() -> str:
+    # The docstring's ``Attributes`` section, made from each field's help.
+    lines = ["Attributes:"]
+    for f in dataclasses.fields(PricingOptions):
+        text = f"{f.name}: {f.metadata['help']}"
+        lines += textwrap.wrap(text, 88, initial_indent="    ", subsequent_indent="        ")
+    return "\n".join(lines)
+
+
+if PricingOptions.__doc__ is not None:  # None under python -OO
+    PricingOptions.__doc__ = (
+        f"{inspect.cleandoc(PricingOptions.__doc__)}\n\n{_attributes_section()}\n"
+    )

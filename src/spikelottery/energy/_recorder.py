@@ -1,0 +1,412 @@
+"""The op recorder: which module is running (via hooks) and each layer's running totals.
+
+The :class:`Recorder` knows nothing of the torch functions themselves: the rules in
+``_rules`` read each call's operands and tell it what to record.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten
+
+from ._operands import Stats, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
+
+__all__ = ["Pair", "Recorder", "Steps", "Tally"]
+
+# Sample-steps of one call: a conv's batch dim, or (leading dims, B) of a linear / matmul
+# output, resolved by lead_sample_steps (in _counting) once T is known.
+Steps = float | tuple[tuple[int, ...], int]
+
+
+@dataclass
+class Tally:
+    """Running totals of one layer over all calls and batches."""
+
+    module: str
+    label: str
+    custom_label: bool
+    kind: str
+    module_type: str
+    seq: int
+    shape: str
+    base_macs: int | None
+    macs: int = 0
+    sample_steps: float = 0.0  # convs: their batch dim, summed
+    leads: dict[tuple[tuple[int, ...], int], int] = field(default_factory=dict)  # -> calls
+    calls: int = 0
+    binary: bool = True
+    spike_operand: str = ""
+    spike_sum: float = 0.0
+    spike_numel: int = 0
+    act_sum: float = 0.0
+    act_numel: int = 0
+    w_nnz: int | None = None
+    w_numel: int | None = None
+
+    def add(
+        self,
+        macs: int,
+        steps: Steps,
+        left: Stats,
+        right: Stats | None,
+        weight: tuple[int, int] | None,
+        *,
+        right_is_weight: bool = False,
+    ) -> None:
+        """Add one call; ``weight`` is the ``(nonzero, numel)`` count of its weight."""
+        self.calls += 1
+        self.macs += macs
+        if isinstance(steps, tuple):
+            self.leads[steps] = self.leads.get(steps, 0) + 1
+        else:
+            self.sample_steps += steps
+        if right is None:  # conv / linear: the left operand is the input
+            spike, which = (left if left[0] else None), "input"
+        elif left[0]:
+            spike, which = left, ("both" if right[0] and not right_is_weight else "left")
+        elif right[0] and not right_is_weight:
+            spike, which = right, "right"
+        else:
+            spike, which = None, ""
+        if spike is None:
+            self.binary = False
+        else:
+            self.spike_sum += spike[1]
+            self.spike_numel += spike[2]
+            self.spike_operand = self.spike_operand or which
+        self.act_sum += left[1]
+        self.act_numel += left[2]
+        if weight is not None:
+            self.w_nnz, self.w_numel = weight
+
+
+@dataclass
+class _Pending:
+    """An activation-activation matmul that a following one may pair with."""
+
+    key: tuple[str, str]
+    a: Stats
+    b: Stats
+    a_shape: tuple[int, ...]
+    b_shape: tuple[int, ...]
+    derived: list[Tensor]
+
+
+@dataclass
+class Pair:
+    """Two matmuls of one attention, and the tallies of the order the model did not run."""
+
+    run_order: str
+    calls: int = 0
+    other: tuple[Tally, Tally] | None = None
+
+
+@dataclass
+class _Frame:
+    module: nn.Module
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+    pending: _Pending | None = None
+
+
+# Ops that keep a pending attention product re-associable: scalar scaling, dtype and
+# layout no-ops, metadata reads. Anything else applied to the product (softmax, a neuron,
+# a transpose) means (Q K^T) V may not be re-costed as Q (K^T V).
+_SCALE_OPS = frozenset(
+    [
+        "mul",
+        "mul_",
+        "__mul__",
+        "__rmul__",
+        "__imul__",
+        "div",
+        "div_",
+        "__truediv__",
+        "__itruediv__",
+        "true_divide",
+    ]
+)
+_PASS_OPS = frozenset(
+    [
+        "__get__",
+        "size",
+        "dim",
+        "numel",
+        "stride",
+        "is_contiguous",
+        "is_floating_point",
+        "element_size",
+        "__len__",
+        "contiguous",
+        "clone",
+        "detach",
+        "to",
+        "float",
+        "half",
+        "double",
+        "bfloat16",
+        "type_as",
+    ]
+)
+
+
+class Recorder:
+    """Module stack (via hooks) plus the per-layer tallies.
+
+    Hooks every module of ``model`` until :meth:`close`; :attr:`stack` names the modules
+    running now (innermost last), :attr:`tallies` holds one :class:`Tally` per
+    ``(module name, label)`` and :attr:`pairs` the attention matmul pairs.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.leaf = {n: next(iter(m.children()), None) is None for n, m in model.named_modules()}
+        self.stack: list[_Frame] = []
+        self.tallies: dict[tuple[str, str], Tally] = {}
+        self.pairs: dict[tuple[tuple[str, str], tuple[str, str]], Pair] = {}
+        self.handles: list[Any] = []
+        self.batch = 1
+        # id(weight) -> (weak reference, (version, data_ptr), nonzero count): counting the
+        # non-zeros of every layer's weight on every call would sync a GPU once per call.
+        # The weak reference proves the id still names the same tensor; the version counter
+        # and the data pointer, that its values did not change since.
+        self._density: dict[int, tuple[weakref.ref[Tensor], tuple[int, int], int]] = {}
+        for m in model.modules():
+            self.handles.append(m.register_forward_pre_hook(self._pre))
+            self.handles.append(m.register_forward_hook(self._post, always_call=True))
+
+    def start_batch(self, batch: int) -> None:
+        """Begin a model call on a batch of ``batch`` samples."""
+        self.stack.clear()
+        self.batch = batch
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def weight_count(self, weight: Tensor) -> tuple[int, int]:
+        """``(nonzero, numel)`` of a weight, counted once per tensor and version."""
+        try:
+            version = (weight._version, weight.data_ptr())
+            ref = weakref.ref(weight)
+        except (RuntimeError, TypeError):  # inference or traced tensors: no cache
+            return int(torch.count_nonzero(weight)), weight.numel()
+        hit = self._density.get(id(weight))
+        if hit is not None and hit[0]() is weight and hit[1] == version:
+            return hit[2], weight.numel()
+        nnz = int(torch.count_nonzero(weight))
+        self._density[id(weight)] = (ref, version, nnz)
+        return nnz, weight.numel()
+
+    def lead(self, lead: Sequence[int]) -> Steps:
+        """The output's leading (non-feature) dims and this batch's B: read once T is known."""
+        return tuple(int(n) for n in lead), self.batch
+
+    def take_index(self, kind: str) -> int:
+        """The next index of an op of ``kind`` in the running module (0, 1, ...)."""
+        counts = self.stack[-1].counts
+        i = counts.get(kind, 0)
+        counts[kind] = i + 1
+        return i
+
+    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if self.stack and self.stack[-1].pending is not None:
+            derived = self.stack[-1].pending.derived
+            if any(
+                any(a is d for d in derived) for a in tree_flatten(args)[0] if isinstance(a, Tensor)
+            ):
+                self.stack[-1].pending = None  # a child module (a neuron?) transforms the product
+        self.stack.append(_Frame(module, self.names.get(id(module), type(module).__name__)))
+
+    def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        while self.stack:
+            if self.stack.pop().module is module:
+                break
+
+    # -- recording ---------------------------------------------------------------
+    def _tally(self, kind: str, label: str | None, shape: str, base_macs: int | None) -> Tally:
+        frame = self.stack[-1]
+        custom = label is not None
+        if label is None:
+            label = f"{kind}{self.take_index(kind)}"
+        key = (frame.name, label)
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = Tally(
+                module=frame.name,
+                label=label,
+                custom_label=custom,
+                kind=kind,
+                module_type=type(frame.module).__name__,
+                seq=len(self.tallies),
+                shape=shape,
+                base_macs=base_macs,
+            )
+            self.tallies[key] = tally
+        return tally
+
+    def record(
+        self,
+        kind: str,
+        shape: str,
+        base_macs: int | None,
+        macs: int,
+        steps: Steps,
+        left: Stats,
+        right: Stats | None = None,
+        weight: Tensor | None = None,
+        *,
+        label: str | None = None,
+        right_is_weight: bool = False,
+    ) -> Tally:
+        """Add one call of an op to the running module's tally of it.
+
+        Args:
+            kind: ``"conv"``, ``"linear"`` or ``"matmul"``.
+            shape: Shape text of one sample at one step.
+            base_macs: MACs of one sample-step when the shape alone tells (else ``None``).
+            macs: MACs of the whole call.
+            steps: Sample-steps of the call (see :data:`Steps`).
+            left: Stats of the input (conv, linear) or of the left operand (matmul).
+            right: Stats of the right operand of a matmul.
+            weight: The weight, whose density is counted.
+            label: Name of the op within its module (default: ``kind`` and an index).
+            right_is_weight: The right operand is a weight (never the spike operand).
+        """
+        self.stack[-1].pending = None
+        tally = self._tally(kind, label, shape, base_macs)
+        counted = None if weight is None else self.weight_count(weight)
+        tally.add(macs, steps, left, right, counted, right_is_weight=right_is_weight)
+        return tally
+
+    def record_pairable(self, a: Tensor, b: Tensor, out: Tensor) -> None:
+        """An activation-activation matmul: record it and pair it with the previous one."""
+        frame = self.stack[-1]
+        pending = frame.pending
+        sa, sb = operand_stats(a), operand_stats(b)
+        tally = self.record(
+            "matmul",
+            mm_shape(a, b),
+            mm_base(a, b),
+            mm_macs(a, out),
+            self.lead(out.shape[:-2]),
+            sa,
+            sb,
+        )
+        key = (tally.module, tally.label)
+        if pending is not None and any(a is d for d in pending.derived):
+            # (A B) C: A, B from the pending product, C = b.
+            self._pair(
+                pending,
+                key,
+                "qk_first",
+                (pending.a, pending.a_shape),
+                (pending.b, pending.b_shape),
+                (sb, tuple(b.shape)),
+                out,
+            )
+        elif pending is not None and any(b is d for d in pending.derived):
+            # A (B C): B, C from the pending product, A = a.
+            self._pair(
+                pending,
+                key,
+                "kv_first",
+                (sa, tuple(a.shape)),
+                (pending.a, pending.a_shape),
+                (pending.b, pending.b_shape),
+                out,
+            )
+        else:
+            frame.pending = _Pending(key, sa, sb, tuple(a.shape), tuple(b.shape), [out])
+
+    def _pair(
+        self,
+        first: _Pending,
+        second: tuple[str, str],
+        run_order: str,
+        a: tuple[Stats, tuple[int, ...]],
+        b: tuple[Stats, tuple[int, ...]],
+        c: tuple[Stats, tuple[int, ...]],
+        out: Tensor,
+    ) -> None:
+        (sa, ash), (sb, bsh), (sc, csh) = a, b, c
+        n, d, m, e = ash[-2], ash[-1], bsh[-1], csh[-1]
+        batch = out.numel() // max(n * e, 1)
+        pair = self.pairs.setdefault((first.key, second), Pair(run_order))
+        pair.calls += 1
+        if pair.run_order != run_order:
+            return  # inconsistent across calls: the pair is dropped when aggregating
+        if run_order == "qk_first":  # the other order: B C first, then A (B C)
+            ops = (
+                (f"{d}x{m} @ {m}x{e}", d * m * e, batch * d * m * e, sb, sc),
+                (
+                    f"{n}x{d} @ {d}x{e}",
+                    n * d * e,
+                    batch * n * d * e,
+                    sa,
+                    virtual_stats(batch * d * e),
+                ),
+            )
+        else:  # the other order: A B first, then (A B) C
+            ops = (
+                (f"{n}x{d} @ {d}x{m}", n * d * m, batch * n * d * m, sa, sb),
+                (
+                    f"{n}x{m} @ {m}x{e}",
+                    n * m * e,
+                    batch * n * m * e,
+                    virtual_stats(batch * n * m),
+                    sc,
+                ),
+            )
+        if pair.other is None:
+            (shape1, base1, *_), (shape2, base2, *_) = ops
+            pair.other = (
+                _alternative(first.key, shape1, base1),
+                _alternative(second, shape2, base2),
+            )
+        for tally, (_shape, _base, macs, left, right) in zip(pair.other, ops, strict=True):
+            tally.add(macs, 0.0, left, right, None)  # steps: those of the measured rows
+
+    def passthrough(
+        self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any
+    ) -> None:
+        """Follow a pending attention product through scalar scaling and no-op layout calls."""
+        frame = self.stack[-1]
+        pending = frame.pending
+        if pending is None:
+            return
+        tensors = [t for t in tree_flatten((args, dict(kwargs)))[0] if isinstance(t, Tensor)]
+        hit = [any(t is d for d in pending.derived) for t in tensors]
+        if not any(hit):
+            return
+        name = getattr(func, "__name__", "")
+        if name in _SCALE_OPS:
+            ok = all(h or t.numel() == 1 for t, h in zip(tensors, hit, strict=True))
+        else:
+            ok = name in _PASS_OPS
+        if not ok:
+            frame.pending = None
+            return
+        pending.derived.extend(t for t in tree_flatten(out)[0] if isinstance(t, Tensor))
+
+
+def _alternative(key: tuple[str, str], shape: str, base_macs: int) -> Tally:
+    # The tally of one matmul in the order the model did not run.
+    return Tally(
+        module=key[0],
+        label=key[1],
+        custom_label=False,
+        kind="matmul",
+        module_type="",
+        seq=0,
+        shape=shape,
+        base_macs=base_macs,
+    )

@@ -1,0 +1,103 @@
+"""The measured and the priced row of one layer: :class:`OpCount` and :class:`LayerEnergy`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["PJ_PER_MJ", "LayerEnergy", "OpCount", "plain_number"]
+
+PJ_PER_MJ = 1e9
+
+
+@dataclass(frozen=True)
+class OpCount:
+    """What one layer did, per sample, measured on real inputs.
+
+    Attributes:
+        name: Qualified module name (``features.0.conv``), or module name plus the op's
+            index when a module issues several ops (``blocks.0.attn.matmul0``).
+        kind: ``"conv"``, ``"linear"`` or ``"matmul"``.
+        module: Class name of the module that issued the op.
+        shape: Human-readable shape of one sample at one time step.
+        macs: Dense multiply-accumulates per sample per time step (``FLOPs_l``).
+        steps: Time steps the layer ran per sample (``T`` for almost every layer).
+        rate: Firing rate of the binary input (fraction of ones over time, batch and
+            units); for a non-binary input, its mean absolute value (the mean spike count
+            of a sum of spikes, the pre-pooling rate of average-pooled spikes).
+        binary: The input was binary (all values in {0, 1}) on every call; for a matmul,
+            one operand was (a product with a 0/1 factor is an accumulate).
+        density: Fraction of non-zero weight entries (1 for activation-activation matmuls).
+        spike_operand: ``"input"`` (conv, linear), ``"left"``, ``"right"`` or ``"both"``
+            (matmul; the rate is the left operand's when it is binary), ``""`` if none.
+        calls: Number of calls recorded.
+        alternatives: For the two matmuls of a spiking attention, the same row costed in
+            each :data:`ATTENTION_ORDERS` entry (empty otherwise).
+
+    >>> OpCount("fc", "linear", "Linear", "100 -> 10", 1000.0, 4.0, 0.5, True, 1.0).kind
+    'linear'
+    """
+
+    name: str
+    kind: str
+    module: str
+    shape: str
+    macs: float
+    steps: float
+    rate: float
+    binary: bool
+    density: float
+    spike_operand: str = ""
+    calls: int = 1
+    alternatives: Mapping[str, OpCount] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class LayerEnergy:
+    """One row of an :class:`EnergyReport`: a layer and its energy per sample.
+
+    ``name``, ``kind``, ``shape``, ``macs``, ``steps``, ``rate``, ``binary`` and
+    ``density`` are as in :class:`OpCount` (``macs`` is the dense count; ``density``
+    scales it only with ``density_scaling=True``).
+
+    Attributes:
+        op: How the SNN pays for the layer: ``"MAC"`` (the first layer; non-binary inputs
+            with ``nonbinary_as_mac=True``) or ``"AC"`` (accumulates).
+        ops: Operations per sample over all time steps: the synaptic operations
+            ``SOPs = fr * T * FLOPs`` for an ``"AC"`` row, the MACs for a ``"MAC"`` row.
+        snn_pj: Energy of the layer in the SNN, pJ per sample.
+        ann_pj: Energy of the layer as an ANN, pJ per sample: run once (``e_mac * FLOPs``),
+            or on each of its ``steps`` with ``ann_every_step=True``.
+    """
+
+    name: str
+    kind: str
+    shape: str
+    macs: float
+    steps: float
+    rate: float
+    binary: bool
+    density: float
+    op: str
+    ops: float
+    snn_pj: float
+    ann_pj: float
+
+    @property
+    def snn_mj(self) -> float:
+        """:attr:`snn_pj` in mJ."""
+        return self.snn_pj / PJ_PER_MJ
+
+    @property
+    def ann_mj(self) -> float:
+        """:attr:`ann_pj` in mJ."""
+        return self.ann_pj / PJ_PER_MJ
+
+
+def plain_number(v: float) -> str:
+    """``v`` without decimals when it is a whole number, else to 3 significant digits.
+
+    >>> plain_number(4.0), plain_number(2.5), plain_number(1 / 3)
+    ('4', '2.5', '0.333')
+    """
+    return f"{v:.0f}" if abs(v - round(v)) < 1e-9 else f"{v:.3g}"

@@ -1,0 +1,286 @@
+"""The energy report: totals, printing and exports, and :func:`energy_from_counts`, which
+prices measured op counts into one."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_open
+from .._state import finite_or_none
+from .._table import format_rows
+from ._formula import price_layers
+from ._options import PricingOptions, merge_options
+from ._records import PJ_PER_MJ, LayerEnergy, OpCount, plain_number
+
+__all__ = ["EnergyReport", "energy_from_counts"]
+
+# Columns of the table right-aligned in print(report) and in to_markdown().
+_NUMERIC = (3, 4, 5, 7, 9, 10, 11)
+# Columns of to_csv() read from each LayerEnergy (then snn_mj and ann_mj).
+_CSV_COLUMNS = (
+    "name",
+    "kind",
+    "shape",
+    "macs",
+    "steps",
+    "rate",
+    "binary",
+    "density",
+    "op",
+    "ops",
+    "snn_pj",
+    "ann_pj",
+)
+
+
+@dataclass(frozen=True)
+class EnergyReport:
+    """Per-layer and total energy of one sample, with the conventions used.
+
+    ``print(report)`` gives a fixed-width table; :meth:`to_markdown`, :meth:`to_csv` and
+    :meth:`to_dict` export it.
+
+    Attributes:
+        rows: One :class:`LayerEnergy` per layer, in execution order.
+        ann_mj: ``E_ANN`` in mJ per sample: by default the same network run once, as an
+            ANN on a static input (the paper's reference, whatever ``T`` the model ran);
+            with ``ann_every_step=True``, charged for every time step each layer ran.
+        snn_mj: ``E_SNN`` in mJ per sample.
+        ratio: ``snn_mj / ann_mj`` (``nan`` when the ANN costs nothing).
+        macs: Dense MACs per sample and time step, summed over the layers (the ANN count).
+        sops: Synaptic operations (accumulates) per sample in the SNN.
+        snn_macs: Multiply-accumulates per sample in the SNN (the first layer, plus
+            non-binary inputs with ``nonbinary_as_mac=True``).
+        mean_rate: Firing rate averaged over the binary-input layers, weighted by their
+            ``T * MACs`` (``nan`` if no layer had binary input).
+        timesteps: ``T``.
+        samples: Number of samples measured.
+        attention_pairs: Matmul pairs that ``attention_order`` can re-cost.
+        options: The pricing conventions by name (the fields of :class:`PricingOptions`).
+        counts: The measured :class:`OpCount` rows, for :func:`energy_from_counts`.
+    """
+
+    rows: tuple[LayerEnergy, ...]
+    ann_mj: float
+    snn_mj: float
+    ratio: float
+    macs: float
+    sops: float
+    snn_macs: float
+    mean_rate: float
+    timesteps: float
+    samples: int
+    attention_pairs: int
+    options: Mapping[str, Any]
+    counts: tuple[OpCount, ...] = field(default=(), repr=False, compare=False)
+
+    def reprice(self, **changes: Any) -> EnergyReport:
+        """The same measurement priced with other options (no model run).
+
+        Takes :class:`PricingOptions` fields as keywords; the others keep their values
+        from this report.
+
+        >>> report.reprice(nonbinary_as_mac=True, e_ac=0.03)  # doctest: +SKIP
+        """
+        options = merge_options(self.options, changes, caller="reprice")
+        return energy_from_counts(
+            self.counts, options=options, timesteps=self.timesteps, samples=self.samples
+        )
+
+    # -- export ----------------------------------------------------------------------
+    def conventions(self) -> str:
+        """One line naming the conventions the numbers follow."""
+        return PricingOptions(**self.options).conventions()
+
+    def summary(self) -> str:
+        """One line with the totals."""
+        saving = "" if math.isnan(self.ratio) else f" ({100 * self.ratio:.1f}% of ANN)"
+        rate = "n/a" if math.isnan(self.mean_rate) else f"{self.mean_rate:.4f}"
+        return (
+            f"E_ANN {self.ann_mj:.4f} mJ | E_SNN {self.snn_mj:.4f} mJ{saving} | "
+            f"MACs/step {_si(self.macs)} | SOPs {_si(self.sops)} | SNN MACs {_si(self.snn_macs)} | "
+            f"mean firing rate {rate} | T {plain_number(self.timesteps)} | samples {self.samples}"
+        )
+
+    def _table(self) -> tuple[list[str], list[list[str]], list[str]]:
+        header = [
+            *["layer", "kind", "shape", "MACs/step", "T", "rate", "input", "density", "op", "ops"],
+            "SNN mJ",
+            "ANN mJ",
+        ]
+        body = [
+            [
+                r.name,
+                r.kind,
+                r.shape,
+                f"{r.macs:,.0f}",
+                plain_number(r.steps),
+                f"{r.rate:.4f}",
+                "spike" if r.binary else "real",
+                f"{r.density:.3f}",
+                r.op,
+                f"{r.ops:,.0f}",
+                f"{r.snn_mj:.6f}",
+                f"{r.ann_mj:.6f}",
+            ]
+            for r in self.rows
+        ]
+        blank = [""] * 6
+        total = [
+            "total",
+            "",
+            "",
+            f"{self.macs:,.0f}",
+            *blank,
+            f"{self.snn_mj:.6f}",
+            f"{self.ann_mj:.6f}",
+        ]
+        return header, body, total
+
+    def __str__(self) -> str:
+        header, body, total = self._table()
+        # One unbroken rule as wide as the header, above the layers and above the total
+        # (format_rows' own rule breaks between the columns).
+        head, _, *lines, last = format_rows(header, [*body, total], numeric=_NUMERIC)
+        rule = "-" * len(head)
+        return "\n".join([head, rule, *lines, rule, last, self.summary(), self.conventions()])
+
+    def to_markdown(self) -> str:
+        """The table as GitHub-flavoured Markdown, with the totals and conventions below it."""
+        header, body, total = self._table()
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(header))) + "|",
+        ]
+        for row in [*body, [f"**{total[0]}**", *total[1:]]]:
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        return "\n".join([*lines, "", self.summary(), "", self.conventions()]) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict: ``rows``, ``totals``, ``options`` (``nan`` becomes ``None``)."""
+        rows = []
+        for r in self.rows:
+            d = dataclasses.asdict(r)
+            d["snn_mj"], d["ann_mj"] = r.snn_mj, r.ann_mj
+            rows.append({k: finite_or_none(v) for k, v in d.items()})
+        totals = {
+            "ann_mj": self.ann_mj,
+            "snn_mj": self.snn_mj,
+            "ratio": self.ratio,
+            "macs": self.macs,
+            "sops": self.sops,
+            "snn_macs": self.snn_macs,
+            "mean_rate": self.mean_rate,
+        }
+        return {
+            "rows": rows,
+            "totals": {k: finite_or_none(v) for k, v in totals.items()},
+            "options": {k: finite_or_none(v) for k, v in self.options.items()},
+            "timesteps": finite_or_none(self.timesteps),
+            "samples": self.samples,
+            "attention_pairs": self.attention_pairs,
+            "conventions": self.conventions(),
+        }
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write one line per layer to ``path`` (atomically: a temp file, then ``os.replace``).
+
+        Columns: ``name, kind, shape, macs, steps, rate, binary, density, op, ops, snn_pj,
+        ann_pj, snn_mj, ann_mj``. The totals are in :meth:`to_dict`.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([*_CSV_COLUMNS, "snn_mj", "ann_mj"])
+        for r in self.rows:
+            writer.writerow([*(getattr(r, c) for c in _CSV_COLUMNS), r.snn_mj, r.ann_mj])
+        with atomic_open(path, "w", newline="") as f:
+            f.write(buf.getvalue())
+        return path
+
+
+def _si(v: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{unit}"
+    return f"{v:.0f}"
+
+
+def energy_from_counts(
+    counts: Sequence[OpCount],
+    *,
+    options: PricingOptions | None = None,
+    timesteps: float | None = None,
+    samples: int = 0,
+    **pricing: Any,
+) -> EnergyReport:
+    """Price measured op counts with paper Eq. 3-4 (the pure formula, no model needed).
+
+    The first count is the first layer. Per layer, with ``d`` the weight density when
+    ``density_scaling`` (else 1) and ``F = macs * d``:
+
+    * ANN: ``e_mac * F`` (the network run once), or ``e_mac * steps * F`` with
+      ``ann_every_step=True``.
+    * SNN, first layer: ``e_mac * F`` (times its time steps with ``first_layer_times_t``).
+    * SNN, binary input: ``e_ac * rate * steps * F`` (the synaptic operations).
+    * SNN, non-binary input: ``e_ac * rate * steps * F`` with ``rate`` the input's mean
+      absolute value (the paper: every layer after the first is priced in SOPs), or
+      ``e_mac * steps * F`` with ``nonbinary_as_mac=True``.
+
+    Args:
+        counts: :class:`OpCount` rows in execution order (from :func:`count_ops` or
+            :attr:`EnergyReport.counts`).
+        options: The pricing conventions (default: the paper's).
+        timesteps: ``T`` for the report (default: the largest ``steps``).
+        samples: Samples measured, for the report.
+        **pricing: :class:`PricingOptions` fields as keywords (``e_ac=0.03``,
+            ``nonbinary_as_mac=True``, ...), overriding ``options``.
+
+    Returns:
+        An :class:`EnergyReport`.
+
+    >>> c = OpCount("fc", "linear", "Linear", "100 -> 10", macs=1000, steps=4, rate=0.5,
+    ...             binary=True, density=1.0)
+    >>> first = OpCount("stem", "conv", "Conv2d", "...", 1e6, 4, 1.0, False, 1.0)
+    >>> round(energy_from_counts([first, c]).snn_mj * 1e9)  # 4.6e6 + 0.9 * 0.5 * 4 * 1000 pJ
+    4601800
+    """
+    opts = merge_options(options, pricing, caller="energy_from_counts")
+    counts = tuple(counts)
+    if not counts:
+        raise ValueError("counts is empty: there is no layer to price")
+    rows = price_layers(counts, opts)
+    ann_pj = math.fsum(r.ann_pj for r in rows)
+    snn_pj = math.fsum(r.snn_pj for r in rows)
+    spike_work = math.fsum(r.steps * r.macs for r in rows if r.binary)
+    mean_rate = (
+        math.fsum(r.rate * r.steps * r.macs for r in rows if r.binary) / spike_work
+        if spike_work
+        else math.nan
+    )
+    return EnergyReport(
+        rows=rows,
+        ann_mj=ann_pj / PJ_PER_MJ,
+        snn_mj=snn_pj / PJ_PER_MJ,
+        ratio=snn_pj / ann_pj if ann_pj else math.nan,
+        macs=math.fsum(r.macs for r in rows),
+        sops=math.fsum(r.ops for r in rows if r.op == "AC"),
+        snn_macs=math.fsum(r.ops for r in rows if r.op == "MAC"),
+        mean_rate=mean_rate,
+        timesteps=float(timesteps) if timesteps is not None else max(c.steps for c in counts),
+        samples=int(samples),
+        attention_pairs=sum(1 for c in counts if c.alternatives) // 2,
+        options=opts.to_dict(),
+        counts=counts,
+    )

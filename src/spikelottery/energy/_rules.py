@@ -1,0 +1,332 @@
+"""The per-op rules: how many MACs a torch call does, read from its operands and output.
+
+Each rule takes the ``Recorder``, the call's arguments and its output,
+and records the call; :class:`OpMode` watches every torch function call while the model
+runs and hands each priced one (``F.conv*``, ``F.linear``, matmuls, ``einsum``,
+scaled-dot-product and multi-head attention) to its rule.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from ._operands import is_weight, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
+from ._recorder import Recorder
+
+__all__ = ["OpMode"]
+
+# A rule: (recorder, args, kwargs, output) of one call -> records it.
+_Rule = Callable[[Recorder, tuple[Any, ...], Mapping[str, Any], Any], None]
+
+
+def _arg(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], i: int, name: str, default: Any = None
+) -> Any:
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _conv_shape(
+    x: Tensor, w: Tensor, out: Tensor, stride: Any, groups: int, transposed: bool
+) -> str:
+    nd = w.dim() - 2
+    sin = "x".join(str(s) for s in x.shape[-nd:])
+    sout = "x".join(str(s) for s in out.shape[-nd:])
+    cin, cout = x.shape[-nd - 1], out.shape[-nd - 1]
+    text = f"{cin}x{sin} -> {cout}x{sout}, k{'x'.join(str(k) for k in w.shape[2:])}"
+    strides = (stride,) * nd if isinstance(stride, int) else tuple(stride)
+    if any(s != 1 for s in strides):
+        text += f", s{'x'.join(str(s) for s in strides)}"
+    if groups != 1:
+        text += f", g{groups}"
+    if transposed:
+        text += ", transposed"
+    return text
+
+
+def _rule_conv(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
+) -> None:
+    x, w = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight")
+    groups = _arg(args, kwargs, 6, "groups", 1)
+    k = math.prod(w.shape[2:])
+    macs = out.numel() * w.shape[1] * k  # w.shape[1] = in_channels / groups
+    rows = out.shape[0] if x.dim() == w.dim() else 1  # [T * B, C, ...]: T * B sample-steps
+    shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, False)
+    rec.record("conv", shape, None, macs, rows, operand_stats(x), weight=w)
+
+
+def _rule_conv_transpose(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
+) -> None:
+    x, w = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight")
+    groups = _arg(args, kwargs, 6, "groups", 1)
+    macs = (
+        x.numel() * w.shape[1] * math.prod(w.shape[2:])
+    )  # each input scatters to out/groups x kernel
+    rows = out.shape[0] if x.dim() == w.dim() else 1
+    shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, True)
+    rec.record("conv", shape, None, macs, rows, operand_stats(x), weight=w)
+
+
+def _rule_linear(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
+) -> None:
+    x, w = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight")
+    fin, fout = w.shape[-1], (w.shape[0] if w.dim() == 2 else 1)
+    rec.record(
+        "linear",
+        f"{fin} -> {fout}",
+        fin * fout,
+        out.numel() * fin,
+        rec.lead(out.shape[:-1]),
+        operand_stats(x),
+        weight=w,
+    )
+
+
+def _matmul_operands(rec: Recorder, a: Any, b: Any, out: Tensor) -> None:
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+        return
+    wa, wb = is_weight(a), is_weight(b)
+    if not (wa or wb) and a.dim() >= 2 and b.dim() >= 2:
+        rec.record_pairable(a, b, out)
+        return
+    shape = (
+        mm_shape(a, b) if a.dim() >= 2 and b.dim() >= 2 else f"{tuple(a.shape)} @ {tuple(b.shape)}"
+    )
+    _record_product(rec, shape, mm_base(a, b), mm_macs(a, out), a, b, out)
+
+
+def _record_product(
+    rec: Recorder, shape: str, base: Any, macs: int, a: Tensor, b: Tensor, out: Tensor
+) -> None:
+    """Record a two-operand product; a weight operand is never the spike operand."""
+    wa, wb = is_weight(a), is_weight(b)
+    left, right, weight = (b, a, a) if wa and not wb else (a, b, b if wb else None)
+    rec.record(
+        "matmul",
+        shape,
+        base,
+        macs,
+        rec.lead(out.shape[:-1]),
+        operand_stats(left),
+        operand_stats(right),
+        weight,
+        right_is_weight=weight is not None,
+    )
+
+
+def _rule_matmul(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
+) -> None:
+    _matmul_operands(
+        rec, _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "other", kwargs.get("mat2")), out
+    )
+
+
+def _rule_addmm(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
+) -> None:
+    a = _arg(args, kwargs, 1, "mat1", kwargs.get("batch1"))
+    b = _arg(args, kwargs, 2, "mat2", kwargs.get("batch2"))
+    _matmul_operands(rec, a, b, out)
+
+
+def _rule_einsum(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
+) -> None:
+    equation, *ops = args
+    if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+        ops = list(ops[0])
+    if len(ops) != 2 or not isinstance(out, Tensor):
+        return  # one operand (trace, transpose) does no MACs; three or more are not priced
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    subs = lhs.split(",")
+    sizes: dict[str, int] = {}
+    for sub, t in zip(subs, ops, strict=True):
+        pre, dots, post = sub.partition("...")
+        for i, ch in enumerate(pre):
+            sizes[ch] = t.shape[i]
+        if dots:
+            for i, ch in enumerate(post):
+                sizes[ch] = t.shape[t.dim() - len(post) + i]
+    letters = "".join(s.replace("...", "") for s in subs)
+    kept = (
+        set(rhs.replace("...", "")) if arrow else {ch for ch in letters if letters.count(ch) == 1}
+    )
+    macs = out.numel() * math.prod(n for ch, n in sizes.items() if ch not in kept)
+    a, b = ops
+    _record_product(rec, f"einsum {eq}", None, macs, a, b, out)
+
+
+def _rule_sdpa(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
+) -> None:
+    q, k, v = (_arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value")))
+    n_q, e, s, ev = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
+    batch = out.numel() // max(n_q * ev, 1)
+    steps = rec.lead(out.shape[:-2])
+    rec.record(
+        "matmul",
+        f"{n_q}x{e} @ {e}x{s}",
+        n_q * e * s,
+        batch * n_q * e * s,
+        steps,
+        operand_stats(q),
+        operand_stats(k),
+    )
+    # softmax(Q K^T) is real-valued: only V can make the second product an accumulate.
+    rec.record(
+        "matmul",
+        f"{n_q}x{s} @ {s}x{ev}",
+        n_q * s * ev,
+        batch * n_q * s * ev,
+        steps,
+        virtual_stats(batch * n_q * s),
+        operand_stats(v),
+    )
+
+
+_MHA_SIGNATURE = inspect.signature(F.multi_head_attention_forward)
+
+
+def _rule_mha(rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> None:
+    # The functional multi-head attention hides its projections and matmuls from a
+    # TorchFunctionMode (they run inside one intercepted call): price it from the shapes.
+    bound = _MHA_SIGNATURE.bind(*args, **kwargs)
+    bound.apply_defaults()
+    p = bound.arguments
+    q, k, v = p["query"], p["key"], p["value"]
+    n = q.shape[1] if q.dim() == 3 else 1
+    length, src, e = q.shape[0], k.shape[0], q.shape[-1]
+    ek, ev = k.shape[-1], v.shape[-1]
+    if p["use_separate_proj_weight"]:
+        weights = [p["q_proj_weight"], p["k_proj_weight"], p["v_proj_weight"]]
+        w_in = torch.cat([w.flatten() for w in weights])
+    else:
+        w_in = p["in_proj_weight"]
+    proj_macs = n * e * (length * e + src * ek + src * ev)
+    seen: list[Tensor] = []
+    for t in (q, k, v):
+        if not any(t is s for s in seen):
+            seen.append(t)
+    parts = [operand_stats(t) for t in seen]
+    pooled = (all(s[0] for s in parts), sum(s[1] for s in parts), sum(s[2] for s in parts))
+    src_eff = src + (p["bias_k"] is not None) + bool(p["add_zero_attn"])
+    i = rec.take_index("mha")
+    prefix = "" if i == 0 else f"mha{i}."
+    rows = n * length
+    steps = rec.lead((n,))  # the batch is dim 1 of [L, N, E]
+    base = e * (e + ek + ev) if length == src else None
+    rec.record(
+        "linear",
+        f"{e} -> 3x{e}",
+        base,
+        proj_macs,
+        steps,
+        pooled,
+        weight=w_in,
+        label=f"{prefix}in_proj",
+    )
+    attn = n * length * src_eff * e
+    rec.record(
+        "matmul",
+        f"{length}x{e} @ {e}x{src_eff}",
+        None,
+        attn,
+        steps,
+        virtual_stats(n * length * e),
+        virtual_stats(n * src_eff * e),
+        label=f"{prefix}matmul0",
+    )
+    rec.record(
+        "matmul",
+        f"{length}x{src_eff} @ {src_eff}x{e}",
+        None,
+        attn,
+        steps,
+        virtual_stats(n * length * src_eff),
+        virtual_stats(n * src_eff * e),
+        label=f"{prefix}matmul1",
+    )
+    rec.record(
+        "linear",
+        f"{e} -> {e}",
+        e * e,
+        rows * e * e,
+        steps,
+        virtual_stats(rows * e),
+        weight=p["out_proj_weight"],
+        label=f"{prefix}out_proj",
+    )
+
+
+def _build_rules() -> dict[Any, _Rule]:
+    groups: tuple[tuple[tuple[Any, ...], _Rule], ...] = (
+        ((F.conv1d, F.conv2d, F.conv3d), _rule_conv),
+        ((F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d), _rule_conv_transpose),
+        ((F.linear,), _rule_linear),
+        (
+            (
+                torch.matmul,
+                Tensor.matmul,
+                Tensor.__matmul__,
+                torch.mm,
+                Tensor.mm,
+                torch.bmm,
+                Tensor.bmm,
+            ),
+            _rule_matmul,
+        ),
+        ((torch.addmm, Tensor.addmm, torch.baddbmm, Tensor.baddbmm), _rule_addmm),
+        ((torch.einsum,), _rule_einsum),
+        ((F.scaled_dot_product_attention,), _rule_sdpa),
+        ((F.multi_head_attention_forward,), _rule_mha),
+    )
+    return {func: rule for funcs, rule in groups for func in funcs}
+
+
+_RULES = _build_rules()
+
+
+class OpMode(TorchFunctionMode):
+    """Sees every torch function call; hands the conv / linear / matmul ones to their rule.
+
+    Inside a module, a call without a rule may carry a pending attention product along
+    (``Recorder.passthrough``); calls outside every module are not counted.
+    """
+
+    def __init__(self, rec: Recorder) -> None:
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        rec = self.rec
+        if not rec.stack:
+            return out
+        try:
+            rule = _RULES.get(func)
+        except TypeError:  # an unhashable callable
+            rule = None
+        if rule is not None:
+            rule(rec, args, kwargs, out)
+        else:
+            rec.passthrough(func, args, kwargs, out)
+        return out
