@@ -167,7 +167,9 @@ class TiedEmbeddingLM(nn.Module):
 
 def transformer_encoder() -> nn.Module:
     layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-    return nn.Sequential(nn.Linear(8, 16), nn.TransformerEncoder(layer, 2, enable_nested_tensor=False))
+    return nn.Sequential(
+        nn.Linear(8, 16), nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    )
 
 
 # -- third-party networks ------------------------------------------------------------
@@ -189,7 +191,12 @@ def tv_vit() -> nn.Module:
     import torchvision
 
     return torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
         num_classes=10,
     )
 
@@ -198,7 +205,11 @@ def tv_swin() -> nn.Module:
     import torchvision
 
     return torchvision.models.SwinTransformer(
-        patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 2],
+        window_size=[4, 4],
         num_classes=10,
     )
 
@@ -207,7 +218,11 @@ def timm_vit() -> nn.Module:
     import timm
 
     return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        depth=2,
         num_classes=10,
     )
 
@@ -222,8 +237,12 @@ def timm_stdconv() -> nn.Module:
     from timm.layers import StdConv2d, StdConv2dSame
 
     return nn.Sequential(
-        StdConv2d(3, 8, 3, padding=1), nn.ReLU(), StdConv2dSame(8, 8, 3, stride=2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+        StdConv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        StdConv2dSame(8, 8, 3, stride=2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
     )
 
 
@@ -274,5 +293,10 @@ NETWORKS: list[Net] = [
     Net("timm_convnext_atto", _seeded(timm_convnext), _images(size=32), "timm"),
     Net("timm_stdconv", _seeded(timm_stdconv), _images(size=16), "timm"),
     Net("spikingjelly_ws_vgg", _seeded(sj_ws_vgg), _spikes(2, 3, 8), "spikingjelly"),
-    Net("spikingjelly_spiking_resnet18", _seeded(sj_spiking_resnet), _spikes(2, 3, 32), "spikingjelly"),
+    Net(
+        "spikingjelly_spiking_resnet18",
+        _seeded(sj_spiking_resnet),
+        _spikes(2, 3, 32),
+        "spikingjelly",
+    ),
 ]

@@ -7,9 +7,9 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from _networks import NETWORKS, Net
 from torch import Tensor, nn
 
+from _networks import NETWORKS, Net
 from spikelottery import SpikeLotteryError, SubnetLayer, check_ticket, sparsify
 
 
@@ -157,7 +157,8 @@ def test_spiking_network_with_silent_layers_is_not_a_failure() -> None:
     from spikingjelly.activation_based import functional, layer, neuron
 
     net = nn.Sequential(
-        layer.Linear(6, 6), neuron.LIFNode(v_threshold=1e6),  # never spikes
+        layer.Linear(6, 6),
+        neuron.LIFNode(v_threshold=1e6),  # never spikes
         layer.Linear(6, 3),
     )
     functional.set_step_mode(net, "m")

@@ -18,11 +18,11 @@ import copy
 import hypothesis.strategies as st
 import pytest
 import torch
-from _networks import NETWORKS, Net, SharedNet, TiedEmbeddingLM, TiedLinearNet, subclass_net
 from hypothesis import given, settings
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from _networks import NETWORKS, Net, SharedNet, TiedEmbeddingLM, TiedLinearNet, subclass_net
 from spikelottery import (
     SpikeLotteryError,
     SubnetLayer,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,7 +113,8 @@ def refusal(module: nn.Module, name: str) -> str | None:
     keep computing from its own parameters: it is refused, never swapped half-way.
     """
     if parametrize.is_parametrized(module, "weight"):
-        kinds = ", ".join(type(p).__name__ for p in module.parametrizations["weight"])  # type: ignore[union-attr]
+        plist: Any = getattr(module, "parametrizations")["weight"]  # noqa: B009
+        kinds = ", ".join(type(p).__name__ for p in plist)
         return (
             f"layer {name!r} has a parametrization on its weight ({kinds}), so its forward "
             "computes the weight from other parameters and would ignore the mask. Remove it "

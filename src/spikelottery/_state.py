@@ -50,7 +50,7 @@ def reset_states(model: nn.Module) -> None:
         stateful += (sj_base.MemoryModule,)
     for module in unwrap(model).modules():
         if isinstance(module, stateful):
-            module.reset()
+            module.reset()  # type: ignore[operator]
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Any]:

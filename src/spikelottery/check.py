@@ -155,7 +155,9 @@ def _same(a: list[Tensor], b: list[Tensor]) -> bool:
 def _max_diff(a: list[Tensor], b: list[Tensor]) -> float:
     if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
         return float("inf")
-    return max(float((x.double() - y.double()).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b))
+    return max(
+        float((x.double() - y.double()).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b)
+    )
 
 
 def _other_mask_scores(scores: Tensor, pa: float) -> Tensor:

@@ -95,7 +95,6 @@ class SubnetLayer(nn.Module):
     :class:`SubnetLinear` combine it with a dense PyTorch layer.
     """
 
-    weight: Tensor
     bias: Tensor | None
     scores: nn.Parameter
     pa: float

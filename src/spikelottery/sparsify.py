@@ -244,11 +244,15 @@ def _select(
             continue
         candidates.append(layer)
     if refused:
-        raise SpikeLotteryError("sparsify cannot mask these layers faithfully:\n- " + "\n- ".join(refused))
+        raise SpikeLotteryError(
+            "sparsify cannot mask these layers faithfully:\n- " + "\n- ".join(refused)
+        )
     fresh = [c for c in candidates if not isinstance(c.module, SubnetLayer)]
     kept_fresh, first_holder = _tie_groups(model, fresh, report)
     chosen = {id(c.module) for c in kept_fresh}
-    candidates = [c for c in candidates if isinstance(c.module, SubnetLayer) or id(c.module) in chosen]
+    candidates = [
+        c for c in candidates if isinstance(c.module, SubnetLayer) or id(c.module) in chosen
+    ]
     report.skipped.update(_raw_weights_left_dense(model))
     return candidates, first_holder
 
@@ -420,7 +424,7 @@ def sparsify(
                         f"{cand.name!r} share one weight but were given different pa "
                         f"({first.pa:g} and {layer_ratio:g}); give them the same pa"
                     )
-                subnet._parameters["weight"] = first.frozen_weight
+                subnet._parameters["weight"] = first.frozen_weight  # type: ignore[assignment]
                 subnet._parameters["scores"] = first.scores
                 subnet.invalidate()
                 report.tied.setdefault(first_holder[id(original_weight)], []).append(cand.name)

@@ -56,6 +56,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from ._io import atomic_write_bytes
+from ._modules import invalidate_spikingjelly_cache, names_of, refusal, skip_reason, walk
 from ._validation import kept_count
 from ._version import __version__
 from .errors import SpikeLotteryError
@@ -63,7 +64,6 @@ from .layers import SubnetLayer
 from .masks import topk_mask
 from .neuron import LIFNeuron
 from .patch import attach_patch_selector, find_patch_selectors
-from ._modules import invalidate_spikingjelly_cache, names_of, refusal, skip_reason, walk
 from .sparsify import densify, sparsify
 
 __all__ = [
