@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -12,7 +14,10 @@ from pathlib import Path
 import pytest
 
 import spikelottery
-from spikelottery.cli import build_parser, main
+from spikelottery.cli import add_config_flags, build_parser, flag_of, main
+from spikelottery.engine import TrainConfig
+from spikelottery.engine.config import field_defaults
+from spikelottery.engine.settings import format_default, setting_of
 
 QUICK = ["--max-batches", "2", "--no-progress", "-q"]
 EAGER = '{"config": [8, "A", 16, "A"], "neuron_kwargs": {"backend": "eager"}}'
@@ -58,6 +63,10 @@ def test_demo_with_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[s
         (["run", "--bogus"], "--bogus"),
         (["demo", "--pa", "1"], "--pa"),
         (["demo", "--epochs", "0"], "--epochs"),
+        (["demo", "--seed", "-1"], "--seed"),
+        (["demo", "--max-batches", "0"], "--max-batches"),
+        (["run", "--max-batches", "0"], "--max-batches"),
+        (["run", "--ann", "--device", "tpu:x"], "--device"),
         (["frobnicate"], "frobnicate"),
     ],
 )
@@ -180,3 +189,71 @@ def test_main_leaves_the_spikelottery_logger_as_it_was(tmp_path: Path) -> None:
     assert main(argv) == 0  # one process: sync_batchnorm has nothing to synchronise
     assert (list(logger.handlers), logger.level, logger.propagate) == before
     assert json.loads((out / "results.json").read_text())["config"]["sync_batchnorm"] is True
+
+
+def test_every_field_is_a_flag_whose_help_shows_the_dataclass_default() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    defaults = field_defaults()
+    assert set(actions) == set(defaults)
+    for f in dataclasses.fields(TrainConfig):
+        action = actions[f.name]
+        assert action.option_strings == [flag_of(f)], f.name
+        assert action.default is argparse.SUPPRESS  # a config file's value stands
+        assert action.help is not None and action.help.endswith(
+            f"default: {format_default(defaults[f.name])})".replace("%", "%%")
+        ), (f.name, action.help)
+        # the default is generated, never typed into a help text, where it would drift
+        assert "default" not in setting_of(f).help.lower(), f.name
+    assert actions["pa"].help.endswith("(default: 0.4)")
+    assert actions["out"].help.endswith("(default: runs/run)")
+    assert actions["spiking"].option_strings == ["--ann"]
+    assert actions["spiking"].help.endswith("(this flag sets spiking=false; default: true)")
+    assert actions["checkpoint"].option_strings == ["--no-checkpoint"]
+    assert actions["progress"].option_strings == ["--no-progress"]
+    assert actions["resume"].option_strings == ["--resume"]
+
+
+def test_the_run_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(TrainConfig):
+        assert flag_of(f) in text, f.name
+    assert (
+        'Fraction of weights REMOVED per layer, in [0, 1) (ignored by "dense"). (default: 0.4)'
+        in text
+    )
+    assert "--config FILE" in text and "spiking neurons:" in text
+
+
+def test_generated_flags_parse_every_field_type() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    argv = ["--model-kwargs", '{"depth": 4}', "--max-batches", "none", "--resolution", "16"]
+    argv += ["--filter", "null", "--no-checkpoint", "--ann", "--lr", "0.5", "--data-root", "d"]
+    values = vars(parser.parse_args(argv))
+    assert values == {
+        "model_kwargs": {"depth": 4},
+        "max_batches": None,
+        "resolution": 16,
+        "filter": None,
+        "checkpoint": False,
+        "spiking": False,
+        "lr": 0.5,
+        "data_root": "d",
+    }
+    assert TrainConfig(**values).lr == 0.5
+    assert vars(parser.parse_args([])) == {}
+
+
+def test_demo_help_shows_the_demo_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from spikelottery.demo import DEMO_EPOCHS
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"epochs per method (default: {DEMO_EPOCHS})" in text
+    assert "(default: runs/demo)" in text and "(default: 0.4)" in text

@@ -23,8 +23,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from torch import nn
 
 import spikelottery
+from _engine_testing import EAGER
+from spikelottery.engine import TrainConfig
+from spikelottery.engine.distributed import (
+    DistInfo,
+    ShardSampler,
+    convert_sync_batchnorm,
+    resolve_device,
+    restore_batchnorm,
+)
 
 SCRIPT = textwrap.dedent(
     """
@@ -67,7 +77,7 @@ SCRIPT = textwrap.dedent(
     """
 )
 
-pytestmark = pytest.mark.skipif(
+needs_gloo = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
     reason="needs torch.distributed with gloo",
 )
@@ -90,6 +100,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
     )
 
 
+@needs_gloo
 def test_two_processes_find_the_same_ticket_as_one(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
@@ -143,6 +154,7 @@ REFUSE = textwrap.dedent(
 )
 
 
+@needs_gloo
 def test_sync_batchnorm_on_cpu_is_refused_before_training(tmp_path: Path) -> None:
     script = tmp_path / "refuse.py"
     script.write_text(REFUSE)
@@ -152,3 +164,42 @@ def test_sync_batchnorm_on_cpu_is_refused_before_training(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("refused") == 2
+
+
+def test_sync_batchnorm_conversion_keeps_the_multistep_layout() -> None:
+    from spikelottery.models import create_model
+    from spikelottery.multistep import SeqBatchNorm2d
+
+    torch.manual_seed(0)
+    net = create_model("vgg_tiny", in_channels=1, img_size=8, timesteps=2, **EAGER)
+    x = torch.rand(4, 1, 8, 8)
+    keys = list(net.state_dict())
+    expected = net(x)
+    torch.manual_seed(0)
+    again = create_model("vgg_tiny", in_channels=1, img_size=8, timesteps=2, **EAGER)
+    converted = convert_sync_batchnorm(again)
+    assert converted and all(isinstance(m, nn.SyncBatchNorm) for m, _ in converted)
+    assert all(isinstance(m, SeqBatchNorm2d) for m, _ in converted)
+    assert list(again.state_dict()) == keys
+    # Without a process group SyncBatchNorm computes plain batch norm: same output, same stats.
+    torch.testing.assert_close(again(x), expected)
+    restore_batchnorm(converted)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in again.modules())
+    for (k1, v1), (k2, v2) in zip(net.state_dict().items(), again.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2), k1
+    with pytest.raises(ValueError, match="sync_batchnorm"):
+        TrainConfig(sync_batchnorm="yes")
+
+
+def test_one_process_and_its_device() -> None:
+    one = DistInfo()
+    assert (one.rank, one.world, one.main, one.enabled) == (0, 1, True, False)
+    assert resolve_device("cpu", one) == torch.device("cpu")
+    assert resolve_device("auto", one).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(spikelottery.SpikeLotteryError, match="CUDA is not available"):
+            resolve_device("cuda", one)
+    # the test set is split without padding: every index once over the ranks
+    shards = [list(ShardSampler(7, rank, 3)) for rank in range(3)]
+    assert sorted(i for shard in shards for i in shard) == list(range(7))
+    assert [len(ShardSampler(7, rank, 3)) for rank in range(3)] == [3, 2, 2]

@@ -277,3 +277,23 @@ def test_torch_func_and_export_see_the_ticket() -> None:
     torch.testing.assert_close(got, want)
     exported = torch.export.export(model, (x,))
     torch.testing.assert_close(exported.module()(x), want)
+
+
+def test_requires_grad_on_weight_is_refused_not_silently_lost() -> None:
+    model = sparsify(nn.Sequential(nn.Linear(6, 4)), 0.5)
+    model[0].scores.requires_grad_(False)  # a fine-tuning stage: masks fixed
+    model[0].weight.requires_grad_(True)  # the old habit: would train a temporary tensor
+    with pytest.raises(SpikeLotteryError, match=r"requires_grad.*frozen_weight\.requires_grad_"):
+        model(torch.randn(2, 6))
+    model[0].frozen_weight.requires_grad_(True)  # the way
+    model(torch.randn(2, 6)).sum().backward()
+    assert model[0].frozen_weight.grad is not None
+
+
+def test_a_lost_write_is_reported_even_after_the_scores_changed() -> None:
+    model = sparsify(nn.Sequential(nn.Linear(6, 4)), 0.5)
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].scores.add_(1.0)  # an optimizer step in between
+    with pytest.raises(SpikeLotteryError, match="modified in place"):
+        model(torch.randn(2, 6))

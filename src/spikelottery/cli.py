@@ -1,5 +1,8 @@
 """The ``spikelottery`` command line: a thin layer over :mod:`spikelottery.engine`.
 
+The ``run`` flags are generated from the :class:`~spikelottery.engine.TrainConfig` fields
+(:func:`add_config_flags`): a new field is a new flag, with its help and its default.
+
 ``spikelottery demo`` compares the dense SNN, its lottery ticket and its binarised ticket
 on the embedded digits; ``spikelottery run`` runs one experiment from flags and/or a
 TOML/JSON config file (flags win over the file). Bad flags or values exit with status 2
@@ -18,23 +21,38 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import inspect
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from ._validation import check_int, check_ratio
 from ._version import __version__
+from .demo import demo, format_table
+from .engine import RESULTS_FILE, ConfigError, TrainConfig, Trainer, load_config_file
+from .engine.settings import default_of, format_default, plain, setting_of
 from .errors import SpikeLotteryError
 
-__all__ = ["build_parser", "main"]
-
-# TrainConfig field -> flag, for the fields whose flag is not simply --field-name.
-_FLAG_OF = {"spiking": "--ann", "checkpoint": "--no-checkpoint", "progress": "--no-progress"}
+__all__ = ["add_config_flags", "build_parser", "flag_of", "main"]
 
 
-def _flag(field: str) -> str:
-    return _FLAG_OF.get(field, "--" + field.replace("_", "-"))
+def flag_of(f: dataclasses.Field[Any]) -> str:
+    """The command-line flag of a config field: its own ``flag``, else ``--field-name``.
+
+    A boolean whose default is true gets ``--no-field-name`` (the flag turns it off).
+
+    >>> [flag_of(f) for f in dataclasses.fields(TrainConfig)][:5]
+    ['--model', '--dataset', '--data-root', '--mode', '--ann']
+    """
+    declared = setting_of(f).flag
+    if declared is not None:
+        return declared
+    name = f.name.replace("_", "-")
+    return f"--no-{name}" if f.default is True else f"--{name}"
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -49,138 +67,100 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _optional_str(text: str) -> str | None:
-    return None if text.lower() in ("none", "null", "") else text
+def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, except that ``none``, ``null`` and the empty string give ``None``."""
+
+    def convert(text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else parse(text)
+
+    convert.__name__ = getattr(parse, "__name__", "value")  # argparse: "invalid int value"
+    return convert
+
+
+def _value_options(annotation: Any, name: str) -> dict[str, Any]:
+    """``add_argument`` options that parse a flag's text as a field of type ``annotation``."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    if optional:
+        rest = [a for a in args if a is not type(None)]
+        annotation = rest[0] if len(rest) == 1 else annotation
+    origin = typing.get_origin(annotation)
+    if annotation in (int, float, str):
+        parse: Callable[[str], Any] = annotation
+    elif origin is dict or annotation is dict:
+        parse = _json_object
+    elif origin in (list, tuple) and typing.get_args(annotation)[0] in (int, float, str):
+        return {"nargs": "+", "type": typing.get_args(annotation)[0]}
+    else:
+        raise TypeError(f"field {name!r}: no command-line parser for type {annotation!r}")
+    return {"type": _or_none(parse) if optional else parse}
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser, config_class: type[TrainConfig] = TrainConfig
+) -> None:
+    """Add one flag per field of ``config_class``, generated from the field declarations.
+
+    The help is the field's help and its dataclass default; the argument groups are the
+    fields' groups. A flag not given on the command line is absent from the parsed
+    namespace (so a config file's value stands).
+
+    >>> p = argparse.ArgumentParser()
+    >>> add_config_flags(p)
+    >>> vars(p.parse_args(["--pa", "0.3", "--ann"]))
+    {'pa': 0.3, 'spiking': False}
+    """
+    groups: dict[str, Any] = {}
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        declared = setting_of(f)
+        default = default_of(f)
+        if declared.group not in groups:
+            groups[declared.group] = parser.add_argument_group(declared.group)
+        options: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        if hints[f.name] is bool:
+            options["action"] = "store_false" if default else "store_true"
+            shown = f"this flag sets {f.name}={format_default(not default)}; "
+            shown += f"default: {format_default(default)}"
+        else:
+            options.update(_value_options(hints[f.name], f.name))
+            options["metavar"] = declared.metavar or f.name.upper()
+            shown = f"default: {format_default(default)}"
+        options["help"] = f"{plain(declared.help)} ({shown})".replace("%", "%%")
+        groups[declared.group].add_argument(flag_of(f), **options)
+
+
+def _flag(field: str) -> str:
+    """The flag of the field named ``field``, for an error message."""
+    flags = {f.name: flag_of(f) for f in dataclasses.fields(TrainConfig)}
+    return flags.get(field, "--" + field.replace("_", "-"))
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    S = argparse.SUPPRESS  # only flags given on the command line override the config file
-    g = p.add_argument_group("experiment")
-    g.add_argument(
-        "--config", metavar="FILE", default=S, help="TOML or JSON file of TrainConfig fields"
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML or JSON file of TrainConfig fields (flags override its values)",
     )
-    g.add_argument(
-        "--model",
-        default=S,
-        help="zoo model name (default vgg_small; vgg9, resnet19, spikformer_tiny, ...)",
-    )
-    g.add_argument(
-        "--dataset",
-        default=S,
-        help="data set name (default digits; cifar10, cifar100, dvs128_gesture, ...)",
-    )
-    g.add_argument("--data-root", default=S, metavar="DIR", help="folder of the data files")
-    g.add_argument(
-        "--resolution",
-        type=int,
-        default=S,
-        help="image side in pixels (default: the data set's own)",
-    )
-    g.add_argument("--augment", action="store_true", default=S, help="random crop and flip (CIFAR)")
-    g.add_argument(
-        "--model-kwargs",
-        type=_json_object,
-        default=S,
-        metavar="JSON",
-        help="extra create_model arguments, e.g. '{\"depth\": 4}'",
-    )
-
-    g = p.add_argument_group("ticket search")
-    g.add_argument(
-        "--mode", default=S, help="dense (baseline), lt (W*M) or mp (alpha*sign(W)*M); default mp"
-    )
-    g.add_argument(
-        "--pa", type=float, default=S, help="fraction of weights REMOVED, in [0, 1) (default 0.4)"
-    )
-    g.add_argument(
-        "--pb", type=float, default=S, help="fraction of patches REMOVED, in [0, 1) (default 0)"
-    )
-    g.add_argument(
-        "--filter",
-        type=_optional_str,
-        default=S,
-        metavar="REGEX",
-        help="only sparsify matching layers, e.g. patch_embed",
-    )
-    g.add_argument("--batchnorm", default=S, help="keep or nonaffine (default keep)")
-    g.add_argument("--init", default=S, help="kaiming_normal or signed_constant")
-
-    g = p.add_argument_group("spiking neurons")
-    g.add_argument(
-        "--ann",
-        dest="spiking",
-        action="store_false",
-        default=S,
-        help="train the ReLU twin (ANN) instead of the SNN",
-    )
-    g.add_argument("--timesteps", type=int, default=S, help="T (default 4)")
-    g.add_argument(
-        "--beta", type=float, default=S, help="LIF membrane decay, in [0, 1] (default 0.99)"
-    )
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=S, help="stage 1 epochs N_a (default 10)")
-    g.add_argument("--patch-epochs", type=int, default=S, help="stage 2 (patch pruning) epochs N_b")
-    g.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=S,
-        help="fine-tuning epochs of the ticket's kept weights",
-    )
-    g.add_argument(
-        "--lr", type=float, default=S, help="Adam learning rate of the scores (default 0.1)"
-    )
-    g.add_argument(
-        "--weight-lr",
-        type=float,
-        default=S,
-        help="Adam learning rate of other parameters (default 1e-3)",
-    )
-    g.add_argument("--weight-decay", type=float, default=S)
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        default=S,
-        help="GLOBAL batch size (split over torchrun processes)",
-    )
-    g.add_argument("--seed", type=int, default=S)
-
-    g = p.add_argument_group("running")
-    g.add_argument(
-        "--out",
-        type=_optional_str,
-        default=S,
-        metavar="DIR",
-        help="output folder (default runs/run)",
-    )
-    g.add_argument("--device", default=S, help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--num-workers", type=int, default=S)
-    g.add_argument(
-        "--resume", action="store_true", default=S, help="continue from OUT/checkpoint.pt"
-    )
-    g.add_argument(
-        "--no-checkpoint",
-        dest="checkpoint",
-        action="store_false",
-        default=S,
-        help="do not write checkpoints",
-    )
-    g.add_argument("--max-batches", type=int, default=S, help="batches per epoch (quick tests)")
-    g.add_argument(
-        "--energy-batches", type=int, default=S, help="test batches for the energy estimate"
-    )
-    g.add_argument(
-        "--deterministic", action="store_true", default=S, help="torch.use_deterministic_algorithms"
-    )
-    g.add_argument(
-        "--sync-batchnorm",
-        action="store_true",
-        default=S,
-        help="under torchrun on CUDA: BatchNorm statistics of the global batch (SyncBatchNorm)",
-    )
+    add_config_flags(p)
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_demo_flags(p: argparse.ArgumentParser) -> None:
+    defaults = {name: q.default for name, q in inspect.signature(demo).parameters.items()}
+
+    def flag(name: str, help: str, **options: Any) -> None:
+        default = defaults[name]
+        shown = f"default: {format_default(default)}"
+        p.add_argument(
+            "--" + name.replace("_", "-"), default=default, help=f"{help} ({shown})", **options
+        )
+
+    flag("out", "output folder", type=_or_none(str), metavar="DIR")
+    flag("epochs", "epochs per method", type=int)
+    flag("seed", "seed of every run", type=int)
+    flag("pa", "fraction of weights REMOVED by the tickets", type=float)
+    flag("max_batches", "batches per epoch (quick tests)", type=_or_none(int))
     p.add_argument(
         "--no-progress",
         dest="progress",
@@ -188,6 +168,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="no progress bars",
     )
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
     v = p.add_mutually_exclusive_group()
     v.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final output")
     v.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -208,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one experiment. Flags override the values of --config.",
     )
     _add_run_flags(p_run)
-    _add_common(p_run)
+    _add_verbosity(p_run)
     p_run.set_defaults(_parser=p_run)
 
     p_demo = sub.add_parser(
@@ -216,32 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="dense SNN vs. SNN ticket vs. binarised SNN ticket on the embedded digits",
         description=(
             "Train a small spiking VGG on the embedded digits three ways (dense, ticket 'lt', "
-            "binarised ticket 'mp' at pa=0.4) and print accuracy, kept %, energy and time."
+            "binarised ticket 'mp') and print accuracy, kept %, energy and time."
         ),
     )
-    from .engine import DEMO_EPOCHS
-
-    p_demo.add_argument(
-        "--out",
-        type=_optional_str,
-        default="runs/demo",
-        metavar="DIR",
-        help="output folder (default runs/demo)",
-    )
-    p_demo.add_argument(
-        "--epochs", type=int, default=DEMO_EPOCHS, help=f"epochs per method (default {DEMO_EPOCHS})"
-    )
-    p_demo.add_argument("--seed", type=int, default=0)
-    p_demo.add_argument(
-        "--pa",
-        type=float,
-        default=0.4,
-        help="fraction of weights REMOVED by the tickets (default 0.4)",
-    )
-    p_demo.add_argument(
-        "--max-batches", type=int, default=None, help="batches per epoch (quick tests)"
-    )
-    _add_common(p_demo)
+    _add_demo_flags(p_demo)
+    _add_verbosity(p_demo)
     p_demo.set_defaults(_parser=p_demo)
     return parser
 
@@ -270,10 +232,8 @@ def _logging(quiet: bool, verbose: bool) -> Iterator[None]:
         logger.propagate = saved[2]
 
 
-def _config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
-    from .engine import TrainConfig, _FieldError, load_config_file
-
-    names = {f for f in TrainConfig.__dataclass_fields__}
+def _config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
     flags = {k: v for k, v in vars(args).items() if k in names}
     source = getattr(args, "config", None)
     values: dict[str, Any] = {}
@@ -285,7 +245,7 @@ def _config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     values.update(flags)
     try:
         return TrainConfig.from_dict(values, source=source or "command line")
-    except _FieldError as exc:
+    except ConfigError as exc:
         if exc.field in flags or source is None:
             parser.error(f"argument {_flag(exc.field)}: {exc}")
         parser.error(f"config file {source!r}: {exc} (or override it with {_flag(exc.field)})")
@@ -294,14 +254,15 @@ def _config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def _check_demo_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from ._validation import check_ratio
-
-    if args.epochs < 1:
-        parser.error(f"argument --epochs: must be >= 1, got {args.epochs}")
-    if args.seed < 0:
-        parser.error(f"argument --seed: must be >= 0, got {args.seed}")
-    if args.max_batches is not None and args.max_batches < 1:
-        parser.error(f"argument --max-batches: must be >= 1, got {args.max_batches}")
+    for name, minimum, optional in (
+        ("epochs", 1, False),
+        ("seed", 0, False),
+        ("max_batches", 1, True),
+    ):
+        try:
+            check_int(name, getattr(args, name), minimum=minimum, optional=optional)
+        except ValueError as exc:
+            parser.error(f"argument --{name.replace('_', '-')}: {exc}")
     try:
         check_ratio("pa", args.pa)
     except ValueError as exc:
@@ -309,8 +270,6 @@ def _check_demo_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .engine import RESULTS_FILE, Trainer
-
     cfg = _config_from_args(parser, args)
     res = Trainer(cfg).run()
     energy = "n/a" if res.energy_mj is None else f"{res.energy_mj:.6f} mJ"
@@ -324,8 +283,6 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .engine import RESULTS_FILE, demo, format_table
-
     _check_demo_args(parser, args)
     progress = getattr(args, "progress", True)
     echo = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -351,8 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     an error found while running (a missing data file, a mismatched checkpoint) prints
     ``spikelottery: error: ...`` and returns 1.
     """
-    from .engine import _FieldError
-
     args = build_parser().parse_args(argv)
     parser: argparse.ArgumentParser = args._parser  # errors read "spikelottery run: error: ..."
     with _logging(args.quiet, args.verbose):
@@ -360,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "run":
                 return _run(parser, args)
             return _demo(parser, args)
-        except _FieldError as exc:  # found at run time, e.g. a batch size not divisible by W
+        except ConfigError as exc:  # found at run time, e.g. a batch size not divisible by W
             parser.error(f"argument {_flag(exc.field)}: {exc}")  # exits with status 2
         except (SpikeLotteryError, OSError) as exc:
             print(f"spikelottery: error: {exc}", file=sys.stderr)

@@ -129,6 +129,7 @@ class SubnetLayer(nn.Module):
         # only (fine-tuning the weights never re-runs top-k); the precomputed tensors also
         # on the weight, the mode and inference mode (inference tensors cannot be saved
         # for a later backward).
+        self._check_cache_untouched()  # before any recompute, which would hide the write
         s, w = self.scores, self.frozen_weight
         mask_key = (s._version, s.data_ptr(), s.device, self.pa)
         if mask_key != self._mask_key or self._mask is None:
@@ -144,17 +145,30 @@ class SubnetLayer(nn.Module):
             weff = self._pre[0]
             self._pre_version = None if weff.is_inference() else weff._version
             self._pre_key = pre_key
-        elif self._pre_version is not None and self._pre[0]._version != self._pre_version:
-            self._clear_cache()  # the next read recomputes it correctly
-            raise SpikeLotteryError(
-                f"the effective weight of {type(self).__name__}({self.extra_repr()}) was "
-                "modified in place: "
-                "after sparsify, `layer.weight` is computed from the frozen weight and the "
-                "mask, so an in-place write to it (e.g. nn.init.*_(layer.weight) or "
-                "layer.weight.data.copy_(...)) would be lost. Write the frozen random weight "
-                "instead: `with torch.no_grad(): layer.frozen_weight.copy_(w)`, or use "
-                "load_state_dict"
+
+    def _check_cache_untouched(self) -> None:
+        """Refuse writes to the handed-out effective weight: they would be lost silently."""
+        weff = self._pre[0] if self._pre is not None else None
+        if weff is None or self._pre_version is None:
+            return
+        if weff._version != self._pre_version:
+            what = (
+                "was modified in place (e.g. nn.init.*_(layer.weight) or "
+                "layer.weight.data.copy_(...))"
             )
+        elif weff.requires_grad:
+            what = "was given requires_grad=True (layer.weight.requires_grad_(True))"
+        else:
+            return
+        self._clear_cache()  # the next read recomputes it correctly
+        raise SpikeLotteryError(
+            f"the effective weight of {type(self).__name__}({self.extra_repr()}) {what}. "
+            "After sparsify, `layer.weight` is computed from the frozen random weight and the "
+            "mask on every change, so this would be lost without a word. Use the frozen "
+            "weight instead: `layer.frozen_weight.requires_grad_(True)` to fine-tune the kept "
+            "weights, `with torch.no_grad(): layer.frozen_weight.copy_(w)` to write it, or "
+            "load_state_dict."
+        )
 
     def _tracing(self) -> bool:
         # torch.compile, torch.func and torch.export see tensors without version counters
@@ -245,11 +259,12 @@ class SubnetLayer(nn.Module):
     def effective_weight(self) -> Tensor:
         """``W * M`` (``"lt"``) or ``alpha * sign(W) * M`` (``"mp"``), differentiable to ``scores``.
 
-        The same tensor as :attr:`weight`. It is a view of a cache that is recomputed
-        once per change of the scores or the frozen weight, so writing to it in place is
-        an error: with gradients on, PyTorch refuses at once; under ``torch.no_grad()``
-        the next read raises :class:`~spikelottery.SpikeLotteryError`. Write
-        :attr:`frozen_weight` instead.
+        The same tensor as :attr:`weight`. It is (a view of) a cache that is recomputed
+        once per change of the scores or the frozen weight, so changing it is an error:
+        an in-place write with gradients on is refused by PyTorch at once; an in-place
+        write under ``torch.no_grad()``, or ``requires_grad_(True)`` on it, makes the next
+        read raise :class:`~spikelottery.SpikeLotteryError`. Use :attr:`frozen_weight`
+        instead.
         """
         w = self.frozen_weight
         if self._tracing():
@@ -257,6 +272,10 @@ class SubnetLayer(nn.Module):
             return subnet_weight_precomputed(self.scores, w, pre)
         self._refresh()
         assert self._pre is not None
+        if not torch.is_grad_enabled() or not (self.scores.requires_grad or w.requires_grad):
+            # No graph to build: hand out the cache itself, so that a write to it or a
+            # requires_grad_ on it is seen by the next read (and refused) instead of lost.
+            return self._pre[0]
         return subnet_weight_precomputed(self.scores, w, self._pre)
 
     @property

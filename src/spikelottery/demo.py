@@ -1,0 +1,158 @@
+"""The demo: the dense SNN, its lottery ticket and its binarised ticket on the embedded digits.
+
+``spikelottery demo`` runs :func:`demo` and prints :func:`format_table`. The names are
+also importable from :mod:`spikelottery.engine`.
+
+>>> [cfg.mode for _, cfg in demo_configs(None)]
+['dense', 'lt', 'mp']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._table import format_rows
+from .engine.config import TrainConfig
+from .engine.results import RESULTS_FILE, write_json
+from .engine.trainer import Trainer
+
+__all__ = ["DEMO_EPOCHS", "DEMO_LAYERS", "DEMO_METHODS", "demo", "demo_configs", "format_table"]
+
+#: Epochs per method of ``spikelottery demo``.
+DEMO_EPOCHS = 25
+#: Feature layers of the demo's VGG (conv widths, ``"A"`` = 2x2 average pool).
+DEMO_LAYERS: tuple[int | str, ...] = (64, 64, "A", 128, "A")
+#: Methods of the demo: label, mode.
+DEMO_METHODS: tuple[tuple[str, str], ...] = (
+    ("dense SNN", "dense"),
+    ("SNN ticket (lt)", "lt"),
+    ("binarised SNN ticket (mp)", "mp"),
+)
+
+
+def demo_configs(
+    out: str | os.PathLike[str] | None = "runs/demo",
+    *,
+    epochs: int = DEMO_EPOCHS,
+    seed: int = 0,
+    pa: float = 0.4,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> list[tuple[str, TrainConfig]]:
+    """The three experiments of the demo: dense SNN, SNN ticket, binarised SNN ticket.
+
+    The zoo's ``vgg_small`` widened to ``64C3-64C3-AP2-128C3-AP2-FC10`` on the embedded
+    8x8 digits, ``T = 4``, ``beta = 0.99``, ``pa = 0.4``, Adam at 0.01 for the scores and
+    for the weights (the paper's 0.1 on scores gave 1 to 3 points less here), cosine
+    schedule, batch 64. A wide layer gives the search more random weights to choose
+    from. Each method writes to ``out/<mode>``.
+
+    >>> [label for label, _ in demo_configs(None)]
+    ['dense SNN', 'SNN ticket (lt)', 'binarised SNN ticket (mp)']
+    """
+    configs = []
+    for label, mode in DEMO_METHODS:
+        cfg = TrainConfig(
+            model="vgg_small",
+            dataset="digits",
+            mode=mode,
+            pa=pa,
+            timesteps=4,
+            beta=0.99,
+            epochs=epochs,
+            lr=0.01,
+            weight_lr=0.01,
+            batch_size=64,
+            seed=seed,
+            resolution=8,
+            model_kwargs={"config": list(DEMO_LAYERS)},
+            out=None if out is None else str(Path(out) / mode),
+            max_batches=max_batches,
+            energy_batches=2,
+            progress=progress,
+        )
+        configs.append((label, cfg))
+    return configs
+
+
+def demo(
+    out: str | os.PathLike[str] | None = "runs/demo",
+    *,
+    epochs: int = DEMO_EPOCHS,
+    seed: int = 0,
+    pa: float = 0.4,
+    max_batches: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Compare the dense SNN, its ticket and its binarised ticket on the embedded digits.
+
+    Writes ``out/results.json``: a list of records with the keys ``method``, ``mode``,
+    ``accuracy``, ``kept_fraction``, ``energy_mj``, ``energy_sparse_mj``, ``seconds``.
+
+    Args:
+        out: Output folder (``None`` writes nothing).
+        epochs: Epochs per method.
+        seed: Seed of every run.
+        pa: Fraction of weights removed by the tickets.
+        max_batches: Batches per epoch (quick tests).
+        progress: tqdm progress bars.
+        echo: Called with a line after each method (e.g. ``print``).
+
+    Returns:
+        The records, one per method.
+    """
+    records = []
+    for label, cfg in demo_configs(
+        out, epochs=epochs, seed=seed, pa=pa, max_batches=max_batches, progress=progress
+    ):
+        res = Trainer(cfg).run()
+        record = {
+            "method": label,
+            "mode": cfg.mode,
+            "accuracy": res.accuracy,
+            "kept_fraction": res.kept_fraction,
+            "energy_mj": res.energy_mj,
+            "energy_sparse_mj": res.energy_sparse_mj,
+            "seconds": res.seconds,
+        }
+        records.append(record)
+        if echo is not None:
+            echo(
+                f"{label}: accuracy {100 * res.accuracy:.2f}%, kept {100 * res.kept_fraction:.1f}%, "
+                f"{res.seconds:.1f} s"
+            )
+    if out is not None:
+        write_json(Path(out) / RESULTS_FILE, records)
+    return records
+
+
+def format_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """A fixed-width table of demo records (accuracy, kept %, energy, time).
+
+    >>> print(format_table([{"method": "m", "accuracy": 0.5, "kept_fraction": 1.0,
+    ...                      "energy_mj": 0.001, "energy_sparse_mj": 0.001, "seconds": 2.0}]))
+    method  accuracy  kept %  energy (mJ)  energy, sparse (mJ)  time (s)
+    ------  --------  ------  -----------  -------------------  --------
+    m         50.00%  100.0%     0.001000             0.001000       2.0
+    """
+
+    def mj(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.6f}"
+
+    header = ("method", "accuracy", "kept %", "energy (mJ)", "energy, sparse (mJ)", "time (s)")
+    rows = [
+        (
+            str(r["method"]),
+            f"{100 * r['accuracy']:.2f}%",
+            f"{100 * r['kept_fraction']:.1f}%",
+            mj(r.get("energy_mj")),
+            mj(r.get("energy_sparse_mj")),
+            f"{r['seconds']:.1f}",
+        )
+        for r in records
+    ]
+    return "\n".join(format_rows(header, rows, numeric=range(1, len(header))))

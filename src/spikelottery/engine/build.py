@@ -1,0 +1,165 @@
+"""What a run is made of: its data sets, its (sparsified) model and its data loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .._modules import freeze_batchnorm_affine
+from ..errors import SpikeLotteryError
+from ..sparsify import sparsify
+from .checkpoint import seed_worker
+from .config import ConfigError, TrainConfig
+from .distributed import DistInfo, ShardSampler
+
+if TYPE_CHECKING:
+    from ..data import DatasetInfo
+
+__all__ = ["Loaders", "build_datasets", "build_loaders", "build_model"]
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """The data side of a run.
+
+    Attributes:
+        train: This process's training batches (``batch_size / W`` samples each).
+        test: This process's share of the test set, in order.
+        sampler: The training sampler; ``set_epoch`` before each epoch.
+        generator: Seeds the training loader's workers; reseeded before each epoch.
+        steps_per_epoch: Training batches per epoch (``max_batches`` at most).
+    """
+
+    train: DataLoader
+    test: DataLoader
+    sampler: DistributedSampler
+    generator: torch.Generator
+    steps_per_epoch: int
+
+
+def build_datasets(
+    cfg: TrainConfig, train_set: Dataset | None = None, test_set: Dataset | None = None
+) -> tuple[Dataset, Dataset, DatasetInfo]:
+    """The training and test sets (the given ones, else ``cfg.dataset``'s) and its shape."""
+    from ..data import dataset_info, get_dataset
+
+    info = dataset_info(cfg.dataset, resolution=cfg.resolution, timesteps=cfg.timesteps)
+    if train_set is None or test_set is None:
+        kwargs: dict[str, Any] = {"resolution": cfg.resolution}
+        if info.is_event:
+            kwargs["timesteps"] = cfg.timesteps
+        if cfg.dataset in ("cifar10", "cifar100") and cfg.resolution in (None, 32):
+            kwargs.pop("resolution")
+        aug = {"augment": True} if cfg.augment and cfg.dataset in ("cifar10", "cifar100") else {}
+        if train_set is None:
+            train_set = get_dataset(cfg.dataset, cfg.data_root, split="train", **kwargs, **aug)
+        if test_set is None:
+            test_set = get_dataset(cfg.dataset, cfg.data_root, split="test", **kwargs)
+    return train_set, test_set, info
+
+
+def _check_patch_embed(model: nn.Module, pb: float) -> None:
+    """Fail before any training if stage 2 could not attach its patch selector.
+
+    A dry run: attach the selector (which finds the patch embedding and checks what
+    follows it), then detach it again; stage 1 trains without it.
+    """
+    from ..patch import attach_patch_selector
+
+    try:
+        attach_patch_selector(model, pb)
+    except SpikeLotteryError as exc:
+        raise SpikeLotteryError(
+            f"pb={pb} prunes patches after the patch embedding (stage 2), but {exc} "
+            "Use pb=0 for a model without one."
+        ) from None
+    attach_patch_selector(model, 0.0)  # pb = 0 detaches it
+
+
+def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = None) -> nn.Module:
+    """``model`` (else ``cfg.model`` from the zoo, shaped by ``info``), sparsified in place."""
+    if model is None:
+        from ..models import create_model
+
+        model = create_model(
+            cfg.model,
+            spiking=cfg.spiking,
+            num_classes=info.num_classes,
+            in_channels=info.in_channels,
+            img_size=info.img_size,
+            timesteps=cfg.timesteps,
+            beta=cfg.beta,
+            **cfg.model_kwargs,
+        )
+    if cfg.pb > 0:
+        _check_patch_embed(model, cfg.pb)
+    if cfg.mode != "dense":
+        sparsify(
+            model,
+            cfg.pa,
+            mode=cfg.mode,
+            filter=cfg.filter,
+            init=cfg.init,
+            batchnorm=cfg.batchnorm,
+        )
+    elif cfg.batchnorm == "nonaffine":
+        freeze_batchnorm_affine(model)
+    return model
+
+
+def build_loaders(
+    cfg: TrainConfig,
+    train_set: Dataset,
+    test_set: Dataset,
+    *,
+    dist: DistInfo,
+    device: torch.device,
+) -> Loaders:
+    """The loaders of this process: ``batch_size / W`` samples per batch.
+
+    Raises:
+        ConfigError: ``batch_size`` is not divisible by the number of processes.
+        SpikeLotteryError: The training set is empty.
+    """
+    if cfg.batch_size % dist.world:
+        raise ConfigError(
+            "batch_size",
+            f"batch_size={cfg.batch_size} is the global batch; it must be divisible by the "
+            f"{dist.world} processes",
+        )
+    per_rank = cfg.batch_size // dist.world
+    # One sampler for 1 or W processes: its permutation depends on (seed, epoch) only and
+    # rank r takes every W-th index, so the W local batches of step k together are the
+    # single-process batch k. Only if W divides len(train_set): otherwise the sampler pads
+    # the permutation with its first indices, and the last batches differ.
+    sampler: DistributedSampler = DistributedSampler(
+        train_set, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed
+    )
+    common: dict[str, Any] = {
+        "num_workers": cfg.num_workers,
+        "pin_memory": device.type == "cuda",
+        "worker_init_fn": seed_worker,
+    }
+    # The loader generator seeds the workers; it is reseeded every epoch, so a resumed
+    # run's workers draw the same random numbers.
+    generator = torch.Generator()
+    train = DataLoader(
+        train_set, batch_size=per_rank, sampler=sampler, generator=generator, **common
+    )
+    test = DataLoader(
+        test_set,
+        batch_size=per_rank,
+        sampler=ShardSampler(len(test_set), dist.rank, dist.world),  # type: ignore[arg-type]
+        generator=torch.Generator().manual_seed(cfg.seed),
+        **common,
+    )
+    steps = len(train)
+    if cfg.max_batches is not None:
+        steps = min(steps, cfg.max_batches)
+    if steps == 0:
+        raise SpikeLotteryError(f"the training set of {cfg.dataset!r} is empty")
+    return Loaders(train, test, sampler, generator, steps)

@@ -1,0 +1,86 @@
+"""What a run found (:class:`Results`) and how it is written (``results.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from .._io import atomic_write_bytes
+
+__all__ = ["RESULTS_FILE", "TICKET_FILE", "Results", "json_default", "write_json"]
+
+RESULTS_FILE = "results.json"
+TICKET_FILE = "ticket.safetensors"
+
+
+@dataclass
+class Results:
+    """What :func:`~spikelottery.engine.run` found; :meth:`to_dict` is ``results.json``.
+
+    Attributes:
+        accuracy: Test accuracy of the final model, in ``[0, 1]``.
+        kept_fraction: Fraction of the masked weights kept (1.0 for ``"dense"``).
+        energy_mj: Energy per sample in mJ (paper Eq. 3-4: ``E_SNN`` for a spiking
+            model, ``E_ANN`` for the ReLU twin, charged for every time step it ran: ``T``
+            on event frames, one on a static image); ``None`` if it could not be measured.
+        energy_sparse_mj: The same with every layer's FLOPs scaled by its weight density
+            (pruned weights do no work).
+        ann_energy_mj: ``E_ANN`` of the same network run as an ANN (the reference of the
+            paper's ratios): once per sample for a spiking model, as in the paper; for
+            the ReLU twin the same as ``energy_mj``.
+        firing_rate: Mean input firing rate of the binary-input layers (``None`` for an ANN).
+        seconds: Wall time of the whole run (all sessions of a resumed run).
+        config: The :class:`~spikelottery.engine.TrainConfig` as a dict.
+        history: One dict per epoch: ``epoch``, ``stage``, ``stage_epoch``,
+            ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``, ``lr``,
+            ``seconds``.
+        energy: The energy report's totals, options and conventions.
+        loss: Mean test cross-entropy of the final model (``None`` if not finite).
+        model: The trained model (not serialised).
+    """
+
+    accuracy: float
+    kept_fraction: float
+    energy_mj: float | None
+    energy_sparse_mj: float | None
+    ann_energy_mj: float | None
+    firing_rate: float | None
+    seconds: float
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    energy: dict[str, Any] | None = None
+    loss: float | None = None
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of everything but the model."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        return json.loads(json.dumps(out, default=json_default))
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: numpy and one-element torch scalars, paths.
+
+    >>> json.dumps({"n": np.int64(3)}, default=json_default)
+    '{"n": 3}'
+    """
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically, creating the folder (no NaN allowed)."""
+    text = json.dumps(data, indent=2, default=json_default, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode("utf-8"))

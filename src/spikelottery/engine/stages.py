@@ -1,0 +1,119 @@
+"""The stages of paper Algorithm 1: their epochs, what each trains, and its optimizer.
+
+* ``search`` (``train`` for ``mode="dense"``), ``epochs``: the scores and every other
+  trainable parameter;
+* ``patch`` (with ``pb > 0``), ``patch_epochs``: all but the masks and the patch embedding;
+* ``finetune``, ``finetune_epochs``: the kept weights, with the masks fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SpikeLotteryError
+from ..layers import SubnetLayer
+from .config import TrainConfig
+
+__all__ = ["Stage", "enter_stage", "make_optimizer", "stage_plan", "train_mode"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage and its epochs ``first_epoch .. last_epoch - 1`` (counted over all stages)."""
+
+    name: str
+    first_epoch: int
+    epochs: int
+
+    @property
+    def last_epoch(self) -> int:
+        """One past the stage's last epoch: the epochs done when it ends."""
+        return self.first_epoch + self.epochs
+
+
+def stage_plan(cfg: TrainConfig) -> list[Stage]:
+    """The stages in order; a stage with 0 epochs is still entered.
+
+    >>> [(s.name, s.first_epoch, s.epochs) for s in stage_plan(TrainConfig(out=None, epochs=3))]
+    [('search', 0, 3)]
+    """
+    plan = [("train" if cfg.mode == "dense" else "search", cfg.epochs)]
+    if cfg.pb > 0:
+        plan.append(("patch", cfg.patch_epochs))
+    if cfg.finetune_epochs:
+        plan.append(("finetune", cfg.finetune_epochs))
+    stages, first = [], 0
+    for name, epochs in plan:
+        stages.append(Stage(name, first, epochs))
+        first += epochs
+    return stages
+
+
+def enter_stage(model: nn.Module, stage: str, *, pb: float) -> str | None:
+    """Set what trains in ``stage``; return the name of the module it keeps fixed, if any.
+
+    Idempotent, so a resumed run can replay the stages before its checkpoint.
+    """
+    if stage == "patch":
+        from ..patch import attach_patch_selector
+
+        name = attach_patch_selector(model, pb)
+        assert name is not None  # pb > 0 in stage 2
+        # Stage 2: the sparse patch embedding (ConvPEP) and every mask stay fixed. Its
+        # BatchNorm statistics too: train_mode keeps the module in eval mode.
+        for p in model.get_submodule(name).parameters():
+            p.requires_grad_(False)
+        for m in model.modules():
+            if isinstance(m, SubnetLayer):
+                m.scores.requires_grad_(False)
+        return name
+    if stage == "finetune":
+        # The ticket is found: its masks stay fixed and the kept weights train (the subnet
+        # layer passes dL/dw only to kept entries), the patch embedding's included.
+        for m in model.modules():
+            if isinstance(m, SubnetLayer):
+                m.scores.requires_grad_(False)
+                m.frozen_weight.requires_grad_(True)  # `weight` is the masked product
+                if m.bias is not None:
+                    m.bias.requires_grad_(True)
+    return None
+
+
+def train_mode(model: nn.Module, frozen: str | None) -> None:
+    """``train()`` the model, except the module ``frozen`` that the stage keeps fixed."""
+    model.train()
+    if frozen is not None:
+        model.get_submodule(frozen).eval()
+
+
+def make_optimizer(
+    model: nn.Module, cfg: TrainConfig, *, stage: str, steps: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """Adam on the trainable scores (``lr``) and other parameters (``weight_lr``), cosine over ``steps``.
+
+    Raises:
+        SpikeLotteryError: Nothing in the model trains in ``stage``.
+    """
+    scores = [
+        m.scores for m in model.modules() if isinstance(m, SubnetLayer) and m.scores.requires_grad
+    ]
+    ids = {id(p) for p in scores}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = []
+    if scores:
+        groups.append({"params": scores, "lr": cfg.lr})
+    if others:
+        groups.append({"params": others, "lr": cfg.weight_lr})
+    if not groups:
+        raise SpikeLotteryError(
+            f"stage {stage!r} has nothing to train: every parameter is frozen "
+            "(e.g. stage 2 with a fully sparsified model and batchnorm='nonaffine'); "
+            "set patch_epochs=0 or sparsify only the patch embedding (filter='patch_embed')"
+        )
+    opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    return opt, sched

@@ -1,0 +1,41 @@
+"""Tests of the demo's experiments and table (the demo itself runs in test_cli and test_main_job)."""
+
+from __future__ import annotations
+
+import spikelottery.engine
+from spikelottery import demo as demo_module
+from spikelottery.demo import DEMO_EPOCHS, DEMO_LAYERS, demo_configs, format_table
+
+
+def test_demo_configs() -> None:
+    configs = demo_configs("runs/x", epochs=3, seed=2, max_batches=1, progress=False)
+    labels = [label for label, _ in configs]
+    assert labels == ["dense SNN", "SNN ticket (lt)", "binarised SNN ticket (mp)"]
+    assert [cfg.mode for _, cfg in configs] == ["dense", "lt", "mp"]
+    for _, cfg in configs:
+        assert (cfg.epochs, cfg.seed, cfg.max_batches, cfg.pa) == (3, 2, 1, 0.4)
+        assert cfg.model_kwargs == {"config": list(DEMO_LAYERS)}
+        assert cfg.out == f"runs/x/{cfg.mode}"
+    assert all(cfg.out is None for _, cfg in demo_configs(None))
+    assert demo_configs()[0][1].epochs == DEMO_EPOCHS
+
+
+def test_format_table() -> None:
+    table = format_table(
+        [{"method": "x", "accuracy": 0.98, "kept_fraction": 0.6, "energy_mj": None, "seconds": 1.0}]
+    )
+    assert "98.00%" in table and "60.0%" in table and "n/a" in table
+    lines = table.splitlines()
+    assert len(lines) == 3 and len({len(line) for line in lines}) == 1  # aligned columns
+    assert format_table([]).splitlines()[0].startswith("method")
+
+
+def test_the_demo_is_still_importable_from_the_engine() -> None:
+    from spikelottery.engine import DEMO_METHODS, demo
+
+    assert demo is demo_module.demo and DEMO_METHODS is demo_module.DEMO_METHODS
+    assert spikelottery.engine.format_table is format_table
+    assert {"demo", "demo_configs", "format_table"} <= set(dir(spikelottery.engine))
+    namespace: dict[str, object] = {}
+    exec("from spikelottery.engine import *", namespace)
+    assert set(spikelottery.engine.__all__) <= set(namespace)

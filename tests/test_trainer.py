@@ -1,0 +1,314 @@
+"""Tests of the training loop: determinism, results, stages, user models, global settings."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from _engine_testing import strip_seconds, subnet_state, tiny
+from spikelottery import SpikeLotteryError, SubnetLayer
+from spikelottery.engine import (
+    CHECKPOINT_FILE,
+    RESULTS_FILE,
+    TICKET_FILE,
+    Results,
+    TrainConfig,
+    Trainer,
+    evaluate,
+    run,
+)
+from spikelottery.engine.stages import stage_plan
+from spikelottery.neuron import LIFNeuron
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_result_and_other_seed_differs() -> None:
+    a = run(tiny(seed=3))
+    b = run(tiny(seed=3))
+    c = run(tiny(seed=4))
+    sa, sb, sc = (subnet_state(r.model) for r in (a, b, c))
+    for name in sa:
+        assert torch.equal(sa[name]["scores"], sb[name]["scores"]), name
+        assert torch.equal(sa[name]["mask"], sb[name]["mask"]), name
+    assert a.accuracy == b.accuracy
+    assert strip_seconds(a.history) == strip_seconds(b.history)
+    assert any(not torch.equal(sa[n]["mask"], sc[n]["mask"]) for n in sa)
+
+
+def test_search_learns_above_chance() -> None:
+    # A search that followed the wrong score gradient would end below chance (10%).
+    res = run(tiny(mode="mp", timesteps=4, epochs=2, max_batches=None, batch_size=64, lr=0.1))
+    assert res.accuracy > 0.5
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+# --------------------------------------------------------------------------- results
+
+
+def test_results_json_schema_and_files(tmp_path: Path) -> None:
+    out = tmp_path / "mp"
+    res = run(tiny(out=str(out), mode="mp", epochs=2))
+    assert isinstance(res, Results)
+    data = json.loads((out / RESULTS_FILE).read_text())
+    assert data == res.to_dict()
+    expected = {
+        "accuracy",
+        "kept_fraction",
+        "energy_mj",
+        "energy_sparse_mj",
+        "ann_energy_mj",
+        "firing_rate",
+        "seconds",
+        "config",
+        "history",
+        "energy",
+        "loss",
+    }
+    assert set(data) == expected
+    assert 0.0 <= data["accuracy"] <= 1.0
+    # vgg_tiny: conv 1->16 (144), conv 16->32 (4608), head 32*2*2->10 (1280): kept per layer
+    assert data["kept_fraction"] == pytest.approx((87 + 2765 + 768) / (144 + 4608 + 1280))
+    assert data["energy_mj"] > 0 and data["energy_sparse_mj"] < data["energy_mj"]
+    assert data["ann_energy_mj"] > data["energy_mj"]  # spikes are cheap
+    # vgg_tiny's later layers read average-pooled spikes, which are not binary: no rate
+    assert data["firing_rate"] is None or 0.0 < data["firing_rate"] < 1.0
+    assert data["config"] == res.config and data["config"]["mode"] == "mp"
+    assert [h["epoch"] for h in data["history"]] == [1, 2]
+    for h in data["history"]:
+        assert set(h) == {
+            "epoch",
+            "stage",
+            "stage_epoch",
+            "train_loss",
+            "train_accuracy",
+            "test_loss",
+            "test_accuracy",
+            "lr",
+            "seconds",
+        }
+        assert h["stage"] == "search" and math.isfinite(h["train_loss"])
+    assert data["history"][-1]["test_accuracy"] == data["accuracy"]
+    assert data["history"][-1]["test_loss"] == data["loss"]
+    assert data["history"][1]["lr"] < data["history"][0]["lr"]  # cosine schedule
+    assert (out / TICKET_FILE).is_file()
+    ckpt = torch.load(out / CHECKPOINT_FILE, weights_only=True)
+    assert set(ckpt) >= {"model", "optimizer", "scheduler", "epoch", "stage", "rng", "config"}
+    assert json.loads(ckpt["config"]) == res.config
+
+
+def test_dense_baseline_trains_weights(tmp_path: Path) -> None:
+    res = run(tiny(mode="dense", out=str(tmp_path / "d")))
+    assert res.kept_fraction == 1.0
+    assert not any(isinstance(m, SubnetLayer) for m in res.model.modules())
+    assert not (tmp_path / "d" / TICKET_FILE).exists()
+    assert res.energy_mj is not None and res.energy_sparse_mj == pytest.approx(res.energy_mj)
+
+
+def test_dense_nonaffine_freezes_batchnorm() -> None:
+    res = run(tiny(mode="dense", batchnorm="nonaffine"))
+    norms = [m for m in res.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms
+    for m in norms:
+        assert not m.weight.requires_grad and torch.all(m.weight == 1) and torch.all(m.bias == 0)
+
+
+def test_ann_twin_reports_ann_energy() -> None:
+    res = run(tiny(spiking=False, mode="lt"))
+    assert res.firing_rate is None
+    assert res.energy_mj == pytest.approx(res.ann_energy_mj)
+
+
+def test_out_none_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run(tiny(out=None))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ann_twin_on_event_frames_pays_every_frame() -> None:
+    from spikelottery.data import get_dataset
+    from spikelottery.energy import estimate_energy
+
+    cfg = tiny(dataset="digits_dvs", spiking=False, mode="dense", timesteps=3, max_batches=1)
+    res = run(cfg)
+    x, y = next(
+        iter(
+            torch.utils.data.DataLoader(
+                get_dataset("digits_dvs", split="test", resolution=8, timesteps=3), batch_size=8
+            )
+        )
+    )
+    once = estimate_energy(res.model, (x, y))  # the paper's ANN: one static pass
+    assert once.timesteps == 3
+    assert res.energy_mj == pytest.approx(3 * once.ann_mj)
+    assert res.ann_energy_mj == pytest.approx(res.energy_mj)
+    assert "every time step" in res.energy["conventions"]
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def test_stage_plan() -> None:
+    plan = stage_plan(TrainConfig(mode="lt", pb=0.2, epochs=2, patch_epochs=3, finetune_epochs=1))
+    assert [(s.name, s.first_epoch, s.last_epoch) for s in plan] == [
+        ("search", 0, 2),
+        ("patch", 2, 5),
+        ("finetune", 5, 6),
+    ]
+    assert [s.name for s in stage_plan(TrainConfig(mode="dense", epochs=0))] == ["train"]
+
+
+def test_finetune_keeps_masks_and_only_moves_kept_weights() -> None:
+    seen: dict[str, Any] = {}
+
+    def remember(record: dict[str, Any]) -> None:
+        if record["stage"] == "search":
+            seen.update(subnet_state(trainer.model))
+
+    trainer = Trainer(tiny(mode="lt", epochs=1, finetune_epochs=1), on_epoch_end=remember)
+    assert trainer.model is None and trainer.history == []
+    res = trainer.run()
+    assert [h["stage"] for h in res.history] == ["search", "finetune"]
+    assert trainer.model is res.model and trainer.history == res.history
+    after = subnet_state(res.model)
+    moved = 0
+    for name, before in seen.items():
+        mask = before["mask"]
+        assert torch.equal(after[name]["mask"], mask), name
+        assert torch.equal(after[name]["scores"], before["scores"]), name
+        assert torch.equal(after[name]["weight"][~mask], before["weight"][~mask]), name
+        moved += int((after[name]["weight"][mask] != before["weight"][mask]).sum())
+    assert moved > 0
+
+
+def test_patch_stage_freezes_the_sparse_patch_embedding() -> None:
+    seen: dict[str, Any] = {}
+    stats: dict[str, torch.Tensor] = {}
+
+    def remember(record: dict[str, Any]) -> None:
+        if record["stage"] == "search":
+            seen.update(subnet_state(trainer.model))
+            stats.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    cfg = tiny(
+        model="spikformer_micro",
+        resolution=16,
+        filter="patch_embed",
+        pb=0.25,
+        epochs=1,
+        patch_epochs=1,
+        max_batches=2,
+    )
+    trainer = Trainer(cfg, on_epoch_end=remember)
+    res = trainer.run()
+    assert [h["stage"] for h in res.history] == ["search", "patch"]
+    assert seen and all(name.startswith("patch_embed") for name in seen)
+    after = subnet_state(res.model)
+    for name, before in seen.items():
+        assert torch.equal(after[name]["scores"], before["scores"]), name
+    selectors = [m for n, m in res.model.named_modules() if n.endswith("patch_selector")]
+    assert selectors and selectors[0].pb == 0.25
+    # The fixed ConvPEP keeps its BatchNorm statistics; the BatchNorms after it still learn.
+    final = res.model.state_dict()
+    bn_stats = [k for k in final if k.endswith(("running_mean", "running_var"))]
+    embed = [k for k in bn_stats if k.startswith("patch_embed.")]
+    rest = [k for k in bn_stats if not k.startswith("patch_embed.")]
+    assert embed and rest
+    for key in embed:
+        assert torch.equal(final[key], stats[key]), key
+    assert any(not torch.equal(final[key], stats[key]) for key in rest)
+
+
+def test_patch_selector_without_patch_epochs_is_in_the_reported_accuracy() -> None:
+    # pb > 0 with patch_epochs = 0 attaches the selector after the last epoch's
+    # evaluation: the reported figures must be those of the pruned model.
+    from spikelottery.data import get_dataset
+
+    cfg = tiny(
+        model="spikformer_micro",
+        resolution=16,
+        filter="patch_embed",
+        pb=0.6,
+        epochs=1,
+        patch_epochs=0,
+        max_batches=3,
+        lr=0.05,  # rates at which the untrained logits already depend on the kept patches
+        weight_lr=0.01,
+    )
+    res = run(cfg)
+    assert [h["stage"] for h in res.history] == ["search"]
+    assert any(n.endswith("patch_selector") for n, _ in res.model.named_modules())
+    test_set = get_dataset("digits", split="test", resolution=16)
+    loader = torch.utils.data.DataLoader(test_set, batch_size=cfg.batch_size)
+    acc, loss = evaluate(res.model, loader, max_batches=cfg.max_batches)
+    assert (res.accuracy, res.loss) == (acc, loss)
+    assert res.loss != res.history[-1]["test_loss"]  # the selector did change the model
+
+
+def test_pb_on_a_model_without_patch_embedding_fails_before_training() -> None:
+    epochs: list[dict[str, Any]] = []
+    with pytest.raises(SpikeLotteryError, match="patch embedding") as info:
+        Trainer(tiny(pb=0.3, patch_epochs=1), on_epoch_end=epochs.append).run()
+    assert epochs == []  # not a single epoch of stage 1 was spent
+    assert "pb=0.3" in str(info.value) and "pb=0" in str(info.value)
+
+
+# --------------------------------------------------------------------------- inputs and settings
+
+
+def test_user_model_and_datasets() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(64, 32)
+            self.lif = LIFNeuron(backend="eager")
+            self.fc2 = nn.Linear(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seq = x.flatten(1).unsqueeze(0).expand(2, -1, -1)
+            return self.fc2(self.lif(self.fc1(seq))).mean(0)
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 1, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g)
+    data = torch.utils.data.TensorDataset(x, y)
+    res = run(tiny(mode="mp", batch_size=8), model=Net(), train_set=data, test_set=data)
+    assert isinstance(res.model.fc1, SubnetLayer)
+    assert res.energy_mj is not None and res.kept_fraction < 1.0
+
+
+def test_a_data_set_without_labels_is_refused() -> None:
+    data = torch.utils.data.TensorDataset(torch.rand(8, 1, 8, 8))
+    with pytest.raises(SpikeLotteryError, match=r"\(input, label\) pairs"):
+        run(tiny(batch_size=4), train_set=data, test_set=data)
+
+
+def test_trainer_copies_and_checks_its_config() -> None:
+    cfg = tiny()
+    trainer = Trainer(cfg)
+    cfg.pa = 0.9  # a later edit by the caller does not leak in
+    assert trainer.config.pa == 0.4
+    with pytest.raises(TypeError, match="TrainConfig"):
+        Trainer({"pa": 0.4})  # type: ignore[arg-type]
+
+
+def test_run_restores_the_deterministic_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        run(tiny(deterministic=True, epochs=0))
+        assert torch.are_deterministic_algorithms_enabled() == before
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        with pytest.raises(SpikeLotteryError):  # restored on the error path too
+            run(tiny(deterministic=True, pb=0.3))
+        assert torch.are_deterministic_algorithms_enabled() == before
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(before)
