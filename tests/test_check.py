@@ -167,3 +167,22 @@ def test_spiking_network_with_silent_layers_is_not_a_failure() -> None:
         warnings.simplefilter("ignore")
         result = check_ticket(net, torch.rand(2, 4, 6)).raise_if_failed()
     assert "0" in result.inactive and result.ok
+
+
+def test_batchnorm_statistics_are_restored_and_wake_a_silent_snn() -> None:
+    from spikelottery import create_model
+
+    model = sparsify(create_model("vgg_tiny", timesteps=2, img_size=8, in_channels=1), 0.4)
+    model.eval()
+    with torch.no_grad():  # running statistics that silence every neuron in eval mode
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_var.fill_(1e6)
+    x = torch.rand(4, 1, 8, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with_stats = check_ticket(model, x)
+    assert with_stats.ok and not with_stats.inactive, str(with_stats)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # On those running statistics the spiking network is silent: nothing verified.
+    silent = check_ticket(model, x, batch_statistics=False)
+    assert silent.ok and silent.inactive

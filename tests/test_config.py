@@ -114,6 +114,7 @@ def test_runtime_fields_and_defaults_come_from_the_declarations() -> None:
         "num_workers",
         "data_root",
         "checkpoint",
+        "check_ticket",
     }
     defaults = field_defaults()
     assert list(defaults) == [f.name for f in dataclasses.fields(TrainConfig)]
@@ -156,5 +157,6 @@ def test_field_order_is_the_results_json_order() -> None:
         "energy_batches",
         "deterministic",
         "sync_batchnorm",
+        "check_ticket",
         "progress",
     ]

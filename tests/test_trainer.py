@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from _engine_testing import strip_seconds, subnet_state, tiny
@@ -312,3 +313,35 @@ def test_run_restores_the_deterministic_settings(monkeypatch: pytest.MonkeyPatch
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+def test_a_bypassed_layer_stops_the_run_before_training() -> None:
+    class Bypass(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # ignores the mask
+            return F.linear(x, self._parameters["weight"], self.bias)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(64, 32)
+            self.fc2 = Bypass(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+    data = torch.utils.data.TensorDataset(x, y)
+    epochs: list[Any] = []
+    trainer = Trainer(tiny(mode="lt", batch_size=8), model=Net(), train_set=data, test_set=data)
+    trainer.on_epoch_end = epochs.append
+    with pytest.raises(SpikeLotteryError, match=r"no gradient.*fc2"):
+        trainer.run()
+    assert epochs == []  # stopped before the first epoch
+    res = run(
+        tiny(mode="lt", batch_size=8, check_ticket=False),
+        model=Net(),
+        train_set=data,
+        test_set=data,
+    )
+    assert isinstance(res.model.fc2, SubnetLayer)  # the check is opt-out

@@ -20,13 +20,16 @@ listed with a warning, since they are not verified, but are not errors.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ._state import reset_states
 from .errors import SpikeLotteryError
@@ -123,6 +126,23 @@ class TicketCheck:
         return self
 
 
+@contextlib.contextmanager
+def _batch_statistics(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """BatchNorm on the batch's own statistics; running statistics restored afterwards."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)] if enabled else []
+    saved = [(m, m.training, [b.clone() for b in m.buffers()]) for m in norms]
+    try:
+        for m in norms:
+            m.train()
+        yield
+    finally:
+        for m, training, buffers in saved:
+            m.train(training)
+            with torch.no_grad():
+                for b, old in zip(m.buffers(), buffers):
+                    b.copy_(old)
+
+
 def _args(example_inputs: Any) -> tuple[Any, ...]:
     return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
 
@@ -176,16 +196,17 @@ def check_ticket(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     densify_check: bool = True,
+    batch_statistics: bool = True,
 ) -> TicketCheck:
     """Verify on a real input that every score-mask layer's mask shapes the output.
 
     Runs one forward and backward, two forwards per score-mask layer with its mask
     redrawn (gradients on and off), and a comparison with the model's
     :func:`~spikelottery.densify` copy.
-    The model is put in eval mode for the check (no dropout, BatchNorm on running
-    statistics), its neuron states are reset before each forward, and everything is
-    restored afterwards: training mode, scores, ``requires_grad`` flags and ``.grad``
-    (the scores' gradients are taken with :func:`torch.autograd.grad`, not accumulated).
+    The model is put in eval mode for the check (no dropout), its neuron states are reset
+    before each forward, and everything is restored afterwards: training mode, scores,
+    BatchNorm statistics, ``requires_grad`` flags and ``.grad`` (the scores' gradients are
+    taken with :func:`torch.autograd.grad`, not accumulated).
 
     Args:
         model: A model after :func:`~spikelottery.sparsify`.
@@ -195,6 +216,11 @@ def check_ticket(
         atol: Absolute tolerance of the ``densify()`` comparison.
         densify_check: Also compare with the ``densify()`` copy (needs a deep copy of
             the model).
+        batch_statistics: BatchNorm layers normalise with the example batch's own
+            statistics (give at least 2 samples). At initialisation the running statistics
+            are those of no data, and a spiking network normalised by them is often
+            silent, which would leave every layer unverified. The running statistics
+            are restored afterwards.
 
     Returns:
         A :class:`TicketCheck`; call :meth:`~TicketCheck.raise_if_failed` to turn a
@@ -228,6 +254,8 @@ def check_ticket(
         for key, (_, layer) in layers.items()
     ]
     model.eval()
+    restore = contextlib.ExitStack()
+    restore.enter_context(_batch_statistics(model, batch_statistics))
     try:
         for scores, _ in flags:
             scores.requires_grad_(True)
@@ -264,8 +292,9 @@ def check_ticket(
                 result.inactive.append(name)
         if densify_check:
             with torch.no_grad():
-                _compare_with_densified(model, args, base, result, rtol, atol)
+                _compare_with_densified(model, args, base, result, rtol, atol, batch_statistics)
     finally:
+        restore.close()
         for handle in hooks:
             handle.remove()
         for scores, flag in flags:
@@ -282,6 +311,7 @@ def _compare_with_densified(
     result: TicketCheck,
     rtol: float,
     atol: float,
+    batch_statistics: bool,
 ) -> None:
     from .sparsify import densify  # sparsify.py imports this module
 
@@ -291,7 +321,8 @@ def _compare_with_densified(
         result.notes.append(f"densify() copy not compared: {type(exc).__name__}: {exc}")
         return
     dense.eval()
-    other = _run(dense, args)
+    with _batch_statistics(dense, batch_statistics):
+        other = _run(dense, args)
     result.densify_error = _max_diff(base, other)
     scale = max((float(t.double().abs().max()) for t in base if t.numel()), default=0.0)
     result.densify_tolerance = atol + rtol * scale

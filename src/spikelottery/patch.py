@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,7 +34,14 @@ from torch.utils.hooks import RemovableHandle
 from ._validation import check_ratio, kept_count
 from .errors import SpikeLotteryError
 
-__all__ = ["PatchSelector", "attach_patch_selector", "find_patch_selectors", "select_patches"]
+__all__ = [
+    "PatchPlan",
+    "PatchSelector",
+    "attach_patch_selector",
+    "find_patch_selectors",
+    "plan_patch_selector",
+    "select_patches",
+]
 
 _LAYOUTS = ("auto", "bnd", "tbnd", "tbdhw")
 _AUTO_LAYOUT = {3: "bnd", 4: "tbnd", 5: "tbdhw"}
@@ -467,6 +475,81 @@ def _check_token_wise_spikformer(model: nn.Module, stem_name: str) -> None:
             )
 
 
+@dataclass(frozen=True)
+class PatchPlan:
+    """Where and how :func:`attach_patch_selector` would prune patches in a model.
+
+    Attributes:
+        patch_embed: Qualified name of the module whose output is pruned.
+        num_prefix_tokens: Leading tokens kept unconditionally.
+        layout: The layout of that output (``"auto"`` picks by its number of dimensions).
+    """
+
+    patch_embed: str
+    num_prefix_tokens: int
+    layout: str
+
+
+def plan_patch_selector(
+    model: nn.Module,
+    *,
+    patch_embed: str | None = None,
+    num_prefix_tokens: int | None = None,
+    layout: str = "auto",
+) -> PatchPlan:
+    """Check, without changing ``model``, where patches would be pruned; raise if nowhere.
+
+    A pure query: :func:`attach_patch_selector` uses it, and so does the training engine
+    to fail before training when stage 2 could not prune patches.
+
+    Raises:
+        SpikeLotteryError: No (or more than one) patch embedding was found, its output is
+            a spatial grid rather than tokens, spatial layers follow a SpikingJelly
+            Spikformer stem, or the module already has a foreign ``patch_selector`` child.
+
+    >>> from spikelottery.models import Spikformer
+    >>> plan_patch_selector(Spikformer(embed_dim=32, depth=1, num_heads=2, timesteps=2))
+    PatchPlan(patch_embed='patch_embed', num_prefix_tokens=0, layout='auto')
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    known = _known_transformer(model)
+    if patch_embed is None and known is not None:
+        patch_embed = known[0]
+    elif known is not None and patch_embed == "patch_embed" != known[0]:
+        raise SpikeLotteryError(
+            f"{type(model).__name__} adds its prefix tokens and position embedding after "
+            f"'patch_embed'; prune after them, where the selector keeps the position "
+            f"embedding consistent: patch_embed={known[0]!r} (or leave patch_embed=None)"
+        )
+    if num_prefix_tokens is None:
+        num_prefix_tokens = known[1] if known is not None and patch_embed == known[0] else 0
+    name = _find_patch_embed(model, patch_embed)
+    target = model.get_submodule(name)
+    stem_type = _spikformer_stem_type()
+    is_stem = stem_type is not None and isinstance(target, stem_type)
+    if is_stem and layout == "auto":
+        layout = "tbdhw"
+    _check_options(num_prefix_tokens, layout)
+    grid = None if is_stem or layout != "auto" else _grid_output(target)
+    if grid is not None:
+        raise SpikeLotteryError(
+            f"cannot prune patches after {name!r}: {grid}, and patch pruning needs tokens "
+            "([B, N, D], [T, B, N, D]) or a multi-step feature map [T, B, D, H, W]. Name a "
+            "module whose output is the token sequence with patch_embed=..., or declare the "
+            "layout with attach_patch_selector(..., layout=...)."
+        )
+    if is_stem:
+        _check_token_wise_spikformer(model, name)
+    child = target._modules.get("patch_selector")
+    if child is not None and not (isinstance(child, PatchSelector) and child._attached_to):
+        raise SpikeLotteryError(
+            f"{name!r} already has a child named 'patch_selector' that spikelottery did not "
+            "attach; rename it or choose another patch_embed"
+        )
+    return PatchPlan(name, num_prefix_tokens, layout)
+
+
 def attach_patch_selector(
     model: nn.Module,
     pb: float,
@@ -536,49 +619,21 @@ def attach_patch_selector(
         for _, owner, selector in existing:
             _detach(owner, selector)
         return None
-    known = _known_transformer(model)
-    if patch_embed is None and known is not None:
-        patch_embed = known[0]
-    elif known is not None and patch_embed == "patch_embed" != known[0]:
-        raise SpikeLotteryError(
-            f"{type(model).__name__} adds its prefix tokens and position embedding after "
-            f"'patch_embed'; prune after them, where the selector keeps the position "
-            f"embedding consistent: patch_embed={known[0]!r} (or leave patch_embed=None)"
-        )
-    if num_prefix_tokens is None:
-        num_prefix_tokens = known[1] if known is not None and patch_embed == known[0] else 0
-    name = _find_patch_embed(model, patch_embed)
-    target = model.get_submodule(name)
-    stem_type = _spikformer_stem_type()
-    is_stem = stem_type is not None and isinstance(target, stem_type)
-    if is_stem and layout == "auto":
-        layout = "tbdhw"
-    _check_options(num_prefix_tokens, layout)
-    grid = None if is_stem or layout != "auto" else _grid_output(target)
-    if grid is not None:
-        raise SpikeLotteryError(
-            f"cannot prune patches after {name!r}: {grid}, and patch pruning needs tokens "
-            "([B, N, D], [T, B, N, D]) or a multi-step feature map [T, B, D, H, W]. Name a "
-            "module whose output is the token sequence with patch_embed=..., or declare the "
-            "layout with attach_patch_selector(..., layout=...)."
-        )
+    plan = plan_patch_selector(
+        model, patch_embed=patch_embed, num_prefix_tokens=num_prefix_tokens, layout=layout
+    )
+    name = plan.patch_embed
     for owner_name, _owner, selector in existing:
         if owner_name == name:
             selector.pb = pb  # a second call updates the ratio and the options
-            selector.num_prefix_tokens = num_prefix_tokens
-            selector.layout = layout
+            selector.num_prefix_tokens = plan.num_prefix_tokens
+            selector.layout = plan.layout
             return name
-    if is_stem:
-        _check_token_wise_spikformer(model, name)
-    if "patch_selector" in target._modules and not any(o is target for _, o, _ in existing):
-        raise SpikeLotteryError(
-            f"{name!r} already has a child named 'patch_selector' that spikelottery did not "
-            "attach; rename it or choose another patch_embed"
-        )
+    target = model.get_submodule(name)
     for _, owner, selector in existing:  # one selector per model
         _detach(owner, selector)
 
-    selector = PatchSelector(pb, num_prefix_tokens=num_prefix_tokens, layout=layout)
+    selector = PatchSelector(pb, num_prefix_tokens=plan.num_prefix_tokens, layout=plan.layout)
     selector._attached_to = name
     target.add_module("patch_selector", selector)
     handles = selector._handles

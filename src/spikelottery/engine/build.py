@@ -19,7 +19,7 @@ from .distributed import DistInfo, ShardSampler
 if TYPE_CHECKING:
     from ..data import DatasetInfo
 
-__all__ = ["Loaders", "build_datasets", "build_loaders", "build_model"]
+__all__ = ["Loaders", "build_datasets", "build_loaders", "build_model", "check_first_batch"]
 
 
 @dataclass(frozen=True)
@@ -63,21 +63,35 @@ def build_datasets(
 
 
 def _check_patch_embed(model: nn.Module, pb: float) -> None:
-    """Fail before any training if stage 2 could not attach its patch selector.
-
-    A dry run: attach the selector (which finds the patch embedding and checks what
-    follows it), then detach it again; stage 1 trains without it.
-    """
-    from ..patch import attach_patch_selector
+    """Fail before any training if stage 2 could not attach its patch selector (a pure query)."""
+    from ..patch import plan_patch_selector
 
     try:
-        attach_patch_selector(model, pb)
+        plan_patch_selector(model)
     except SpikeLotteryError as exc:
-        raise SpikeLotteryError(
+        raise ConfigError(
+            "pb",
             f"pb={pb} prunes patches after the patch embedding (stage 2), but {exc} "
-            "Use pb=0 for a model without one."
+            "Use pb=0 for a model without one.",
         ) from None
-    attach_patch_selector(model, 0.0)  # pb = 0 detaches it
+
+
+def check_first_batch(model: nn.Module, loader: DataLoader, device: torch.device) -> None:
+    """Verify the ticket on four samples of the first test batch (:func:`check_ticket`).
+
+    Runs under a forked RNG and leaves the model exactly as it was, so a run with the
+    check computes bit for bit what a run without it does.
+
+    Raises:
+        SpikeLotteryError: A score-mask layer is bypassed by the network.
+    """
+    from ..check import check_ticket
+    from .evaluation import input_and_label
+
+    x, _ = input_and_label(next(iter(loader)))
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        check_ticket(model, x[:4].to(device)).raise_if_failed()
 
 
 def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = None) -> nn.Module:

@@ -316,6 +316,15 @@ class TrainConfig:
         check=boolean,
         group=_RUNNING,
     )
+    check_ticket: bool = setting(
+        True,
+        help="Before training, verify on four test samples that every score-mask layer's mask "
+        "shapes the output (:func:`spikelottery.check_ticket`): a layer the network bypasses "
+        "stops the run with its name. Costs about two forwards per layer, once.",
+        check=boolean,
+        group=_RUNNING,
+        runtime=True,
+    )
     progress: bool = setting(
         True,
         help="tqdm progress bars (only on a terminal, only on rank 0).",

@@ -26,8 +26,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._state import finite_or_none, reset_states
+from ..layers import SubnetLayer
 from ..sparsify import kept_fraction
-from .build import Loaders, build_datasets, build_loaders, build_model
+from .build import Loaders, build_datasets, build_loaders, build_model, check_first_batch
 from .checkpoint import (
     Checkpoint,
     checkpoint_path,
@@ -192,6 +193,8 @@ class Trainer:
             converted = convert_sync_batchnorm(model) if sync_bn else []
             try:
                 loaders = build_loaders(cfg, train_set, test_set, dist=info, device=device)
+                if cfg.check_ticket and any(isinstance(m, SubnetLayer) for m in model.modules()):
+                    check_first_batch(model, loaders.test, device)
                 resume = load_for_resume(cfg)
                 self._state = RunState(
                     dist=info,
