@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import SpikeLotteryError
+from ._checks import check_fraction, check_int, check_split
 
 __all__ = [
     "DIGITS_ATTRIBUTION",
@@ -40,33 +41,6 @@ DIGITS_ATTRIBUTION = (
 )
 _DIGITS_FILE = "digits.csv.gz"
 _NUM_DIGITS = 1797
-SPLITS: tuple[str, ...] = ("train", "test")
-
-
-# --- argument checks shared by the data modules ------------------------------------------
-
-
-def _check_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value!r}")
-    return int(value)
-
-
-def _check_split(split: Any) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got split={split!r}")
-    return split
-
-
-def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{name} must be a float in (0, 1), got {value!r}")
-    value = float(value)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be in (0, 1) (the fraction held out), got {name}={value!r}")
-    return value
 
 
 # --- raw data ----------------------------------------------------------------------------
@@ -135,8 +109,8 @@ def stratified_split(
     >>> len(train), len(test)
     (7, 3)
     """
-    test_fraction = _check_fraction("test_fraction", test_fraction)
-    seed = _check_int("seed", seed, minimum=0)
+    test_fraction = check_fraction("test_fraction", test_fraction)
+    seed = check_int("seed", seed, minimum=0)
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
@@ -207,13 +181,13 @@ class DigitsDataset(Dataset):
         seed: int = 0,
         transform: Callable[[Tensor], Any] | None = None,
     ) -> None:
-        self.split = _check_split(split)
-        self.resolution = _check_int("resolution", resolution)
+        self.split = check_split(split)
+        self.resolution = check_int("resolution", resolution)
         if channels not in (1, 3) or isinstance(channels, bool):
             raise ValueError(f"channels must be 1 or 3, got channels={channels!r}")
         self.channels = int(channels)
-        self.test_fraction = _check_fraction("test_fraction", test_fraction)
-        self.seed = _check_int("seed", seed, minimum=0)
+        self.test_fraction = check_fraction("test_fraction", test_fraction)
+        self.seed = check_int("seed", seed, minimum=0)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None, got {transform!r}")
         self.transform = transform

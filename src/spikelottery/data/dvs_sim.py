@@ -32,12 +32,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .digits import (
-    DigitsDataset,
-    _check_fraction,
-    _check_int,
-    _check_split,
-)
+from ._checks import check_fraction, check_int, check_split
+from .digits import DigitsDataset
 
 __all__ = [
     "DEFAULT_SACCADES",
@@ -157,8 +153,8 @@ def _check_sim_args(
         raise ValueError(f"threshold must be a positive log-intensity step, got {threshold!r}")
     if not (isinstance(log_eps, (int, float)) and np.isfinite(log_eps) and log_eps > 0):
         raise ValueError(f"log_eps must be positive (log(I + log_eps) must exist), got {log_eps!r}")
-    _check_int("steps_per_saccade", steps_per_saccade)
-    _check_int("saccade_us", saccade_us)
+    check_int("steps_per_saccade", steps_per_saccade)
+    check_int("saccade_us", saccade_us)
     vertices = np.asarray(shifts, dtype=np.float64)
     if vertices.ndim != 2 or vertices.shape[1] != 2 or vertices.shape[0] < 2:
         raise ValueError(
@@ -289,13 +285,13 @@ def events_to_frames(
     [1.0, 2.0]
     """
     events = _check_events(events)
-    num_frames = _check_int("num_frames", num_frames)
-    height = _check_int("height", height)
-    width = _check_int("width", width)
+    num_frames = check_int("num_frames", num_frames)
+    height = check_int("height", height)
+    width = check_int("width", width)
     if split_by not in ("number", "time"):
         raise ValueError(f"split_by must be 'number' or 'time', got split_by={split_by!r}")
     if duration is not None:
-        duration = _check_int("duration", duration)
+        duration = check_int("duration", duration)
     t = events["t"].astype(np.int64)
     if t.size and (np.diff(t) < 0).any():
         order = np.argsort(t, kind="stable")
@@ -400,11 +396,11 @@ class DigitsDVSDataset(Dataset):
         log_eps: float = 0.1,
         transform: Callable[[Tensor], Any] | None = None,
     ) -> None:
-        self.split = _check_split(split)
-        self.timesteps = _check_int("timesteps", timesteps)
-        self.resolution = _check_int("resolution", resolution, minimum=2)
-        self.test_fraction = _check_fraction("test_fraction", test_fraction)
-        self.seed = _check_int("seed", seed, minimum=0)
+        self.split = check_split(split)
+        self.timesteps = check_int("timesteps", timesteps)
+        self.resolution = check_int("resolution", resolution, minimum=2)
+        self.test_fraction = check_fraction("test_fraction", test_fraction)
+        self.seed = check_int("seed", seed, minimum=0)
         self.amplitude = float(self.resolution / 8 if amplitude is None else amplitude)
         _check_sim_args(threshold, DEFAULT_SACCADES, steps_per_saccade, 100_000, log_eps)
         self.threshold = float(threshold)

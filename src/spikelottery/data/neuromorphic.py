@@ -46,7 +46,8 @@ from torch.utils.data import Dataset
 
 from .._io import atomic_open
 from ..errors import SpikeLotteryError
-from .digits import _check_fraction, _check_int, stratified_split
+from ._checks import check_fraction, check_int
+from .digits import stratified_split
 from .dvs_sim import EVENT_DTYPE, SplitBy, events_to_frames
 
 __all__ = [
@@ -276,8 +277,8 @@ class _EventFrames(Dataset):
         transform: Callable[[Tensor], Any] | None,
     ) -> None:
         self.root = Path(root).expanduser()
-        self.timesteps = _check_int("timesteps", timesteps)
-        self.resolution = _check_int("resolution", resolution)
+        self.timesteps = check_int("timesteps", timesteps)
+        self.resolution = check_int("resolution", resolution)
         if self.resolution > SENSOR_SIZE:
             raise ValueError(
                 f"resolution must be <= {SENSOR_SIZE} (the sensor size), got {resolution!r}"
@@ -518,8 +519,8 @@ class CIFAR10DVS(_EventFrames):
         self._init_common(root, timesteps, resolution, split_by, cache, transform)
         self.train = train
         self._split = "train" if train else "test"
-        self.test_fraction = _check_fraction("test_fraction", test_fraction)
-        self.seed = _check_int("seed", seed, minimum=0)
+        self.test_fraction = check_fraction("test_fraction", test_fraction)
+        self.seed = check_int("seed", seed, minimum=0)
         _check_root(self.root, "CIFAR10-DVS", _CIFAR10DVS_SOURCE)
         base = self._find_base()
         files: list[tuple[Path, int]] = []

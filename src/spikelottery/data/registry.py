@@ -13,7 +13,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from .digits import DigitsDataset, _check_int, _check_split
+from ._checks import check_int, check_split
+from .digits import DigitsDataset
 from .dvs_sim import DigitsDVSDataset
 from .neuromorphic import CIFAR10DVS, DVS128Gesture
 from .vision import cifar10, cifar100
@@ -90,9 +91,9 @@ def dataset_info(
     key = _canonical(name)
     num_classes, in_channels, size, is_event, steps, needs_root = _TABLE[key]
     if resolution is not None:
-        size = _check_int("resolution", resolution)
+        size = check_int("resolution", resolution)
     if is_event and timesteps is not None:
-        steps = _check_int("timesteps", timesteps)
+        steps = check_int("timesteps", timesteps)
     if channels is not None:
         if key != "digits":
             raise ValueError(f"channels can only be chosen for 'digits', not for {key!r}")
@@ -131,7 +132,7 @@ def get_dataset(
     (1, 16, 16)
     """
     key = _canonical(name)
-    split = _check_split(split)
+    split = check_split(split)
     info = _TABLE[key]
     if timesteps is not None and not info[3]:
         raise ValueError(f"{key!r} holds static images; timesteps applies to event data only")

@@ -1,0 +1,57 @@
+"""What the ticket modules share: the layers a ticket covers, and how messages list names."""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from ..errors import SpikeLotteryError
+from ..layers import SubnetLayer
+from ..patch import find_patch_selectors
+
+__all__ = [
+    "DENSE_BASES",
+    "PathLike",
+    "dense_base",
+    "patch_pruning",
+    "quote_names",
+    "subnet_layers",
+]
+
+PathLike = str | os.PathLike[str]
+
+# The PyTorch layer types a ticket records (its ``dense`` field) and loads into.
+DENSE_BASES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+def dense_base(module: nn.Module) -> str:
+    """The name of the PyTorch layer type ``module`` is (``"Conv2d"``), as a ticket records it."""
+    for base in DENSE_BASES:
+        if isinstance(module, base):
+            return base.__name__
+    raise SpikeLotteryError(f"{type(module).__name__} is not a conv or linear layer")
+
+
+def patch_pruning(model: nn.Module) -> tuple[str | None, float]:
+    """``(patch-embedding name, pb)`` of an attached patch selector, or ``(None, 0.0)``."""
+    for name, selector in find_patch_selectors(model):
+        if selector.pb > 0:
+            return name, float(selector.pb)
+    return None, 0.0
+
+
+def subnet_layers(model: nn.Module) -> list[tuple[str, SubnetLayer]]:
+    """``(qualified name, layer)`` of every score-mask layer in ``model``, each once."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SubnetLayer)]
+
+
+def quote_names(names: list[str] | set[str], limit: int = 8) -> str:
+    """``names`` sorted and quoted for a message, at most ``limit`` of them.
+
+    >>> quote_names(["b", "a"])
+    "'a', 'b'"
+    """
+    names = sorted(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(repr(n) for n in names[:limit]) + more

@@ -1,0 +1,94 @@
+"""Exporting tickets: dense PyTorch copies and ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from _ticket_testing import FAST, outputs, save_cnn_ticket, small_cnn
+from spikelottery import SubnetLayer, sparsify
+from spikelottery.models import create_model
+from spikelottery.patch import PatchSelector
+from spikelottery.tickets import export_dense, export_onnx
+
+
+@pytest.fixture
+def cnn_ticket(tmp_path: Path) -> tuple[nn.Module, Path]:
+    return save_cnn_ticket(tmp_path)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_dense_loads_strictly_into_the_original_architecture(cnn_ticket) -> None:
+    net, _ = cnn_ticket
+    dense = export_dense(net)
+    assert isinstance(net[0], SubnetLayer)  # the original is not changed
+    assert not any(isinstance(m, SubnetLayer) for m in dense.modules())
+    plain = small_cnn().eval()
+    plain.load_state_dict(dense.state_dict(), strict=True)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(plain(x), net(x))
+
+
+def test_export_dense_removes_patch_selector() -> None:
+    kwargs = {"img_size": 16, **FAST}
+    net = sparsify(
+        create_model("spikformer_micro", **kwargs).eval(), 0.4, 0.5, filter="patch_embed"
+    )
+    dense = export_dense(net)
+    assert not any(isinstance(m, (PatchSelector, SubnetLayer)) for m in dense.modules())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in dense.modules())
+    assert isinstance(net.patch_embed.patch_selector, PatchSelector)  # original keeps it
+    plain = create_model("spikformer_micro", **kwargs).eval()
+    plain.load_state_dict(dense.state_dict(), strict=True)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(outputs(dense, x), outputs(plain, x))
+    sparsify(net, 0.4, 0.0, filter="patch_embed")  # no patch pruning: same network
+    assert torch.equal(outputs(dense, x), outputs(net, x))
+
+
+def test_export_onnx(cnn_ticket, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    net, _ = cnn_ticket
+    x = torch.randn(2, 3, 8, 8)
+    path = export_onnx(net, tmp_path / "cnn.onnx", x, dynamo=False, input_names=["x"])
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    from onnx.reference import ReferenceEvaluator
+
+    (y,) = ReferenceEvaluator(proto).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), net(x), rtol=1e-4, atol=1e-5)
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y2,) = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y2), net(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_export_onnx_spiking_model(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    # The default LIF backend: export_onnx must trace the eager loop, not the fused kernel.
+    net = sparsify(create_model("vgg_tiny", img_size=8, timesteps=2).eval(), 0.4, mode="mp")
+    x = torch.rand(1, 3, 8, 8)
+    path = export_onnx(net, tmp_path / "vgg.onnx", x, input_names=["x"])
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    (y,) = ReferenceEvaluator(proto).run(None, {"x": x.numpy()})
+    reference = export_dense(net)
+    for module in reference.modules():
+        if hasattr(module, "backend"):
+            module.backend = "eager"  # same semantics, no compilation in the test
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), reference(x), rtol=1e-4, atol=1e-5)
