@@ -319,3 +319,11 @@ def test_pb_zero_removes_the_patch_selector_and_none_leaves_it() -> None:
     assert "patch_selector" not in dict(model.patch_embed.named_children())
     model.eval()
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_layer_mode_overrides() -> None:
+    model = sparsify(Custom(), 0.5, mode="mp", layer_mode={"gate": "lt", r"parts\.head\.\d": "lt"})
+    assert model.gate.mode == "lt" and model.parts["head"][1].mode == "lt"
+    assert model.parts["features"][0].mode == "mp"
+    with pytest.raises(ValueError, match=r"layer_mode\['gate'\]"):
+        sparsify(Custom(), 0.5, layer_mode={"gate": "binary"})

@@ -44,7 +44,7 @@ from ._modules import (
 from ._validation import check_ratio
 from .check import check_ticket
 from .errors import SpikeLotteryError
-from .layers import INITS, SubnetLayer, check_mode, subnet_class_for
+from .layers import INITS, MODES, SubnetLayer, check_mode, subnet_class_for
 from .summary import TicketSummary, kept_fraction, summary
 
 __all__ = ["SparsifyReport", "TicketSummary", "densify", "kept_fraction", "sparsify", "summary"]
@@ -115,30 +115,41 @@ def _as_filter(filter: Filter) -> FilterFn:
     )
 
 
-def _resolve_layer_pa(layer_pa: Mapping[str, float] | None, names: list[str]) -> dict[str, float]:
-    """Map each candidate layer name to its pa override (exact name first, then regex fullmatch)."""
-    if not layer_pa:
+def _resolve_overrides(
+    arg: str,
+    overrides: Mapping[str, Any] | None,
+    names: list[str],
+    check: Callable[[str, Any], Any],
+) -> dict[str, Any]:
+    """Map each candidate layer name to its override (exact name first, then regex fullmatch)."""
+    if not overrides:
         return {}
-    out: dict[str, float] = {}
-    for key, value in layer_pa.items():
-        ratio = check_ratio(f"layer_pa[{key!r}]", value)
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        checked = check(f"{arg}[{key!r}]", value)
         hits = [n for n in names if n == key]
         if not hits:
             try:
                 pattern = re.compile(key)
             except re.error as exc:
                 raise ValueError(
-                    f"layer_pa key {key!r} is neither a layer name nor a valid regex: {exc}"
+                    f"{arg} key {key!r} is neither a layer name nor a valid regex: {exc}"
                 ) from None
             hits = [n for n in names if pattern.fullmatch(n)]
         if not hits:
             raise SpikeLotteryError(
-                f"layer_pa key {key!r} matches no convertible layer; candidates are: "
+                f"{arg} key {key!r} matches no convertible layer; candidates are: "
                 f"{', '.join(names[:20])}{' ...' if len(names) > 20 else ''}"
             )
         for n in hits:
-            out.setdefault(n, ratio)
+            out.setdefault(n, checked)
     return out
+
+
+def _check_layer_mode(name: str, mode: Any) -> str:
+    if mode not in MODES:
+        raise ValueError(f"{name} must be one of {MODES}, got {mode!r}")
+    return str(mode)
 
 
 @dataclass
@@ -266,6 +277,7 @@ def sparsify(
     mode: str = ...,
     filter: Filter = ...,
     layer_pa: Mapping[str, float] | None = ...,
+    layer_mode: Mapping[str, str] | None = ...,
     init: str = ...,
     batchnorm: str = ...,
     patch_embed: str | None = ...,
@@ -283,6 +295,7 @@ def sparsify(
     mode: str = ...,
     filter: Filter = ...,
     layer_pa: Mapping[str, float] | None = ...,
+    layer_mode: Mapping[str, str] | None = ...,
     init: str = ...,
     batchnorm: str = ...,
     patch_embed: str | None = ...,
@@ -299,6 +312,7 @@ def sparsify(
     mode: str = "lt",
     filter: Filter = None,
     layer_pa: Mapping[str, float] | None = None,
+    layer_mode: Mapping[str, str] | None = None,
     init: str = "kaiming_normal",
     batchnorm: str = "keep",
     patch_embed: str | None = None,
@@ -332,6 +346,7 @@ def sparsify(
             (``"patch_embed"``), a module type or tuple of types, or a callable
             ``(module, qualified_name) -> bool``. ``None`` converts all.
         layer_pa: Per-layer overrides of ``pa``: ``{qualified name or regex: pa}``.
+        layer_mode: Per-layer overrides of ``mode``: ``{qualified name or regex: mode}``.
         init: Frozen-weight initialisation: ``"kaiming_normal"`` (default),
             ``"signed_constant"``, or ``"keep"`` to keep the current (e.g. pretrained) values.
         batchnorm: ``"keep"``, or ``"nonaffine"`` to fix every BatchNorm's affine
@@ -396,7 +411,9 @@ def sparsify(
             + (f" (skipped: {report.skipped})" if report.skipped else "")
             + ". Check the qualified names with [n for n, _ in model.named_modules()]."
         )
-    overrides = _resolve_layer_pa(layer_pa, [c.name for c in candidates])
+    names = [c.name for c in candidates]
+    overrides = _resolve_overrides("layer_pa", layer_pa, names, check_ratio)
+    modes = _resolve_overrides("layer_mode", layer_mode, names, _check_layer_mode)
 
     done: list[tuple[nn.Module, str, nn.Module]] = []
     updated: list[tuple[SubnetLayer, float, str]] = []
@@ -404,25 +421,27 @@ def sparsify(
     try:
         for cand in candidates:
             layer_ratio = overrides.get(cand.name, pa)
+            layer_mode_ = modes.get(cand.name, mode)
             child = cand.module
             if isinstance(child, SubnetLayer):
                 updated.append((child, child.pa, child.mode))
                 child.set_pa(layer_ratio)
-                child.set_mode(mode)
+                child.set_mode(layer_mode_)
                 report.updated.append(cand.name)
                 continue
             original_weight = child._parameters["weight"]
             with torch.no_grad():
                 subnet = subnet_class_for(type(child)).from_dense(
-                    child, layer_ratio, mode, init=init
+                    child, layer_ratio, layer_mode_, init=init
                 )
             first = made.get(id(original_weight))
             if first is not None:  # tied to a layer swapped before: share weight and scores
-                if first.pa != layer_ratio:
+                if (first.pa, first.mode) != (layer_ratio, layer_mode_):
                     raise SpikeLotteryError(
                         f"layers {first_holder[id(original_weight)]!r} and "
-                        f"{cand.name!r} share one weight but were given different pa "
-                        f"({first.pa:g} and {layer_ratio:g}); give them the same pa"
+                        f"{cand.name!r} share one weight but were given different settings "
+                        f"(pa={first.pa:g}, mode={first.mode!r} and pa={layer_ratio:g}, "
+                        f"mode={layer_mode_!r}); give them the same pa and mode"
                     )
                 subnet._parameters["weight"] = first.frozen_weight  # type: ignore[assignment]
                 subnet._parameters["scores"] = first.scores

@@ -22,7 +22,7 @@ from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from ..masks import topk_mask
 from ..sparsify import sparsify
-from ._common import DENSE_BASES, PathLike, dense_base, patch_pruning, quote_names, subnet_layers
+from ._common import DENSE_BASES, PathLike, dense_base, quote_names, subnet_layers
 from .format import TicketInfo, invalid_ticket, read_ticket_file, unpack_bits
 
 __all__ = ["load_ticket"]
@@ -316,29 +316,26 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
 
     # Everything is checked: now modify the model.
     names = {p.name for p in plans}
-    to_swap = [p for p in plans if not isinstance(modules[p.name], SubnetLayer)]
     cuda_devices = sorted(
         {p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"}
     )
     # New layers draw random scores (on the parameters' device): not from the user's stream.
     with torch.random.fork_rng(devices=cuda_devices):
-        if to_swap or info.pb > 0 or patch_pruning(model)[1] > 0:
-            sparsify(
-                model,
-                info.pa,
-                info.pb,
-                mode=info.mode,
-                filter=lambda module, name: name in names,
-                layer_pa={p.name: p.rec["pa"] for p in plans},
-                init="keep",
-                patch_embed=info.patch_embed if info.pb > 0 else None,
-            )
+        # One call sets every layer's pa and mode from its plan (swapping the dense ones)
+        # and attaches, updates or removes the patch selector.
+        sparsify(
+            model,
+            info.pa,
+            info.pb,
+            mode=info.mode,
+            filter=lambda module, name: name in names,
+            layer_pa={p.name: p.rec["pa"] for p in plans},
+            layer_mode={p.name: p.rec["mode"] for p in plans},
+            init="keep",
+            patch_embed=info.patch_embed if info.pb > 0 else None,
+        )
     state = dict(loadable)
     for plan in plans:
-        layer = model.get_submodule(plan.name)
-        assert isinstance(layer, SubnetLayer)
-        layer.set_pa(plan.rec["pa"])
-        layer.set_mode(plan.rec["mode"])
         state[f"{plan.name}.weight"] = plan.weight
         state[f"{plan.name}.scores"] = plan.scores
     result = model.load_state_dict(state, strict=False)
