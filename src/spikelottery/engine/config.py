@@ -417,7 +417,7 @@ def runtime_fields(cls: type[TrainConfig] = TrainConfig) -> frozenset[str]:
     They change where and how fast the run goes, never what it computes.
 
     >>> sorted(runtime_fields())
-    ['checkpoint', 'data_root', 'device', 'num_workers', 'out', 'progress', 'resume']
+    ['check_ticket', 'checkpoint', 'data_root', 'device', 'num_workers', 'out', 'progress', 'resume']
     """
     return runtime_settings(cls)
 
