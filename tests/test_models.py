@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 
 import hypothesis.strategies as st
@@ -31,7 +30,6 @@ from spikelottery.neuron import LIFNeuron, lif_multistep
 EAGER = {"backend": "eager"}  # no torch.compile warm-up in these tests
 SMALL_MODELS = ["vgg_tiny", "vgg_small", "resnet_tiny", "spikformer_micro", "spikformer_mini"]
 PAPER_MODELS = ["vgg9", "resnet19", "spikformer_tiny", "spikformer_small"]
-HAS_PATCH = importlib.util.find_spec("spikelottery.patch") is not None
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -346,7 +344,6 @@ def test_sparsify_small_models(name: str, spiking: bool) -> None:
     assert model(torch.rand(2, 3, 16, 16)).shape == (2, 10)
 
 
-@pytest.mark.skipif(not HAS_PATCH, reason="spikelottery.patch (patch selector) is not available")
 @pytest.mark.parametrize("name", ["spikformer_micro", "spikformer_mini"])
 @pytest.mark.parametrize("spiking", [True, False])
 def test_sparsify_with_patch_pruning(name: str, spiking: bool) -> None:
@@ -375,7 +372,7 @@ def test_sparsify_paper_models(name: str) -> None:
     # to keep this file fast.
     model = make(name, timesteps=1, img_size=8)
     layers = _dense_layers(model)
-    pb = 0.3 if name.startswith("spikformer") and HAS_PATCH else 0.0
+    pb = 0.3 if name.startswith("spikformer") else 0.0
     _, report = sparsify(model, 0.4, pb, return_report=True)
     assert len(report.swapped) == layers
     seen: list[torch.Size] = []

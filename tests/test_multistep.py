@@ -12,7 +12,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from spikelottery.multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d, seq_apply
 from spikelottery.neuron import LIFNeuron
 
-sj_layer = pytest.importorskip("spikingjelly.activation_based.layer")
+
+def _sj_layer():  # SpikingJelly is an optional extra: only its comparison tests need it
+    return pytest.importorskip("spikingjelly.activation_based.layer")
 
 
 @settings(max_examples=15, deadline=None)
@@ -52,7 +54,7 @@ def _copy_bn(src: nn.Module, dst: nn.Module) -> None:
 def test_seqbatchnorm2d_equals_spikingjelly(t, b, seed):
     torch.manual_seed(seed)
     ours = SeqBatchNorm2d(4)
-    ref = sj_layer.BatchNorm2d(4, step_mode="m")
+    ref = _sj_layer().BatchNorm2d(4, step_mode="m")
     nn.init.uniform_(ours.weight)
     nn.init.uniform_(ours.bias)
     _copy_bn(ours, ref)
@@ -68,7 +70,7 @@ def test_seqbatchnorm2d_equals_spikingjelly(t, b, seed):
 def test_seqbatchnorm1d_normalises_the_last_dim_like_spikingjelly():
     torch.manual_seed(0)
     ours = SeqBatchNorm1d(6)
-    ref = sj_layer.BatchNorm1d(6, step_mode="m")  # channels-first [T, B, C, L]
+    ref = _sj_layer().BatchNorm1d(6, step_mode="m")  # channels-first [T, B, C, L]
     x = torch.randn(3, 2, 5, 6) * 3 - 1  # [T, B, N, D]
     out = ours(x)
     torch.testing.assert_close(out, ref(x.transpose(2, 3)).transpose(2, 3))
@@ -88,7 +90,8 @@ def test_batchnorms_stay_real_batchnorms():
 
 
 def test_block_conv_bn_lif_and_sparsify_nonaffine():
-    sparsify = pytest.importorskip("spikelottery.sparsify").sparsify
+    from spikelottery import sparsify
+
     block = nn.Sequential(
         MultiStep(nn.Conv2d(3, 8, 3, padding=1)),
         SeqBatchNorm2d(8),

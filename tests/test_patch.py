@@ -389,8 +389,9 @@ def _small_sj_spikformer():
 
 
 def test_spikingjelly_spikformer_trains_with_sparsify():
-    sparsify = pytest.importorskip("spikelottery.sparsify").sparsify
     from spikingjelly.activation_based import functional
+
+    from spikelottery import sparsify
 
     model = _small_sj_spikformer()
     sparsify(model, 0.4, 0.3)
@@ -430,8 +431,8 @@ def test_spikingjelly_spikformer_with_a_spatial_layer_is_refused():
 
 
 def test_zoo_spikformer_runs_on_fewer_tokens():
-    models = pytest.importorskip("spikelottery.models")
-    sparsify = pytest.importorskip("spikelottery.sparsify").sparsify
+    from spikelottery import models, sparsify
+
     net = models.Spikformer(embed_dim=32, depth=1, num_heads=2, timesteps=2)
     sparsify(net, 0.4, 0.3)
     out = net(torch.rand(2, 3, 32, 32))
