@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
@@ -120,6 +120,14 @@ def refusal(module: nn.Module, name: str) -> str | None:
             "computes the weight from other parameters and would ignore the mask. Remove it "
             f"first (torch.nn.utils.parametrize.remove_parametrizations(model.{name}, 'weight')"
             ") or exclude the layer with sparsify(..., filter=...)"
+        )
+    if parametrize.is_parametrized(module, "bias") or (
+        "bias" not in module._parameters and isinstance(getattr(module, "bias", None), Tensor)
+    ):
+        return (
+            f"layer {name!r} computes its bias (a parametrization or torch.nn.utils.prune on "
+            "'bias'); remove that first (parametrize.remove_parametrizations, prune.remove) "
+            "or exclude the layer with sparsify(..., filter=...)"
         )
     if "weight" not in module._parameters:
         hooks = [type(h).__name__ for h in module._forward_pre_hooks.values()]

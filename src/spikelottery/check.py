@@ -21,7 +21,6 @@ listed with a warning, since they are not verified, but are not errors.
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,9 +30,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ._modules import invalidate_spikingjelly_cache, walk
 from ._state import reset_states
 from .errors import SpikeLotteryError
-from .layers import SubnetLayer
+from .layers import SubnetLayer, record_weight_reads
 from .masks import topk_mask
 
 __all__ = ["TicketCheck", "check_ticket"]
@@ -45,7 +45,8 @@ class TicketCheck:
 
     Attributes:
         layers: The score-mask layers checked (qualified names).
-        no_gradient: Layers that ran but whose scores the backward pass never reached.
+        no_gradient: Layers that ran, or whose weight was read, but whose scores the
+            backward pass never reached.
         ignored_mask: Layers whose redrawn mask changed the output with gradients on but
             not under ``torch.no_grad()``, or the reverse: a separate (fused) path.
         inactive: Layers whose redrawn mask changed the output in neither mode on this
@@ -123,6 +124,8 @@ class TicketCheck:
                 + ", ".join(self.inactive + self.unused),
                 stacklevel=2,
             )
+        for note in self.notes:
+            warnings.warn(f"check_ticket: {note}", stacklevel=2)
         return self
 
 
@@ -248,7 +251,7 @@ def check_ticket(
     result = TicketCheck(layers=[name for name, _ in layers.values()])
     was_training = model.training
     flags = [(layer.scores, layer.scores.requires_grad) for _, layer in layers.values()]
-    ran: set[int] = set()
+    ran: set[int] = set()  # the layers whose forward ran (keys of `layers`)
     hooks = [
         layer.register_forward_pre_hook(lambda m, a, key=key: ran.add(key))
         for key, (_, layer) in layers.items()
@@ -259,7 +262,7 @@ def check_ticket(
     try:
         for scores, _ in flags:
             scores.requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), record_weight_reads() as reads:
             out = _run(model, args)
             loss = sum(t.float().pow(2).sum() for t in out if t.is_floating_point())
             if not isinstance(loss, Tensor) or not loss.requires_grad:
@@ -271,7 +274,8 @@ def check_ticket(
             base = _run(model, args)
         for (key, (name, layer)), grad in zip(layers.items(), grads):
             if grad is None:
-                (result.no_gradient if key in ran else result.unused).append(name)
+                used = key in ran or id(layer) in reads
+                (result.no_gradient if used else result.unused).append(name)
                 continue
             if layer.kept == layer.frozen_weight.numel():
                 result.fixed.append(name)
@@ -313,16 +317,26 @@ def _compare_with_densified(
     atol: float,
     batch_statistics: bool,
 ) -> None:
+    """Swap the dense layers in, run, and swap the score-mask layers back, in place.
+
+    No deep copy: models that hold non-leaf tensors (neuron states, attention-bias caches)
+    cannot be deep-copied, and the comparison must not be skipped for them.
+    """
     from .sparsify import densify  # sparsify.py imports this module
 
+    refs = [r for r in walk(model) if isinstance(r.module, SubnetLayer)]
+    reset_states(model)
     try:
-        dense = densify(copy.deepcopy(model))
-    except Exception as exc:  # a model that cannot be deep-copied: say so, check the rest
+        densify(model)
+        with _batch_statistics(model, batch_statistics):
+            other = _run(model, args)
+    except Exception as exc:  # say so: the comparison is then not verified
         result.notes.append(f"densify() copy not compared: {type(exc).__name__}: {exc}")
         return
-    dense.eval()
-    with _batch_statistics(dense, batch_statistics):
-        other = _run(dense, args)
+    finally:
+        for ref in refs:
+            setattr(ref.parent, ref.attr, ref.module)
+        invalidate_spikingjelly_cache(model)
     result.densify_error = _max_diff(base, other)
     scale = max((float(t.double().abs().max()) for t in base if t.numel()), default=0.0)
     result.densify_tolerance = atol + rtol * scale

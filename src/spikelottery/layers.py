@@ -14,8 +14,10 @@ The classes subclass the dense PyTorch layers, so code that checks
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -43,6 +45,7 @@ __all__ = [
     "check_mode",
     "init_weight_",
     "is_subnet",
+    "record_weight_reads",
     "subnet_class_for",
 ]
 
@@ -59,6 +62,31 @@ def check_mode(mode: str) -> str:
             f"mode must be one of {MODES} ('lt': W * mask, 'mp': alpha * sign(W) * mask), got {mode!r}"
         )
     return mode
+
+
+# The ids of the score-mask layers whose `weight` was read, while record_weight_reads runs.
+_READS: set[int] | None = None
+
+
+@contextlib.contextmanager
+def record_weight_reads() -> Iterator[set[int]]:
+    """Collect ``id(layer)`` of every score-mask layer whose ``.weight`` is read meanwhile.
+
+    :func:`~spikelottery.check_ticket` uses it to tell a layer that nobody used from one
+    whose weight was read but bypassed on the way to the output.
+
+    >>> layer = SubnetLinear(4, 2, pa=0.5)
+    >>> with record_weight_reads() as reads:
+    ...     _ = layer.weight
+    >>> id(layer) in reads
+    True
+    """
+    global _READS
+    previous, _READS = _READS, set()
+    try:
+        yield _READS
+    finally:
+        _READS = previous
 
 
 def init_weight_(weight: Tensor, init: str = "kaiming_normal") -> Tensor:
@@ -207,11 +235,43 @@ class SubnetLayer(nn.Module):
             if "weight" not in params:
                 raise AttributeError("weight")
             return params["weight"]
+        if _READS is not None:
+            _READS.add(id(self))
         return self.effective_weight()
 
     @weight.setter
     def weight(self, value: Tensor) -> None:  # reached only through object.__setattr__
-        nn.Module.__setattr__(self, "weight", value)
+        self.__setattr__("weight", value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `layer.weight = p` would silently replace the FROZEN weight, and reading it back
+        # would give p * M (torch.nn.utils.fusion.fuse_conv_bn_eval does exactly this).
+        if (
+            name == "weight"
+            and "scores" in self.__dict__.get("_parameters", {})
+            and not self.__dict__.get("_loading", False)
+        ):
+            raise SpikeLotteryError(
+                f"cannot assign `weight` of {type(self).__name__}({self.extra_repr()}): after "
+                "sparsify, `layer.weight` is the effective weight, computed from the frozen "
+                "weight and the mask, so an assigned tensor would be masked again on the next "
+                "read. Assign the frozen random weight with `layer.frozen_weight = "
+                "nn.Parameter(w, requires_grad=False)`, or bake the ticket first "
+                "(spikelottery.densify / export_dense) before rewriting weights (e.g. to fuse "
+                "BatchNorm)."
+            )
+        if name == "frozen_weight":  # nn.Module.__setattr__ would register a new parameter
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # load_state_dict(assign=True) assigns the stored (frozen) weight: that is allowed.
+        self.__dict__["_loading"] = True
+        try:
+            super()._load_from_state_dict(*args, **kwargs)
+        finally:
+            del self.__dict__["_loading"]
 
     @property
     def frozen_weight(self) -> Tensor:
@@ -222,6 +282,21 @@ class SubnetLayer(nn.Module):
         fine-tune the kept weights of a found ticket.
         """
         return self.__dict__["_parameters"]["weight"]
+
+    @frozen_weight.setter
+    def frozen_weight(self, value: nn.Parameter) -> None:
+        if not isinstance(value, nn.Parameter):
+            raise TypeError(
+                f"frozen_weight must be an nn.Parameter, got {type(value).__name__}; wrap it: "
+                "nn.Parameter(w, requires_grad=False)"
+            )
+        old = self.__dict__["_parameters"]["weight"]
+        if value.shape != old.shape:
+            raise ValueError(
+                f"frozen_weight must keep the shape {tuple(old.shape)}, got {tuple(value.shape)}"
+            )
+        self.__dict__["_parameters"]["weight"] = value
+        self._clear_cache()
 
     def set_pa(self, pa: float) -> None:
         """Change the fraction of weights removed; the mask follows on the next call."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ._modules import (
     CONVERTIBLE,
@@ -176,19 +176,69 @@ def _layers(model: nn.Module) -> list[_Layer]:
     return list(by_id.values())
 
 
-def _raw_weights_left_dense(model: nn.Module) -> dict[str, str]:
-    """Weight matrices that live outside conv/linear layers and so stay dense."""
+def _weights_left_dense(model: nn.Module, report: SparsifyReport) -> dict[str, str]:
+    """Weights that stay dense although they are not listed yet: say so in the report.
+
+    Weight tensors (2-D or more) of layer types sparsify does not mask (``nn.Conv3d``,
+    transposed convs, RNNs, ``nn.Bilinear``, the raw ``in_proj_weight`` of
+    ``nn.MultiheadAttention``, timm's ``CondConv2d`` ...), and conv/linear layers nested
+    inside another conv/linear layer (which the swap does not descend into). Embedding
+    tables are lookups, not synapses, and are not listed.
+    """
+    listed = set(report.skipped) | set(report.aliases)
     out: dict[str, str] = {}
     for name, module in model.named_modules():
+        if name in listed or isinstance(module, (SubnetLayer, nn.Embedding, nn.EmbeddingBag)):
+            continue
+        if isinstance(module, CONVERTIBLE):
+            out[name] = (
+                "inside another conv/linear layer, which sparsify does not descend into: "
+                "stays dense and trainable"
+            )
+            continue
+        keys = [
+            k
+            for k, p in module._parameters.items()
+            if p is not None and "weight" in k and p.dim() > 1
+        ]
+        if not keys:
+            continue
         if isinstance(module, nn.MultiheadAttention):
-            keys = ["in_proj_weight"] if module.in_proj_weight is not None else []
-            keys = keys or ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
-            for key in keys:
-                out[f"{name}.{key}" if name else key] = (
-                    "nn.MultiheadAttention's input projection is a raw parameter, not a layer: "
-                    "it stays dense and trainable (its out_proj is masked)"
-                )
+            why = "nn.MultiheadAttention's input projection is a raw parameter, not a layer"
+        else:
+            why = (
+                f"a {type(module).__name__}, not a layer type sparsify masks (nn.Conv1d, "
+                "nn.Conv2d, nn.Linear and their subclasses)"
+            )
+        out[name or "(model)"] = f"{why}: {', '.join(keys)} stay dense and trainable"
     return out
+
+
+def _check_tied_updates(
+    model: nn.Module, candidates: list[_Layer], settings: Callable[[str], tuple[float, str]]
+) -> None:
+    """Score-mask layers that share scores (tied) must be updated together, alike."""
+    groups: dict[int, list[tuple[str, SubnetLayer]]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SubnetLayer):
+            groups.setdefault(id(module.scores), []).append((name, module))
+    chosen = {id(c.module) for c in candidates}
+    for members in groups.values():
+        inside = [n for n, m in members if id(m) in chosen]
+        if len(members) < 2 or not inside:
+            continue
+        names = ", ".join(repr(n) for n, _ in members)
+        if len(inside) != len(members):
+            raise SpikeLotteryError(
+                f"layers {names} share one frozen weight and one set of scores (tied), but "
+                f"only {', '.join(repr(n) for n in inside)} would be updated: update all of "
+                "them or none (adjust filter=)"
+            )
+        if len({settings(n) for n in inside}) > 1:
+            raise SpikeLotteryError(
+                f"layers {names} share one frozen weight and one set of scores (tied) but "
+                "would get different pa or mode (layer_pa / layer_mode); give them the same"
+            )
 
 
 def _tie_groups(
@@ -264,7 +314,6 @@ def _select(
     candidates = [
         c for c in candidates if isinstance(c.module, SubnetLayer) or id(c.module) in chosen
     ]
-    report.skipped.update(_raw_weights_left_dense(model))
     return candidates, first_holder
 
 
@@ -414,10 +463,12 @@ def sparsify(
     names = [c.name for c in candidates]
     overrides = _resolve_overrides("layer_pa", layer_pa, names, check_ratio)
     modes = _resolve_overrides("layer_mode", layer_mode, names, _check_layer_mode)
+    _check_tied_updates(model, candidates, lambda n: (overrides.get(n, pa), modes.get(n, mode)))
 
     done: list[tuple[nn.Module, str, nn.Module]] = []
     updated: list[tuple[SubnetLayer, float, str]] = []
     made: dict[int, SubnetLayer] = {}  # id(original weight) -> first new layer holding it
+    copies: dict[int, Tensor] = {}  # id(original bias, ...) -> its copy, shared by all holders
     try:
         for cand in candidates:
             layer_ratio = overrides.get(cand.name, pa)
@@ -449,6 +500,10 @@ def sparsify(
                 report.tied.setdefault(first_holder[id(original_weight)], []).append(cand.name)
             elif id(original_weight) in first_holder:
                 made[id(original_weight)] = subnet
+            for p_name, p in child._parameters.items():  # a tied bias stays tied
+                if p is not None and p_name != "weight":
+                    kept = copies.setdefault(id(p), subnet._parameters[p_name])  # type: ignore[arg-type]
+                    subnet._parameters[p_name] = kept  # type: ignore[assignment]
             for ref in cand.refs:
                 setattr(ref.parent, ref.attr, subnet)
                 done.append((ref.parent, ref.attr, child))
@@ -469,6 +524,7 @@ def sparsify(
         invalidate_spikingjelly_cache(model)
         raise
 
+    report.skipped.update(_weights_left_dense(model, report))
     if batchnorm == "nonaffine":
         freeze_batchnorm_affine(model)
     logger.info("%s", report)

@@ -150,6 +150,17 @@ def _grid_output(target: nn.Module) -> str | None:
     return None
 
 
+def _conv_channels(target: nn.Module, is_spikformer_stem: bool) -> int | None:
+    """The output channels of the last conv in a patch embedding (see PatchSelector.channels).
+
+    The spikelottery zoo's and SpikingJelly's stems have known layouts: ``None`` for them.
+    """
+    if is_spikformer_stem or type(target).__module__.startswith("spikelottery.models"):
+        return None
+    convs = [m for m in target.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    return int(convs[-1].out_channels) if convs else None
+
+
 def _attached_selectors(model: nn.Module) -> Iterator[tuple[str, nn.Module, PatchSelector]]:
     for name, module in model.named_modules():
         child = module._modules.get("patch_selector")
@@ -216,11 +227,14 @@ class PatchPlan:
         patch_embed: Qualified name of the module whose output is pruned.
         num_prefix_tokens: Leading tokens kept unconditionally.
         layout: The layout of that output (``"auto"`` picks by its number of dimensions).
+        channels: Output channels of the patch embedding's last conv, which tells 4-D
+            tokens from a 4-D feature map (see :class:`PatchSelector`); ``None`` if none.
     """
 
     patch_embed: str
     num_prefix_tokens: int
     layout: str
+    channels: int | None = None
 
 
 def plan_patch_selector(
@@ -242,7 +256,7 @@ def plan_patch_selector(
 
     >>> from spikelottery.models import Spikformer
     >>> plan_patch_selector(Spikformer(embed_dim=32, depth=1, num_heads=2, timesteps=2))
-    PatchPlan(patch_embed='patch_embed', num_prefix_tokens=0, layout='auto')
+    PatchPlan(patch_embed='patch_embed', num_prefix_tokens=0, layout='auto', channels=None)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -259,6 +273,17 @@ def plan_patch_selector(
         num_prefix_tokens = known[1] if known is not None and patch_embed == known[0] else 0
     name = _find_patch_embed(model, patch_embed)
     target = model.get_submodule(name)
+    if (
+        patch_embed is None
+        and known is None
+        and isinstance(getattr(model, "pos_embed", None), Tensor)
+    ):
+        raise SpikeLotteryError(
+            f"{type(model).__name__} adds a position embedding (model.pos_embed) after "
+            f"{name!r}; pruning there would leave it one per patch for fewer patches. Name the "
+            "module whose output already carries it (and its class tokens, with "
+            "num_prefix_tokens=...), e.g. sparsify(model, pa, pb, patch_embed='pos_drop')."
+        )
     stem_type = _spikformer_stem_type()
     is_stem = stem_type is not None and isinstance(target, stem_type)
     if is_stem and layout == "auto":
@@ -280,7 +305,7 @@ def plan_patch_selector(
             f"{name!r} already has a child named 'patch_selector' that spikelottery did not "
             "attach; rename it or choose another patch_embed"
         )
-    return PatchPlan(name, num_prefix_tokens, layout)
+    return PatchPlan(name, num_prefix_tokens, layout, _conv_channels(target, is_stem))
 
 
 def attach_patch_selector(
@@ -362,12 +387,15 @@ def attach_patch_selector(
             selector.pb = pb  # a second call updates the ratio and the options
             selector.num_prefix_tokens = plan.num_prefix_tokens
             selector.layout = plan.layout
+            selector.channels = plan.channels
             return name
     target = model.get_submodule(name)
     for _, owner, selector in existing:  # one selector per model
         _detach(owner, selector)
 
-    selector = PatchSelector(pb, num_prefix_tokens=plan.num_prefix_tokens, layout=plan.layout)
+    selector = PatchSelector(
+        pb, num_prefix_tokens=plan.num_prefix_tokens, layout=plan.layout, channels=plan.channels
+    )
     selector._attached_to = name
     target.add_module("patch_selector", selector)
     handles = selector._handles

@@ -26,7 +26,7 @@ from ..errors import SpikeLotteryError
 
 __all__ = ["LAYOUTS", "PatchSelector", "check_options", "select_patches"]
 
-LAYOUTS = ("auto", "bnd", "tbnd", "tbdhw")
+LAYOUTS = ("auto", "bnd", "tbnd", "tbdhw", "grid")
 _AUTO_LAYOUT = {3: "bnd", 4: "tbnd", 5: "tbdhw"}
 
 
@@ -41,8 +41,8 @@ def check_options(num_prefix_tokens: int, layout: str) -> None:
             "num_prefix_tokens must be a non-negative int, got "
             f"num_prefix_tokens={num_prefix_tokens}"
         )
-    if num_prefix_tokens and layout == "tbdhw":
-        raise ValueError("num_prefix_tokens applies to token layouts, not to layout='tbdhw'")
+    if num_prefix_tokens and layout in ("tbdhw", "grid"):
+        raise ValueError(f"num_prefix_tokens applies to token layouts, not to layout={layout!r}")
 
 
 def _resolve_layout(x: Tensor, layout: str) -> str:
@@ -54,6 +54,13 @@ def _resolve_layout(x: Tensor, layout: str) -> str:
                 f"map [T, B, D, H, W]; got shape {tuple(x.shape)}"
             )
         return _AUTO_LAYOUT[x.ndim]
+    if layout == "grid":  # a conv feature map, with or without time steps
+        if x.ndim not in (4, 5):
+            raise ValueError(
+                f"layout='grid' expects a conv feature map [B, D, H, W] or [T, B, D, H, W], "
+                f"got shape {tuple(x.shape)}"
+            )
+        return "tbdhw" if x.ndim == 5 else "bdhw"
     expected = {"bnd": 3, "tbnd": 4, "tbdhw": 5}[layout]
     if x.ndim != expected:
         raise ValueError(
@@ -68,6 +75,8 @@ def _token_view(x: Tensor, layout: str) -> Tensor:
         return x.unsqueeze(0)
     if layout == "tbnd":
         return x
+    if layout == "bdhw":
+        x = x.unsqueeze(0)
     return x.flatten(3).transpose(2, 3)  # [T, B, D, H*W] -> [T, B, N, D]
 
 
@@ -96,7 +105,9 @@ def select_patches(
         pos_embed: Position embedding broadcastable to ``x``; it is added to ``x`` before
             ranking and the returned tokens include it.
         num_prefix_tokens: Leading tokens to keep unconditionally (token layouts only).
-        layout: ``"auto"``, ``"bnd"``, ``"tbnd"`` or ``"tbdhw"``.
+        layout: ``"auto"``, ``"bnd"``, ``"tbnd"``, ``"tbdhw"`` or ``"grid"`` (a conv
+            feature map ``[B, D, H, W]`` or ``[T, B, D, H, W]``, which becomes ``[B, D, 1,
+            k]`` or ``[T, B, D, 1, k]``).
 
     Returns:
         ``(kept, indices)``. ``indices`` is ``[B, k]`` (int64, ascending) into the ``N``
@@ -116,8 +127,8 @@ def select_patches(
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     check_options(num_prefix_tokens, layout)
     layout = _resolve_layout(x, layout)
-    if num_prefix_tokens and layout == "tbdhw":  # "auto" resolved to a feature map
-        raise ValueError("num_prefix_tokens applies to token layouts, not to layout='tbdhw'")
+    if num_prefix_tokens and layout in ("tbdhw", "bdhw"):  # resolved to a feature map
+        raise ValueError("num_prefix_tokens applies to token layouts, not to a feature map")
     if pos_embed is not None:
         try:
             x = x + pos_embed
@@ -149,8 +160,10 @@ def select_patches(
         kept = torch.cat([tokens[:, :, :num_prefix_tokens], kept], dim=2)
     if layout == "bnd":
         kept = kept.squeeze(0)
-    elif layout == "tbdhw":
+    elif layout in ("tbdhw", "bdhw"):
         kept = kept.transpose(2, 3).unsqueeze(3)  # [T, B, D, 1, P + k]
+        if layout == "bdhw":
+            kept = kept.squeeze(0)  # [B, D, 1, k]
     return kept, indices
 
 
@@ -163,8 +176,14 @@ class PatchSelector(nn.Module):
     Args:
         pb: Fraction of patches REMOVED, in ``[0, 1)``; can be changed later.
         num_prefix_tokens: Leading tokens kept unconditionally (e.g. a class token).
-        layout: ``"auto"``, ``"bnd"``, ``"tbnd"`` or ``"tbdhw"`` (see :func:`select_patches`).
+        layout: ``"auto"``, ``"bnd"``, ``"tbnd"``, ``"tbdhw"`` or ``"grid"`` (see
+            :func:`select_patches`).
         return_indices: Return ``(kept, indices)`` instead of ``kept``.
+        channels: The patch embedding's channel count ``D``, if known. With
+            ``layout="auto"`` it tells a 4-D token tensor ``[T, B, N, D]`` (``D`` last) from
+            a conv feature map ``[B, D, H, W]`` (``D`` second); a 4-D input where that
+            cannot be told raises :class:`~spikelottery.SpikeLotteryError` instead of
+            guessing. ``None`` reads every 4-D input as ``[T, B, N, D]``.
 
     Example:
         >>> sel = PatchSelector(0.3)
@@ -181,6 +200,7 @@ class PatchSelector(nn.Module):
         num_prefix_tokens: int = 0,
         layout: str = "auto",
         return_indices: bool = False,
+        channels: int | None = None,
     ) -> None:
         super().__init__()
         check_options(num_prefix_tokens, layout)
@@ -190,6 +210,7 @@ class PatchSelector(nn.Module):
         self.num_prefix_tokens = num_prefix_tokens
         self.layout = layout
         self.return_indices = return_indices
+        self.channels = channels
         self.last_indices: Tensor | None = None
         # Set by attach_patch_selector: whether tokens were dropped in the running forward.
         self._pruned_in_forward = False
@@ -208,12 +229,26 @@ class PatchSelector(nn.Module):
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """Select patches of ``x``; see :func:`select_patches`."""
         kept, indices = select_patches(
-            x, self._pb, num_prefix_tokens=self.num_prefix_tokens, layout=self.layout
+            x, self._pb, num_prefix_tokens=self.num_prefix_tokens, layout=self._layout_of(x)
         )
         self.last_indices = indices.detach()
         if kept is not x:  # select_patches returns x itself when nothing is removed
             self._pruned_in_forward = True
         return (kept, indices) if self.return_indices else kept
+
+    def _layout_of(self, x: Tensor) -> str:
+        if self.layout != "auto" or x.ndim != 4 or self.channels is None:
+            return self.layout
+        last, second = x.shape[-1] == self.channels, x.shape[1] == self.channels
+        if last != second:
+            return "tbnd" if last else "grid"
+        where = f" after {self._attached_to!r}" if self._attached_to else ""
+        raise SpikeLotteryError(
+            f"the patch selector{where} got a 4-D tensor {tuple(x.shape)} and cannot tell "
+            f"tokens [T, B, N, D] from a feature map [B, D, H, W] (D = {self.channels}); "
+            "declare it: sparsify(..., pb) then attach_patch_selector(model, pb, "
+            "layout='tbnd' or 'grid')"
+        )
 
     def extra_repr(self) -> str:
         parts = [f"pb={self._pb:g}"]

@@ -8,11 +8,12 @@ from torch import nn
 
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
-from ..patch import find_patch_selectors
+from ..patch import PatchSelector, find_patch_selectors
 
 __all__ = [
     "DENSE_BASES",
     "PathLike",
+    "active_patch_selector",
     "dense_base",
     "patch_pruning",
     "quote_names",
@@ -35,10 +36,16 @@ def dense_base(module: nn.Module) -> str:
 
 def patch_pruning(model: nn.Module) -> tuple[str | None, float]:
     """``(patch-embedding name, pb)`` of an attached patch selector, or ``(None, 0.0)``."""
+    selector = active_patch_selector(model)
+    return (None, 0.0) if selector is None else (selector[0], float(selector[1].pb))
+
+
+def active_patch_selector(model: nn.Module) -> tuple[str, PatchSelector] | None:
+    """``(patch-embedding name, selector)`` of the selector that prunes (``pb > 0``), if any."""
     for name, selector in find_patch_selectors(model):
         if selector.pb > 0:
-            return name, float(selector.pb)
-    return None, 0.0
+            return name, selector
+    return None
 
 
 def subnet_layers(model: nn.Module) -> list[tuple[str, SubnetLayer]]:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .._version import __version__
 from ..errors import SpikeLotteryError
+from ..patch.select import LAYOUTS
 from ._common import PathLike, quote_names
 
 __all__ = [
@@ -108,7 +109,9 @@ class TicketInfo:
 
     ``layers`` has one dict per score-mask layer: ``name``, ``class``, ``dense`` (the
     PyTorch layer type: ``Conv1d``, ``Conv2d`` or ``Linear``), ``shape``, ``pa``,
-    ``mode`` and ``kept``. ``metadata`` holds the user's entries.
+    ``mode`` and ``kept``. ``metadata`` holds the user's entries. ``num_prefix_tokens``
+    and ``patch_layout`` describe the patch selector (``None`` in tickets written before
+    they were recorded, or without patch pruning).
     """
 
     path: Path
@@ -123,6 +126,8 @@ class TicketInfo:
     include_scores: bool
     metadata: dict[str, str] = field(default_factory=dict)
     size_bytes: int = 0
+    num_prefix_tokens: int | None = None
+    patch_layout: str | None = None
 
     def __str__(self) -> str:
         kept = sum(layer["kept"] for layer in self.layers)
@@ -252,6 +257,13 @@ def _parse_info(path: Path, meta: Mapping[str, str], size: int) -> TicketInfo:
                     raise TypeError(key)
             if rec["mode"] not in ("lt", "mp") or not 0.0 <= rec["pa"] < 1.0:
                 raise ValueError(rec["name"])
+        prefix = meta.get("num_prefix_tokens")
+        num_prefix_tokens = None if prefix is None else int(prefix)
+        if num_prefix_tokens is not None and num_prefix_tokens < 0:
+            raise ValueError(f"num_prefix_tokens={num_prefix_tokens}")
+        patch_layout = meta.get("patch_layout")
+        if patch_layout is not None and patch_layout not in LAYOUTS:
+            raise ValueError(f"patch_layout={patch_layout!r}")
     except (TypeError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise invalid_ticket(path, f"its settings or layer table are malformed ({exc!r})") from None
     user = {k[len(USER_PREFIX) :]: v for k, v in meta.items() if k.startswith(USER_PREFIX)}
@@ -268,6 +280,8 @@ def _parse_info(path: Path, meta: Mapping[str, str], size: int) -> TicketInfo:
         include_scores=meta.get("include_scores") == "true",
         metadata=user,
         size_bytes=size,
+        num_prefix_tokens=num_prefix_tokens,
+        patch_layout=patch_layout,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .._validation import kept_count
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from ..masks import topk_mask
+from ..patch import attach_patch_selector
 from ..sparsify import sparsify
 from ._common import DENSE_BASES, PathLike, dense_base, quote_names, subnet_layers
 from .format import TicketInfo, invalid_ticket, read_ticket_file, unpack_bits
@@ -333,12 +335,25 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
             layer_mode={p.name: p.rec["mode"] for p in plans},
             init="keep",
             patch_embed=info.patch_embed if info.pb > 0 else None,
+            num_prefix_tokens=info.num_prefix_tokens if info.pb > 0 else None,
         )
+        if info.pb > 0 and info.patch_layout not in (None, "auto"):
+            attach_patch_selector(
+                model,
+                info.pb,
+                patch_embed=info.patch_embed,
+                num_prefix_tokens=info.num_prefix_tokens,
+                layout=info.patch_layout,
+            )
     state = dict(loadable)
     for plan in plans:
         state[f"{plan.name}.weight"] = plan.weight
         state[f"{plan.name}.scores"] = plan.scores
-    result = model.load_state_dict(state, strict=False)
+    # Keep the modules' state_dict versions: some _load_from_state_dict need them
+    # (torchvision's MNASNet raises without).
+    ordered: OrderedDict[str, Tensor] = OrderedDict(state)
+    ordered._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+    result = model.load_state_dict(ordered, strict=False)
     if result.unexpected_keys:  # excluded by the checks above; a bug if it happens
         raise SpikeLotteryError(f"internal error: unexpected keys {result.unexpected_keys}")
     for plan in plans:

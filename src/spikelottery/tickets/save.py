@@ -17,7 +17,7 @@ from .._modules import names_of
 from .._version import __version__
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
-from ._common import PathLike, dense_base, patch_pruning, subnet_layers
+from ._common import PathLike, active_patch_selector, dense_base, patch_pruning, subnet_layers
 from .format import FORMAT_NAME, FORMAT_VERSION, USER_PREFIX, pack_bits, ticket_digest
 
 __all__ = ["save_ticket"]
@@ -100,6 +100,15 @@ def _ticket_tensors(
     return tensors, records
 
 
+def _selector_settings(model: nn.Module) -> dict[str, str]:
+    """The patch selector's prefix tokens and layout (what sparsify cannot always detect)."""
+    found = active_patch_selector(model)
+    if found is None:
+        return {}
+    selector = found[1]
+    return {"num_prefix_tokens": str(selector.num_prefix_tokens), "patch_layout": selector.layout}
+
+
 def save_ticket(
     model: nn.Module,
     path: PathLike,
@@ -175,6 +184,7 @@ def save_ticket(
         "pb": repr(float(pb)),
         "mode": mode,
         "patch_embed": patch_embed or "",
+        **_selector_settings(model),
         "layers": json.dumps(records, separators=(",", ":")),
         "weight_dtype": weight_dtype or "same",
         "include_scores": "true" if include_scores else "false",

@@ -1,0 +1,240 @@
+"""Regression tests for defects an independent review found on third-party networks.
+
+Each test names the defect it pins (D1..D10 of the review of the weight-read guarantee).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+from spikelottery import (
+    SpikeLotteryError,
+    SubnetLayer,
+    check_ticket,
+    densify,
+    find_patch_selectors,
+    kept_count,
+    load_ticket,
+    save_ticket,
+    sparsify,
+)
+
+
+class ConvViT(nn.Module):
+    """The usual hand-written ViT: a Conv2d patch embedding, flattened by the parent."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, d, 8, 8)
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+        self.tokens = tokens
+        return self.head(tokens.mean(1))
+
+
+def test_d1_a_conv_patch_embedding_is_pruned_as_a_feature_map() -> None:
+    torch.manual_seed(0)
+    model = sparsify(ConvViT().eval(), 0.4, 0.25)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        full = model.patch_embed(x)  # hooks prune this call too: recompute by hand
+    [(_, selector)] = find_patch_selectors(model)
+    assert selector.last_indices.shape == (2, kept_count(16, 0.25))
+    grid = F.conv2d(x, model.patch_embed.weight, model.patch_embed.bias, stride=8)
+    tokens = grid.flatten(2).transpose(1, 2)  # [B, 16, D]: the real patch embeddings
+    idx = selector.last_indices
+    expected = tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1]))
+    torch.testing.assert_close(model.tokens, expected)
+    assert full.shape == (2, 16, 1, kept_count(16, 0.25))
+
+
+def test_d1_an_ambiguous_4d_output_is_refused_not_guessed() -> None:
+    class Square(nn.Module):  # [B, D, H, W] with H = D: cannot be told from [T, B, N, D]
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = nn.Conv2d(3, 4, 1)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.patch_embed(x).mean((2, 3)))
+
+    model = sparsify(Square(), 0.4, 0.5)
+    with pytest.raises(SpikeLotteryError, match=r"cannot tell.*layout="):
+        model(torch.randn(4, 3, 4, 4))
+
+
+def test_d1_position_embedding_added_after_patch_embed_is_refused_at_attach() -> None:
+    class PosAfter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = nn.Linear(4, 8)
+            self.pos_embed = nn.Parameter(torch.zeros(1, 9, 8))
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head((self.patch_embed(x) + self.pos_embed).mean(1))
+
+    with pytest.raises(SpikeLotteryError, match=r"position embedding.*patch_embed="):
+        sparsify(PosAfter(), 0.4, 0.3)
+
+
+class ClsNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: [B, 1 + N, 4], token 0 a class token
+        return self.head(self.patch_embed(x)[:, 0])
+
+
+def test_d2_the_ticket_keeps_prefix_tokens_and_layout(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = sparsify(ClsNet().eval(), 0.4, 0.5, num_prefix_tokens=1)
+    x = torch.randn(2, 9, 4)
+    with torch.no_grad():
+        want = model(x)
+    path = save_ticket(model, tmp_path / "t.safetensors")
+    fresh = load_ticket(ClsNet().eval(), path)
+    [(_, selector)] = find_patch_selectors(fresh)
+    assert selector.num_prefix_tokens == 1
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 6)
+        self.b = nn.Linear(6, 6)
+        self.b.weight = self.a.weight
+        self.b.bias = self.a.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_d3_tied_layers_are_updated_together_or_not_at_all() -> None:
+    model = sparsify(Tied(), 0.5)
+    with pytest.raises(SpikeLotteryError, match=r"'a', 'b' share.*update all"):
+        sparsify(model, 0.8, filter="^a$")
+    with pytest.raises(SpikeLotteryError, match="different pa or mode"):
+        sparsify(model, 0.8, layer_mode={"b": "mp"})
+    assert model.a.pa == model.b.pa == 0.5  # the failed calls changed nothing
+    sparsify(model, 0.8, mode="mp")
+    assert (model.a.pa, model.a.mode) == (model.b.pa, model.b.mode) == (0.8, "mp")
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(densify(model)(x), model(x))
+
+
+def test_d10_a_tied_bias_stays_tied() -> None:
+    model = sparsify(Tied(), 0.5)
+    assert model.a.bias is model.b.bias
+
+
+def test_d4_assigning_weight_is_refused_and_frozen_weight_is_assignable() -> None:
+    net = sparsify(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)), 0.5, mode="mp").eval()
+    with pytest.raises(SpikeLotteryError, match=r"cannot assign `weight`.*densify"):
+        torch.nn.utils.fusion.fuse_conv_bn_eval(net[0], net[1])
+    fused = torch.nn.utils.fusion.fuse_conv_bn_eval(*densify(net))  # the documented way
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(fused(x), net(x), rtol=1e-4, atol=1e-5)
+
+    layer = sparsify(nn.Sequential(nn.Linear(4, 3)), 0.5)[0]
+    new = nn.Parameter(torch.ones(3, 4), requires_grad=False)
+    layer.frozen_weight = new
+    assert layer.frozen_weight is new and int((layer.weight == 1).sum()) == layer.kept
+    with pytest.raises(ValueError, match="shape"):
+        layer.frozen_weight = nn.Parameter(torch.ones(2, 2))
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state, assign=True)  # assigning through load_state_dict is fine
+
+
+def test_d5_the_densify_comparison_runs_on_spikingjelly_models() -> None:
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    class SJNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = layer.Linear(8, 8, step_mode="m")
+            self.sn = neuron.LIFNode(step_mode="m", v_threshold=0.2)
+            self.fc2 = nn.Linear(8, 3)
+
+        def forward(self, x: Tensor) -> Tensor:  # reads fc2's stored weight: a bypass
+            return self.sn(self.fc1(x)).mean(0) @ self.fc2._parameters["weight"].t()
+
+    net = sparsify(SJNet(), 0.5)
+    result = check_ticket(net, torch.rand(4, 2, 8) * 3)
+    functional.reset_net(net)
+    assert result.densify_error is not None and result.densify_mismatch and not result.ok
+    assert isinstance(net.fc2, SubnetLayer)  # the in-place comparison restored the layers
+
+
+def test_d6_a_detached_read_is_no_gradient_not_unused() -> None:
+    class Detached(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+            self.out = nn.Linear(6, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.out(F.linear(x, self.fc.weight.detach(), self.fc.bias))
+
+    result = check_ticket(sparsify(Detached(), 0.5), torch.randn(4, 6))
+    assert result.no_gradient == ["fc"] and not result.ok
+
+
+def test_d7_versioned_state_dicts_load_tickets(tmp_path) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = sparsify(torchvision.models.mnasnet0_5(num_classes=4), 0.5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    path = save_ticket(model, tmp_path / "m.safetensors")
+    fresh = load_ticket(torchvision.models.mnasnet0_5(num_classes=4), path).eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
+
+
+def test_d8_a_pruned_bias_is_refused_by_name() -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    prune.l1_unstructured(net[1], "bias", 0.5)
+    with pytest.raises(SpikeLotteryError, match=r"layer '1' computes its bias"):
+        sparsify(net, 0.5)
+
+
+def test_d9_weights_left_dense_are_all_reported() -> None:
+    class LoRALinear(nn.Linear):
+        def __init__(self) -> None:
+            super().__init__(6, 6)
+            self.lora_a = nn.Linear(6, 2, bias=False)
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv3d = nn.Conv3d(1, 2, 3)
+            self.deconv = nn.ConvTranspose2d(2, 2, 3)
+            self.rnn = nn.LSTM(4, 4)
+            self.emb = nn.Embedding(10, 4)
+            self.lora = LoRALinear()
+            self.fc = nn.Linear(4, 2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, report = sparsify(Mixed(), 0.5, return_report=True)
+    assert report.swapped == ["lora", "fc"]
+    for name in ("conv3d", "deconv", "rnn", "lora.lora_a"):
+        assert "stay" in report.skipped[name], name
+    assert "emb" not in report.skipped  # a lookup table, not a synaptic layer
+    assert "weight_ih_l0" in report.skipped["rnn"]
