@@ -304,7 +304,7 @@ class Recorder:
         key = (tally.module, tally.label)
         if pending is not None and any(a is d for d in pending.derived):
             # (A B) C: A, B from the pending product, C = b.
-            self._pair(
+            self.pair(
                 pending,
                 key,
                 "qk_first",
@@ -315,7 +315,7 @@ class Recorder:
             )
         elif pending is not None and any(b is d for d in pending.derived):
             # A (B C): B, C from the pending product, A = a.
-            self._pair(
+            self.pair(
                 pending,
                 key,
                 "kv_first",
@@ -327,7 +327,7 @@ class Recorder:
         else:
             frame.pending = _Pending(key, sa, sb, tuple(a.shape), tuple(b.shape), [out])
 
-    def _pair(
+    def pair(
         self,
         first: _Pending,
         second: tuple[str, str],

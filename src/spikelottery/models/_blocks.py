@@ -22,23 +22,25 @@ __all__ = [
     "ConvBNAct",
     "LinearBNAct",
     "SpikingModel",
+    "check_positive_int",
     "encode_input",
     "make_activation",
+    "pair",
 ]
 
 
-def _check_positive_int(name: str, value: Any) -> int:
+def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
     return value
 
 
-def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
+def pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
     """``img_size`` as ``(H, W)``: an int means a square image."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return (_check_positive_int(name, value),) * 2
+        return (check_positive_int(name, value),) * 2
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        return (_check_positive_int(name, value[0]), _check_positive_int(name, value[1]))
+        return (check_positive_int(name, value[0]), check_positive_int(name, value[1]))
     raise ValueError(
         f"{name} must be an int or a pair (H, W) of positive ints, got {name}={value!r}"
     )
@@ -205,9 +207,9 @@ class SpikingModel(nn.Module):
     ) -> None:
         super().__init__()
         self.spiking = bool(spiking)
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.num_classes = _check_positive_int("num_classes", num_classes)
-        _check_positive_int("timesteps", timesteps)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        check_positive_int("timesteps", timesteps)
         # A ReLU network is stateless: repeating a static image T times only repeats the work.
         self.timesteps = timesteps if self.spiking else 1
         if not 0.0 <= float(beta) <= 1.0:

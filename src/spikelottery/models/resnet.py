@@ -12,7 +12,7 @@ from ._blocks import (
     ConvBNAct,
     LinearBNAct,
     SpikingModel,
-    _check_positive_int,
+    check_positive_int,
     make_activation,
 )
 
@@ -146,18 +146,18 @@ class SpikingResNet(SpikingModel):
         def act() -> nn.Module:
             return make_activation(spiking, beta=beta, neuron_kwargs=neuron_kwargs)
 
-        self.stem = ConvBNAct(in_channels, _check_positive_int("stem_width", stem_width), act())
+        self.stem = ConvBNAct(in_channels, check_positive_int("stem_width", stem_width), act())
         stages: list[nn.Module] = []
         channels = stem_width
         for n_blocks, width, stride in zip(blocks, widths, strides, strict=True):
-            _check_positive_int("blocks", n_blocks)
+            check_positive_int("blocks", n_blocks)
             stage = []
             for i in range(n_blocks):
                 stage.append(
                     BasicBlock(
                         channels,
-                        _check_positive_int("widths", width),
-                        _check_positive_int("strides", stride) if i == 0 else 1,
+                        check_positive_int("widths", width),
+                        check_positive_int("strides", stride) if i == 0 else 1,
                         act=act,
                         residual=residual,
                     )
@@ -169,7 +169,7 @@ class SpikingResNet(SpikingModel):
 
         hidden_layers: list[nn.Module] = []
         for width in hidden:
-            hidden_layers.append(LinearBNAct(channels, _check_positive_int("hidden", width), act()))
+            hidden_layers.append(LinearBNAct(channels, check_positive_int("hidden", width), act()))
             channels = width
         self.hidden = nn.Sequential(*hidden_layers)
         self.head = nn.Linear(channels, num_classes)

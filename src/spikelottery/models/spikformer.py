@@ -12,9 +12,9 @@ from ._blocks import (
     ConvBNAct,
     LinearBNAct,
     SpikingModel,
-    _check_positive_int,
-    _pair,
+    check_positive_int,
     make_activation,
+    pair,
 )
 
 __all__ = [
@@ -39,7 +39,7 @@ def default_patch_size(img_size: int | tuple[int, int]) -> int:
     >>> default_patch_size(32), default_patch_size(48), default_patch_size(128)
     (4, 4, 16)
     """
-    side = min(_pair("img_size", img_size))
+    side = min(pair("img_size", img_size))
     patch = 1
     while patch < 2**_MAX_POOLS and side // (patch * 2) >= 8:
         patch *= 2
@@ -82,10 +82,10 @@ class ConvPEP(nn.Module):
             raise ValueError(
                 f"embed_dim must be a multiple of 8 (ConvPEP widths D/8, D/4, D/2), got {embed_dim}"
             )
-        height, width = _pair("img_size", img_size)
+        height, width = pair("img_size", img_size)
         if patch_size is None:
             patch_size = default_patch_size((height, width))
-        pools = _check_positive_int("patch_size", patch_size).bit_length() - 1
+        pools = check_positive_int("patch_size", patch_size).bit_length() - 1
         if patch_size != 2**pools or pools > _MAX_POOLS:
             raise ValueError(
                 f"patch_size must be a power of two from 1 to {2**_MAX_POOLS} (one 2x2 max pool per "
@@ -278,14 +278,14 @@ class Spikformer(SpikingModel):
             beta=beta,
             time_first=time_first,
         )
-        _check_positive_int("embed_dim", embed_dim)
-        _check_positive_int("depth", depth)
-        _check_positive_int("num_heads", num_heads)
+        check_positive_int("embed_dim", embed_dim)
+        check_positive_int("depth", depth)
+        check_positive_int("num_heads", num_heads)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
         if not mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be > 0, got mlp_ratio={mlp_ratio!r}")
-        self.img_size = _pair("img_size", img_size)
+        self.img_size = pair("img_size", img_size)
         self.embed_dim = embed_dim
 
         def act(**overrides: Any) -> nn.Module:

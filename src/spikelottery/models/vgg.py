@@ -12,9 +12,9 @@ from ._blocks import (
     ConvBNAct,
     LinearBNAct,
     SpikingModel,
-    _check_positive_int,
-    _pair,
+    check_positive_int,
     make_activation,
+    pair,
 )
 
 __all__ = ["VGG", "VGG9_CONFIG"]
@@ -80,7 +80,7 @@ class VGG(SpikingModel):
             beta=beta,
             time_first=time_first,
         )
-        height, width = _pair("img_size", img_size)
+        height, width = pair("img_size", img_size)
         self.img_size = (height, width)
         self.config = tuple(config)
 
@@ -115,9 +115,7 @@ class VGG(SpikingModel):
         hidden_layers: list[nn.Module] = []
         features = channels * height * width
         for width_ in hidden:
-            hidden_layers.append(
-                LinearBNAct(features, _check_positive_int("hidden", width_), act())
-            )
+            hidden_layers.append(LinearBNAct(features, check_positive_int("hidden", width_), act()))
             features = width_
         self.hidden = nn.Sequential(*hidden_layers)
         self.head = nn.Linear(features, num_classes)
