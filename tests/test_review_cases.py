@@ -238,3 +238,27 @@ def test_d9_weights_left_dense_are_all_reported() -> None:
         assert "stay" in report.skipped[name], name
     assert "emb" not in report.skipped  # a lookup table, not a synaptic layer
     assert "weight_ih_l0" in report.skipped["rnn"]
+
+
+def test_tickets_written_before_the_selector_settings_still_load(tmp_path) -> None:
+    import safetensors
+    import safetensors.torch
+
+    from spikelottery.tickets.format import ticket_digest
+
+    torch.manual_seed(0)
+    model = sparsify(ClsNet().eval(), 0.4, 0.5)
+    x = torch.randn(2, 9, 4)
+    with torch.no_grad():
+        want = model(x)
+    path = save_ticket(model, tmp_path / "new.safetensors")
+    with safetensors.safe_open(path, "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert meta.pop("num_prefix_tokens") == "0" and meta.pop("patch_layout") == "auto"
+    meta["sha256"] = ticket_digest(tensors, meta)  # exactly what the first version wrote
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(safetensors.torch.save(tensors, metadata=meta))
+    fresh = load_ticket(ClsNet().eval(), old)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
