@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._validation import check_int
+
 __all__ = ["DirectEncoder", "EventFrames", "direct_encode", "encode", "event_frames_to_seq"]
 
 
 def _check_timesteps(timesteps: object) -> int:
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
-        raise ValueError(f"timesteps must be a positive int, got timesteps={timesteps!r}")
-    return timesteps
+    checked = check_int("timesteps", timesteps)
+    assert checked is not None
+    return checked
 
 
 def direct_encode(x: Tensor, timesteps: int) -> Tensor:

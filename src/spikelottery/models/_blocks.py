@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int
 from ..encoding import direct_encode
 from ..multistep import SeqBatchNorm1d, SeqBatchNorm2d, seq_apply
 from ..neuron import LIFNeuron
@@ -30,9 +31,10 @@ __all__ = [
 
 
 def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
-    return value
+    """``value`` if it is a positive int (see :func:`spikelottery._validation.check_int`)."""
+    checked = check_int(name, value)
+    assert checked is not None
+    return checked
 
 
 def pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
