@@ -9,7 +9,14 @@ from hypothesis import given
 from torch import nn
 
 import spikelottery.layers as layers_mod
-from spikelottery import BinaryActivation, SubnetConv, SubnetConv1d, SubnetLinear, kept_count
+from spikelottery import (
+    BinaryActivation,
+    SubnetConv,
+    SubnetConv1d,
+    SubnetLayer,
+    SubnetLinear,
+    kept_count,
+)
 from spikelottery.layers import init_weight_, subnet_class_for
 
 ratios = st.floats(0.0, 0.99).map(lambda p: round(p, 2))
@@ -96,12 +103,17 @@ def test_mask_cached_until_scores_change(monkeypatch: pytest.MonkeyPatch) -> Non
     for _ in range(4):  # T calls of a spiking step: one mask
         conv(x).sum().backward()
     assert len(calls) == 1
-    old = conv.mask().clone()
     opt.step()  # in-place update of the scores
     conv(x)
     assert len(calls) == 2
+    # The training path keeps no bool mask (memory): asking for it costs one top-k, and
+    # it is then kept until the scores change.
+    old = conv.mask().clone()
+    conv(x)
+    conv.mask()
+    assert len(calls) == 3
     conv.load_state_dict({**conv.state_dict(), "scores": torch.randn_like(conv.scores)})
-    assert not torch.equal(conv.mask(), old) and len(calls) == 3
+    assert not torch.equal(conv.mask(), old) and len(calls) == 4
     conv.set_pa(0.2)
     assert int(conv.mask().sum()) == kept_count(conv.weight.numel(), 0.2)
 
@@ -261,3 +273,35 @@ def test_torch_func_grad_matches_autograd() -> None:
     g = grad(loss)(params)["scores"]
     fc(x).pow(2).sum().backward()
     torch.testing.assert_close(g, fc.scores.grad)
+
+
+def _cached_bytes(layer: SubnetLayer) -> int:
+    seen: set[int] = set()
+    total = 0
+    for value in vars(layer).values():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for t in items:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
+                seen.add(t.untyped_storage().data_ptr())
+                total += t.untyped_storage().nbytes()
+    return total
+
+
+@pytest.mark.parametrize("mode", ["lt", "mp"])
+def test_a_search_caches_only_the_effective_weight(mode: str) -> None:
+    fc = SubnetLinear(64, 32, pa=0.5, mode=mode)
+    opt = torch.optim.Adam([fc.scores], lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        fc(torch.randn(4, 64)).pow(2).sum().backward()
+        opt.step()
+    fc(torch.randn(4, 64))
+    n = fc.frozen_weight.numel()
+    assert _cached_bytes(fc) <= 4 * n + 64  # the effective weight (and a 0-d alpha)
+    # Fine-tuning the kept weights also keeps the straight-through factor.
+    fc.scores.requires_grad_(False)
+    fc.frozen_weight.requires_grad_(True)
+    fc(torch.randn(4, 64)).sum().backward()
+    assert _cached_bytes(fc) <= 8 * n + 64
+    assert fc.frozen_weight.grad is not None
+    assert int((fc.frozen_weight.grad != 0).sum()) <= fc.kept  # only kept weights learn

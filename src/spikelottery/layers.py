@@ -132,7 +132,7 @@ class SubnetLayer(nn.Module):
     _pre_key: tuple[Any, ...] | None
     _mask: Tensor | None
     _alpha: Tensor | None
-    _pre: tuple[Tensor, Tensor, Tensor] | None
+    _pre: tuple[Tensor, Tensor | None] | None
 
     def _init_subnet(self, pa: float, mode: str, init: str) -> None:
         self.pa = check_ratio("pa", pa)
@@ -151,28 +151,41 @@ class SubnetLayer(nn.Module):
         for name in _CACHE_ATTRS:
             setattr(self, name, None)
 
-    def _refresh(self) -> None:
+    def _refresh(self, keep_mask: bool = False) -> None:
         # Tensor._version counts in-place updates (optimizer steps, load_state_dict);
-        # data_ptr catches .to(device) and `.data =` swaps. The mask depends on the scores
-        # only (fine-tuning the weights never re-runs top-k); the precomputed tensors also
-        # on the weight, the mode and inference mode (inference tensors cannot be saved
-        # for a later backward).
+        # data_ptr catches .to(device) and `.data =` swaps. The effective weight depends on
+        # the scores, the weight, the mode, inference mode (inference tensors cannot be
+        # saved for a later backward) and whether the weight trains (then the
+        # straight-through factor is kept too). During a search only the effective weight
+        # is kept: the bool mask is recomputed on demand for `mask()` (and then kept until
+        # the scores change), never on the training path.
         self._check_cache_untouched()  # before any recompute, which would hide the write
         s, w = self.scores, self.frozen_weight
         mask_key = (s._version, s.data_ptr(), s.device, self.pa)
-        if mask_key != self._mask_key or self._mask is None:
-            with torch.no_grad():
-                self._mask = topk_mask(s, self.pa)
-            self._mask_key = mask_key
-            self._pre_key = None
-        pre_key = (w._version, w.data_ptr(), self.mode, torch.is_inference_mode_enabled())
-        if pre_key != self._pre_key or self._pre is None:
-            with torch.no_grad():
-                self._alpha = mp_alpha(w, self._mask) if self.mode == "mp" else None
-                self._pre = precompute_subnet(s, w, self._mask, self._alpha)
-            weff = self._pre[0]
-            self._pre_version = None if weff.is_inference() else weff._version
-            self._pre_key = pre_key
+        inference = torch.is_inference_mode_enabled()
+        pre_key = (w._version, w.data_ptr(), self.mode, inference, w.requires_grad)
+        if mask_key == self._mask_key and pre_key == self._pre_key and self._pre is not None:
+            if keep_mask and self._mask is None:
+                self._mask = self._current_mask()
+            return
+        with torch.no_grad():
+            mask = self._current_mask() if mask_key == self._mask_key else topk_mask(s, self.pa)
+            alpha = mp_alpha(w, mask) if self.mode == "mp" else None
+            self._pre = precompute_subnet(s, w, mask, alpha)
+        self._alpha = alpha
+        self._mask = mask if keep_mask or self._mask is not None else None
+        weff = self._pre[0]
+        self._pre_version = None if weff.is_inference() else weff._version
+        self._mask_key, self._pre_key = mask_key, pre_key
+
+    def _current_mask(self) -> Tensor:
+        """The mask for the scores of ``_mask_key``, without a top-k where it is known."""
+        if self._mask is not None:
+            return self._mask
+        wgrad = self._pre[1] if self._pre is not None else None
+        if wgrad is not None and (self._alpha is None or bool(self._alpha > 0)):
+            return wgrad != 0  # M, or alpha * M with alpha > 0: exactly the mask
+        return topk_mask(self.scores, self.pa)
 
     def _check_cache_untouched(self) -> None:
         """Refuse writes to the handed-out effective weight: they would be lost silently."""
@@ -320,7 +333,7 @@ class SubnetLayer(nn.Module):
         """Boolean mask of the kept weights (exactly :attr:`kept` of them)."""
         if self._tracing():
             return topk_mask_sorted(self.scores, self.pa)
-        self._refresh()
+        self._refresh(keep_mask=True)
         assert self._mask is not None
         return self._mask
 
@@ -343,7 +356,8 @@ class SubnetLayer(nn.Module):
         """
         w = self.frozen_weight
         if self._tracing():
-            pre = precompute_subnet(self.scores, w, self.mask(), self.alpha())
+            # Under torch.func the weight may be differentiated without requires_grad.
+            pre = precompute_subnet(self.scores, w, self.mask(), self.alpha(), weight_grad=True)
             return subnet_weight_precomputed(self.scores, w, pre)
         self._refresh()
         assert self._pre is not None

@@ -127,58 +127,77 @@ def subnet_weight(
 class _PrecomputedSubnetWeight(torch.autograd.Function):
     """The effective weight with the straight-through score gradient.
 
-    Forward returns ``weff`` (``W * M`` or ``alpha * sign(W) * M``). Backward: ``dL/dM =
-    W * dL/dw_eff`` passes unchanged to ``|s|``, so ``dL/ds = sign(s) * W * dL/dw_eff`` in
-    both modes (alpha is a constant there); ``ws = W * sign(s)`` holds that factor.
-    Fine-tuning the weights of a found ticket gets ``dL/dW = wgrad * dL/dw_eff`` with
-    ``wgrad = M`` (or ``alpha * M``: straight through ``sign``). A layer recomputes these
-    tensors once per change of its scores; each call then costs nothing forward (a view)
-    and one multiply backward (``torch.where`` on a bool mask was 15x slower than a float multiply
-    here). ``setup_context`` keeps it usable under ``torch.func`` transforms.
+    Forward returns ``weff`` (``W * M`` or ``alpha * sign(W) * M``) as a view: no copy per
+    call, and autograd marks a view made inside a custom Function so that an in-place
+    write to it fails loudly instead of being lost. Backward: ``dL/dM = W * dL/dw_eff``
+    passes unchanged to ``|s|``, so ``dL/ds = dL/dw_eff * (W * sign(s))`` in both modes
+    (alpha is a constant there), computed from the parameters themselves: nothing
+    weight-sized is cached for it. Fine-tuning the weights of a found ticket gets
+    ``dL/dW = wgrad * dL/dw_eff`` with ``wgrad = M`` (or ``alpha * M``: straight through
+    ``sign``), cached only while the weight trains. ``setup_context`` keeps it usable
+    under ``torch.func`` transforms.
     """
 
     @staticmethod
-    def forward(scores: Tensor, weight: Tensor, weff: Tensor, ws: Tensor, wgrad: Tensor) -> Tensor:  # type: ignore[override]
-        # A view, not a copy: no weight-sized copy per call, and autograd marks a view made
-        # inside a custom Function so that an in-place write to it fails loudly instead of
-        # being lost (the cache's version counter catches it under no_grad).
+    def forward(  # type: ignore[override]
+        scores: Tensor, weight: Tensor, weff: Tensor, wgrad: Tensor | None
+    ) -> Tensor:
         return weff.view_as(weff)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        _, _, _, ws, wgrad = inputs
-        ctx.save_for_backward(ws, wgrad)
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        scores, weight, _, wgrad = inputs
+        ctx.has_wgrad = wgrad is not None
+        ctx.save_for_backward(scores, weight, *([wgrad] if wgrad is not None else []))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
-        ws, wgrad = ctx.saved_tensors
-        grad_scores = grad * ws if ctx.needs_input_grad[0] else None
-        grad_weight = grad * wgrad if ctx.needs_input_grad[1] else None
-        return grad_scores, grad_weight, None, None, None
+        scores, weight, *rest = ctx.saved_tensors
+        grad_scores = grad * (weight * torch.sign(scores)) if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            if not ctx.has_wgrad:
+                raise RuntimeError(
+                    "the frozen weight needs a gradient, but the effective weight was "
+                    "precomputed without one: precompute_subnet(..., weight_grad=True)"
+                )
+            grad_weight = grad * rest[0]
+        return grad_scores, grad_weight, None, None
 
 
 def precompute_subnet(
-    scores: Tensor, weight: Tensor, mask: Tensor, alpha: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The tensors :func:`subnet_weight_precomputed` needs: ``(weff, ws, wgrad)``."""
+    scores: Tensor,
+    weight: Tensor,
+    mask: Tensor,
+    alpha: Tensor | None,
+    *,
+    weight_grad: bool | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """The tensors :func:`subnet_weight_precomputed` needs: ``(weff, wgrad)``.
+
+    ``wgrad`` (the weight's straight-through factor, ``M`` or ``alpha * M``) is made only
+    with ``weight_grad`` (default: ``weight.requires_grad``); while the weights are frozen
+    the effective weight is the only weight-sized tensor kept.
+    """
+    if weight_grad is None:
+        weight_grad = weight.requires_grad
     with torch.no_grad():
         maskf = mask.to(weight.dtype)
         if alpha is None:
             weff = weight * maskf
-            wgrad = maskf
+            wgrad = maskf if weight_grad else None
         else:
             weff = binary_sign(weight).mul_(maskf).mul_(alpha)
-            wgrad = maskf * alpha
-        ws = weight * torch.sign(scores)
-    return weff, ws, wgrad
+            wgrad = maskf.mul_(alpha) if weight_grad else None
+    return weff, wgrad
 
 
 def subnet_weight_precomputed(
-    scores: Tensor, weight: Tensor, cache: tuple[Tensor, Tensor, Tensor]
+    scores: Tensor, weight: Tensor, cache: tuple[Tensor, Tensor | None]
 ) -> Tensor:
     """:func:`subnet_weight` from the output of :func:`precompute_subnet` (same values, same gradients)."""
-    weff, ws, wgrad = cache
-    return _PrecomputedSubnetWeight.apply(scores, weight, weff, ws, wgrad)
+    weff, wgrad = cache
+    return _PrecomputedSubnetWeight.apply(scores, weight, weff, wgrad)
 
 
 class _ApproxSign(torch.autograd.Function):
