@@ -345,3 +345,18 @@ def test_a_bypassed_layer_stops_the_run_before_training() -> None:
         test_set=data,
     )
     assert isinstance(res.model.fc2, SubnetLayer)  # the check is opt-out
+
+
+def test_short_runs_do_not_compile_the_lif_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import spikelottery._lif_kernels as kernels
+    from spikelottery.engine.trainer import compile_decision
+
+    monkeypatch.delenv("SPIKELOTTERY_COMPILE", raising=False)  # tests switch it off
+    assert compile_decision("auto", 10_000) and not compile_decision("auto", 10)
+    assert compile_decision("on", 1) and not compile_decision("off", 10_000)
+    seen: list[bool] = []
+    real = kernels.compile_allowed
+    monkeypatch.setattr(kernels, "compile_allowed", lambda: seen.append(real()) or seen[-1])
+    # the zoo's default fused backend, so the kernels ask whether they may compile
+    run(tiny(model_kwargs={}, epochs=1, max_batches=2))
+    assert seen and not any(seen)  # 2 planned steps: never compiled

@@ -14,16 +14,19 @@ Two implementations share the semantics of paper Eq. 1-2 (hard reset, start at r
   :func:`torch.compile`. Compilation happens lazily on the first call; if compiling fails
   (no C compiler, an unsupported operation) ``backend="auto"`` warns once and falls back
   to the eager loop. Errors of the computation itself, such as running out of memory,
-  propagate. The environment variable ``SPIKELOTTERY_COMPILE=0`` keeps ``"auto"`` on the
-  uncompiled fused kernels.
+  propagate. The environment variable ``SPIKELOTTERY_COMPILE=0``, or
+  :func:`lif_compilation` ``(False)`` (what the engine does for short runs), keeps
+  ``"auto"`` on the uncompiled fused kernels.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
@@ -34,7 +37,43 @@ from torch.autograd.function import once_differentiable
 
 from .surrogate import SurrogateFn, atan_surrogate, sigmoid_surrogate, surrogate_grad
 
-__all__ = ["BACKENDS", "LIFParams", "resolve_surrogate", "run_lif"]
+__all__ = [
+    "BACKENDS",
+    "LIFParams",
+    "compile_allowed",
+    "lif_compilation",
+    "resolve_surrogate",
+    "run_lif",
+]
+
+# Set by lif_compilation(): whether backend="auto" may compile in this context (None: the
+# environment decides, SPIKELOTTERY_COMPILE=0 switching it off).
+_ALLOW_COMPILE: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "spikelottery_allow_compile", default=None
+)
+
+
+def compile_allowed() -> bool:
+    """Whether ``backend="auto"`` compiles the fused kernels here and now."""
+    allowed = _ALLOW_COMPILE.get()
+    if allowed is None:
+        return os.environ.get("SPIKELOTTERY_COMPILE", "1") != "0"
+    return allowed
+
+
+@contextlib.contextmanager
+def lif_compilation(enabled: bool) -> Iterator[None]:
+    """Let ``backend="auto"`` compile (``True``) or keep it on the uncompiled fused kernels.
+
+    The training engine uses it to compile only runs long enough to repay the compile
+    time; ``backend="compiled"`` and ``"eager"`` are not affected.
+    """
+    token = _ALLOW_COMPILE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _ALLOW_COMPILE.reset(token)
+
 
 BACKENDS = ("auto", "eager", "compiled")
 
@@ -228,8 +267,8 @@ def _compiled(which: str) -> Callable[..., tuple[Tensor, Tensor]]:
 
 def _run_kernel(which: str, backend: str, device_type: str, *args: Any) -> tuple[Tensor, Tensor]:
     eager_fn = _fwd_kernel if which == "fwd" else _bwd_kernel
-    if backend == "auto" and os.environ.get("SPIKELOTTERY_COMPILE", "1") == "0":
-        return eager_fn(*args)  # compilation switched off (e.g. short CPU jobs, tests)
+    if backend == "auto" and not compile_allowed():
+        return eager_fn(*args)  # compilation switched off (short jobs, tests)
     if torch.compiler.is_compiling() or device_type in _CompileState.failed:
         return eager_fn(*args)  # an outer torch.compile traces the plain function
     try:

@@ -93,6 +93,11 @@ _NEURONS = "spiking neurons"
 _OPTIM = "optimisation"
 _RUNNING = "running"
 
+#: Training steps from which ``compile_lif="auto"`` compiles the LIF kernels: a cold
+#: compile costs about 10 s on 2 CPU cores and saves 0.03-0.07 s per step of the demo
+#: network (benchmarks/bench_startup.py).
+COMPILE_MIN_STEPS = 300
+
 
 @document_settings
 @dataclass
@@ -314,6 +319,15 @@ class TrainConfig:
         "``SyncBatchNorm`` has no CPU kernel): a distributed run on CPU with "
         "``sync_batchnorm=True`` is an error; one process ignores it.",
         check=boolean,
+        group=_RUNNING,
+    )
+    compile_lif: str = setting(
+        "auto",
+        help='Compile the LIF kernels with ``torch.compile``: ``"auto"`` only when the run '
+        f"plans at least {COMPILE_MIN_STEPS} training steps, enough to repay the compile time "
+        '(shorter runs start as fast as without compiling), ``"on"`` always, '
+        '``"off"`` never. Compiled and uncompiled kernels agree to float rounding.',
+        check=choice(("auto", "on", "off")),
         group=_RUNNING,
     )
     check_ticket: bool = setting(

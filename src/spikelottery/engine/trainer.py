@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._lif_kernels import lif_compilation
 from .._state import finite_or_none, reset_states
 from ..layers import SubnetLayer
 from ..sparsify import kept_fraction
@@ -38,7 +39,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from .config import ConfigError, TrainConfig
+from .config import COMPILE_MIN_STEPS, ConfigError, TrainConfig
 from .distributed import (
     DistInfo,
     convert_sync_batchnorm,
@@ -193,19 +194,23 @@ class Trainer:
             converted = convert_sync_batchnorm(model) if sync_bn else []
             try:
                 loaders = build_loaders(cfg, train_set, test_set, dist=info, device=device)
-                if cfg.check_ticket and any(isinstance(m, SubnetLayer) for m in model.modules()):
-                    check_first_batch(model, loaders.test, device)
-                resume = load_for_resume(cfg)
-                self._state = RunState(
-                    dist=info,
-                    device=device,
-                    model=model,
-                    loaders=loaders,
-                    started=started,
-                    elapsed_before=resume.elapsed if resume is not None else 0.0,
-                    history=list(resume.history) if resume is not None else [],
-                )
-                return self._run_stages(self._state, resume)
+                planned = sum(st.epochs for st in stage_plan(cfg)) * loaders.steps_per_epoch
+                with lif_compilation(compile_decision(cfg.compile_lif, planned)):
+                    if cfg.check_ticket and any(
+                        isinstance(m, SubnetLayer) for m in model.modules()
+                    ):
+                        check_first_batch(model, loaders.test, device)
+                    resume = load_for_resume(cfg)
+                    self._state = RunState(
+                        dist=info,
+                        device=device,
+                        model=model,
+                        loaders=loaders,
+                        started=started,
+                        elapsed_before=resume.elapsed if resume is not None else 0.0,
+                        history=list(resume.history) if resume is not None else [],
+                    )
+                    return self._run_stages(self._state, resume)
             finally:
                 restore_batchnorm(converted)  # the caller gets the model's own classes back
 
@@ -419,6 +424,21 @@ class Trainer:
                 },
             )
         write_json(out / RESULTS_FILE, results.to_dict())
+
+
+def compile_decision(setting: str, planned_steps: int) -> bool:
+    """Whether to compile the LIF kernels for a run of ``planned_steps`` training steps.
+
+    ``"auto"`` compiles from :data:`~spikelottery.engine.config.COMPILE_MIN_STEPS` steps on,
+    unless the environment switches compiling off (``SPIKELOTTERY_COMPILE=0``).
+
+    >>> compile_decision("auto", 100), compile_decision("on", 1), compile_decision("off", 10**6)
+    (False, True, False)
+    """
+    if setting == "auto":
+        enabled = os.environ.get("SPIKELOTTERY_COMPILE", "1") != "0"
+        return enabled and planned_steps >= COMPILE_MIN_STEPS
+    return setting == "on"
 
 
 def _progress(total: int, desc: str, show: bool) -> Any:
