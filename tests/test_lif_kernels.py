@@ -195,3 +195,39 @@ def test_fallback_warning_points_at_the_public_module(monkeypatch, call):
     with pytest.warns(RuntimeWarning, match="falling back") as record:
         LIFNeuron()(x) if call == "module" else lif_multistep(x, backend="auto")
     assert record[0].filename.endswith("neuron.py")
+
+
+@pytest.mark.parametrize(
+    "gamma,v_reset,detach", [(1.0, 0.0, False), (0.7, 0.0, True), (1.0, -0.3, False)]
+)
+def test_eager_loop_is_bit_identical_to_the_textbook_update(gamma, v_reset, detach):
+    from spikelottery._lif_kernels import LIFParams, resolve_surrogate, run_lif
+
+    name, alpha, fn = resolve_surrogate("atan", None)
+    params = LIFParams(
+        beta=0.8,
+        gamma=gamma,
+        threshold=1.0,
+        v_reset=v_reset,
+        surrogate_fn=fn,
+        surrogate_name=name,
+        alpha=alpha,
+        detach_reset=detach,
+    )
+    x = (torch.randn(5, 3, 7, generator=torch.Generator().manual_seed(0)) * 2).requires_grad_()
+    spikes, v_last = run_lif(x, None, params, "eager")
+    (spikes.sum() + v_last.pow(2).sum()).backward()
+    got = (spikes.detach(), v_last.detach(), x.grad.clone())
+
+    x.grad = None
+    v: torch.Tensor | float = v_reset
+    ref = []
+    for xt in x:  # paper Eq. 1-2, written out
+        h = 0.8 * v + gamma * xt
+        s = fn(h - 1.0)
+        sr = s.detach() if detach else s
+        v = sr * v_reset + (1 - sr) * h
+        ref.append(s)
+    (torch.stack(ref).sum() + v.pow(2).sum()).backward()
+    assert torch.equal(got[0], torch.stack(ref).detach()) and torch.equal(got[1], v.detach())
+    assert torch.equal(got[2], x.grad)
