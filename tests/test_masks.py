@@ -152,3 +152,22 @@ def test_sorted_mask_equals_topk_mask_ties_included(
     assert torch.equal(topk_mask_sorted(scores, p), topk_mask(scores, p))
     scores = torch.randn(shape, generator=g)
     assert torch.equal(topk_mask_sorted(scores, p), topk_mask(scores, p))
+
+
+@given(shape=shapes, p=ratios, seed=st.integers(0, 2**16))
+def test_fast_effective_weight_equals_its_definition_bit_for_bit(
+    shape: tuple[int, ...], p: float, seed: int
+) -> None:
+    from spikelottery.masks import precompute_subnet
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(shape, generator=g)
+    w.view(-1)[0] = -0.0  # sign(-0.0) is +1 in a binary weight
+    s = torch.randn(shape, generator=g)
+    mask = topk_mask(s, p)
+    alpha = mp_alpha(w, mask)
+    assert torch.equal(mp_alpha(w, mask, int(mask.sum())), alpha)
+    weff, _ = precompute_subnet(s, w, mask, alpha)
+    want = binary_sign(w) * mask.float() * alpha
+    assert torch.equal(weff, want)
+    assert torch.equal(torch.signbit(weff), torch.signbit(want))  # even the sign of zeros

@@ -170,7 +170,7 @@ class SubnetLayer(nn.Module):
             return
         with torch.no_grad():
             mask = self._current_mask() if mask_key == self._mask_key else topk_mask(s, self.pa)
-            alpha = mp_alpha(w, mask) if self.mode == "mp" else None
+            alpha = mp_alpha(w, mask, self.kept) if self.mode == "mp" else None
             self._pre = precompute_subnet(s, w, mask, alpha)
         self._alpha = alpha
         self._mask = mask if keep_mask or self._mask is not None else None

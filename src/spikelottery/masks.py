@@ -87,14 +87,16 @@ def binary_sign(x: Tensor) -> Tensor:
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
-def mp_alpha(weight: Tensor, mask: Tensor) -> Tensor:
+def mp_alpha(weight: Tensor, mask: Tensor, kept: int | None = None) -> Tensor:
     """The multi-prize gain: mean ``|W|`` over the kept weights, ``sum(|W| * M) / sum(M)``.
 
     Returns a 0-d tensor. A layer with no kept weight (impossible with ``pa < 1``) gets 0.
+    ``kept`` is ``sum(M)`` when the caller knows it (a layer does: ``n - floor(pa * n)``),
+    which saves a pass over the mask; the result is the same.
     """
-    kept = mask.sum()
+    count = mask.sum() if kept is None else torch.tensor(kept, device=mask.device)
     total = (weight.detach().abs() * mask).sum()
-    return torch.where(kept > 0, total / kept.clamp_min(1), torch.zeros_like(total))
+    return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
 
 
 def subnet_weight(
@@ -187,7 +189,9 @@ def precompute_subnet(
             weff = weight * maskf
             wgrad = maskf if weight_grad else None
         else:
-            weff = binary_sign(weight).mul_(maskf).mul_(alpha)
+            # alpha * sign(W): copysign on W + 0.0, which turns -0.0 into +0.0 so that
+            # sign(0) = +1 as in binary_sign; three fast passes instead of a `where`.
+            weff = torch.copysign(alpha.to(weight.dtype), weight + 0.0).mul_(maskf)
             wgrad = maskf.mul_(alpha) if weight_grad else None
     return weff, wgrad
 
