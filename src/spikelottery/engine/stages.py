@@ -53,6 +53,12 @@ def stage_plan(cfg: TrainConfig) -> list[Stage]:
     return stages
 
 
+def _freeze(p: nn.Parameter) -> None:
+    """Stop training ``p`` and drop its last gradient (memory a frozen tensor no longer needs)."""
+    p.requires_grad_(False)
+    p.grad = None
+
+
 def enter_stage(model: nn.Module, stage: str, *, pb: float) -> str | None:
     """Set what trains in ``stage``; return the name of the module it keeps fixed, if any.
 
@@ -66,17 +72,17 @@ def enter_stage(model: nn.Module, stage: str, *, pb: float) -> str | None:
         # Stage 2: the sparse patch embedding (ConvPEP) and every mask stay fixed. Its
         # BatchNorm statistics too: train_mode keeps the module in eval mode.
         for p in model.get_submodule(name).parameters():
-            p.requires_grad_(False)
+            _freeze(p)
         for m in model.modules():
             if isinstance(m, SubnetLayer):
-                m.scores.requires_grad_(False)
+                _freeze(m.scores)
         return name
     if stage == "finetune":
         # The ticket is found: its masks stay fixed and the kept weights train (the subnet
         # layer passes dL/dw only to kept entries), the patch embedding's included.
         for m in model.modules():
             if isinstance(m, SubnetLayer):
-                m.scores.requires_grad_(False)
+                _freeze(m.scores)
                 m.frozen_weight.requires_grad_(True)  # `weight` is the masked product
                 if m.bias is not None:
                     m.bias.requires_grad_(True)
