@@ -171,3 +171,24 @@ def test_fast_effective_weight_equals_its_definition_bit_for_bit(
     want = binary_sign(w) * mask.float() * alpha
     assert torch.equal(weff, want)
     assert torch.equal(torch.signbit(weff), torch.signbit(want))  # even the sign of zeros
+
+
+@pytest.mark.parametrize("nan", [1, 5, 32])
+def test_nan_scores_are_an_error_not_a_smaller_mask(nan: int) -> None:
+    scores = torch.randn(32)
+    scores[:nan] = float("nan")
+    with pytest.raises(ValueError, match=f"{nan} NaN or infinite value"):
+        topk_mask(scores, 0.375)
+    scores[:nan] = float("inf")
+    with pytest.raises(ValueError, match="diverged"):
+        topk_mask(scores, 0.0)
+
+
+def test_a_layer_with_nan_scores_names_itself() -> None:
+    from spikelottery import SpikeLotteryError, SubnetLinear
+
+    fc = SubnetLinear(8, 4, pa=0.5)
+    with torch.no_grad():
+        fc.scores[0, :3] = float("nan")
+    with pytest.raises(SpikeLotteryError, match=r"SubnetLinear\(in_features=8.*3 NaN or inf"):
+        fc(torch.randn(2, 8))

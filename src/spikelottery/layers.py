@@ -169,7 +169,15 @@ class SubnetLayer(nn.Module):
                 self._mask = self._current_mask()
             return
         with torch.no_grad():
-            mask = self._current_mask() if mask_key == self._mask_key else topk_mask(s, self.pa)
+            if mask_key == self._mask_key:
+                mask = self._current_mask()
+            else:
+                try:
+                    mask = topk_mask(s, self.pa)
+                except ValueError as exc:
+                    raise SpikeLotteryError(
+                        f"{type(self).__name__}({self.extra_repr()}): {exc}"
+                    ) from None
             alpha = mp_alpha(w, mask, self.kept) if self.mode == "mp" else None
             self._pre = precompute_subnet(s, w, mask, alpha)
         self._alpha = alpha

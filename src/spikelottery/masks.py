@@ -49,6 +49,13 @@ def topk_mask(scores: Tensor, pa: float) -> Tensor:
     n = scores.numel()
     keep = kept_count(n, pa)
     flat = scores.detach().abs().flatten()
+    if not bool(torch.isfinite(flat.sum())):  # one reduction: NaN and inf show up in the sum
+        bad = int((~torch.isfinite(flat)).sum())
+        raise ValueError(
+            f"the scores hold {bad} NaN or infinite value(s) of {n}: their ranking is "
+            "undefined, so no mask is exact. The search diverged: lower the learning rate "
+            "or check the loss for NaN"
+        )
     if keep == n:
         return torch.ones_like(scores, dtype=torch.bool)
     removed = n - keep
