@@ -157,6 +157,7 @@ def test_field_order_is_the_results_json_order() -> None:
         "energy_batches",
         "deterministic",
         "sync_batchnorm",
+        "model_input",
         "compile_lif",
         "check_ticket",
         "progress",

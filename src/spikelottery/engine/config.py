@@ -25,6 +25,7 @@ import torch
 from ..errors import SpikeLotteryError
 from ..layers import INITS
 from ..layers import MODES as SUBNET_MODES
+from .convention import INPUT_CONVENTIONS
 from .settings import (
     ConfigError,
     boolean,
@@ -320,6 +321,15 @@ class TrainConfig:
         "``sync_batchnorm=True`` is an error; one process ignores it.",
         check=boolean,
         group=_RUNNING,
+    )
+    model_input: str = setting(
+        "auto",
+        help='How the model takes its input: ``"batch_first"`` (the data set\'s batches, '
+        '``[B, ...]``; the zoo), ``"time_first"`` (SpikingJelly\'s multi-step convention: '
+        '``[T, B, ...]`` in, ``[T, B, K]`` out, averaged over ``T``) or ``"auto"`` '
+        "(time-first for a model in SpikingJelly's multi-step mode, else batch-first).",
+        check=choice(INPUT_CONVENTIONS),
+        group=_EXPERIMENT,
     )
     compile_lif: str = setting(
         "auto",

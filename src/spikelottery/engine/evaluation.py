@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .._state import finite_or_none, reset_states, split_batch, unwrap
 from ..errors import SpikeLotteryError
+from .convention import call_model
 
 __all__ = ["evaluate", "input_and_label", "measure_energy", "model_device"]
 
@@ -94,7 +95,7 @@ def evaluate(
             x, y = input_and_label(batch)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             reset_states(net)
-            logits = net(x)
+            logits = call_model(net, x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             correct += (logits.argmax(-1) == y).sum().double()
             total += y.numel()

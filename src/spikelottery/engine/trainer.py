@@ -40,6 +40,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import COMPILE_MIN_STEPS, ConfigError, TrainConfig
+from .convention import call_model, engine_view
 from .distributed import (
     DistInfo,
     convert_sync_batchnorm,
@@ -66,6 +67,8 @@ class RunState:
         dist: This process's rank and the number of processes.
         device: Where the model and the batches live.
         model: The model being trained (never the ``DistributedDataParallel`` wrapper).
+        net: What the engine calls: ``model``, or a
+            :class:`~spikelottery.engine.convention.TimeFirst` view of it.
         loaders: The training and test data of this process.
         started: ``time.perf_counter()`` when this session started.
         elapsed_before: Seconds spent by the sessions before a resume.
@@ -75,6 +78,7 @@ class RunState:
     dist: DistInfo
     device: torch.device
     model: nn.Module
+    net: nn.Module
     loaders: Loaders
     started: float
     elapsed_before: float = 0.0
@@ -196,15 +200,19 @@ class Trainer:
                 loaders = build_loaders(cfg, train_set, test_set, dist=info, device=device)
                 planned = sum(st.epochs for st in stage_plan(cfg)) * loaders.steps_per_epoch
                 with lif_compilation(compile_decision(cfg.compile_lif, planned)):
+                    net = engine_view(
+                        model, cfg.model_input, timesteps=cfg.timesteps, event=data_info.is_event
+                    )
                     if cfg.check_ticket and any(
                         isinstance(m, SubnetLayer) for m in model.modules()
                     ):
-                        check_first_batch(model, loaders.test, device)
+                        check_first_batch(net, loaders.test, device)
                     resume = load_for_resume(cfg)
                     self._state = RunState(
                         dist=info,
                         device=device,
                         model=model,
+                        net=net,
                         loaders=loaders,
                         started=started,
                         elapsed_before=resume.elapsed if resume is not None else 0.0,
@@ -270,12 +278,12 @@ class Trainer:
             # No epoch yet, or a stage without epochs (pb > 0 with patch_epochs = 0) changed
             # the model after the last evaluation.
             accuracy, loss = evaluate(
-                state.model, state.loaders.test, device=state.device, max_batches=cfg.max_batches
+                state.net, state.loaders.test, device=state.device, max_batches=cfg.max_batches
             )
         energy = None
         if state.dist.main:
             energy = measure_energy(
-                state.model,
+                state.net,
                 state.loaders.test,
                 device=state.device,
                 batches=cfg.energy_batches,
@@ -308,9 +316,9 @@ class Trainer:
 
     def _wrap(self, state: RunState) -> nn.Module:
         if not state.dist.enabled:
-            return state.model
+            return state.net
         ids = [state.device.index] if state.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(state.model, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(state.net, device_ids=ids)
 
     def _train_epoch(self, state: RunState, current: StageRun, epoch: int) -> dict[str, Any]:
         cfg, device, stage = self.config, state.device, current.stage
@@ -334,7 +342,7 @@ class Trainer:
                 x, y = input_and_label(batch)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 reset_states(state.model)
-                logits = current.net(x)
+                logits = call_model(current.net, x)
                 loss = F.cross_entropy(logits, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -357,7 +365,7 @@ class Trainer:
             for buf in state.model.buffers():  # evaluate with rank 0's BatchNorm statistics
                 dist.broadcast(buf, 0)
         test_acc, test_loss = evaluate(
-            state.model, state.loaders.test, device=device, max_batches=cfg.max_batches
+            state.net, state.loaders.test, device=device, max_batches=cfg.max_batches
         )
         n = float(seen)
         record = {
