@@ -19,7 +19,15 @@ from .distributed import DistInfo, ShardSampler
 if TYPE_CHECKING:
     from ..data import DatasetInfo
 
-__all__ = ["Loaders", "build_datasets", "build_loaders", "build_model", "check_first_batch"]
+__all__ = [
+    "Loaders",
+    "build_datasets",
+    "build_loaders",
+    "build_model",
+    "check_first_batch",
+    "dataset_split",
+    "zoo_model",
+]
 
 
 @dataclass(frozen=True)
@@ -45,21 +53,37 @@ def build_datasets(
     cfg: TrainConfig, train_set: Dataset | None = None, test_set: Dataset | None = None
 ) -> tuple[Dataset, Dataset, DatasetInfo]:
     """The training and test sets (the given ones, else ``cfg.dataset``'s) and its shape."""
+    from ..data import dataset_info
+
+    info = dataset_info(cfg.dataset, resolution=cfg.resolution, timesteps=cfg.timesteps)
+    if train_set is None:
+        train_set = dataset_split(cfg, "train")
+    if test_set is None:
+        test_set = dataset_split(cfg, "test")
+    return train_set, test_set, info
+
+
+def dataset_split(cfg: TrainConfig, split: str) -> Dataset:
+    """``cfg.dataset``'s ``split`` (``"train"`` or ``"test"``), read as a run reads it.
+
+    The data set gets ``cfg.resolution`` (CIFAR only at 32), ``cfg.timesteps`` (event
+    data only) and, for the CIFAR training split with ``cfg.augment``, augmentation.
+
+    >>> len(dataset_split(TrainConfig(dataset="digits", resolution=8), "test"))
+    359
+    """
     from ..data import dataset_info, get_dataset
 
     info = dataset_info(cfg.dataset, resolution=cfg.resolution, timesteps=cfg.timesteps)
-    if train_set is None or test_set is None:
-        kwargs: dict[str, Any] = {"resolution": cfg.resolution}
-        if info.is_event:
-            kwargs["timesteps"] = cfg.timesteps
-        if cfg.dataset in ("cifar10", "cifar100") and cfg.resolution in (None, 32):
-            kwargs.pop("resolution")
-        aug = {"augment": True} if cfg.augment and cfg.dataset in ("cifar10", "cifar100") else {}
-        if train_set is None:
-            train_set = get_dataset(cfg.dataset, cfg.data_root, split="train", **kwargs, **aug)
-        if test_set is None:
-            test_set = get_dataset(cfg.dataset, cfg.data_root, split="test", **kwargs)
-    return train_set, test_set, info
+    kwargs: dict[str, Any] = {"resolution": cfg.resolution}
+    if info.is_event:
+        kwargs["timesteps"] = cfg.timesteps
+    cifar = cfg.dataset in ("cifar10", "cifar100")
+    if cifar and cfg.resolution in (None, 32):
+        kwargs.pop("resolution")
+    if cifar and cfg.augment and split == "train":
+        kwargs["augment"] = True
+    return get_dataset(cfg.dataset, cfg.data_root, split=split, **kwargs)
 
 
 def _check_patch_embed(model: nn.Module, pb: float) -> None:
@@ -95,20 +119,9 @@ def check_first_batch(model: nn.Module, loader: DataLoader, device: torch.device
 
 
 def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = None) -> nn.Module:
-    """``model`` (else ``cfg.model`` from the zoo, shaped by ``info``), sparsified in place."""
+    """``model`` (else :func:`zoo_model`), sparsified in place."""
     if model is None:
-        from ..models import create_model
-
-        model = create_model(
-            cfg.model,
-            spiking=cfg.spiking,
-            num_classes=info.num_classes,
-            in_channels=info.in_channels,
-            img_size=info.img_size,
-            timesteps=cfg.timesteps,
-            beta=cfg.beta,
-            **cfg.model_kwargs,
-        )
+        model = zoo_model(cfg, info)
     if cfg.pb > 0:
         _check_patch_embed(model, cfg.pb)
     if cfg.mode != "dense":
@@ -123,6 +136,31 @@ def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = N
     elif cfg.batchnorm == "nonaffine":
         freeze_batchnorm_affine(model)
     return model
+
+
+def zoo_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
+    """The dense zoo model ``cfg.model`` of a run, shaped for the data set ``info``.
+
+    The model a run builds before sparsifying it: the architecture that a ticket found
+    by the run loads into (:func:`~spikelottery.tickets.load_ticket`).
+
+    >>> from spikelottery.data import dataset_info
+    >>> cfg = TrainConfig(model="vgg_tiny", dataset="digits", resolution=8)
+    >>> type(zoo_model(cfg, dataset_info("digits", resolution=8))).__name__
+    'VGG'
+    """
+    from ..models import create_model
+
+    return create_model(
+        cfg.model,
+        spiking=cfg.spiking,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        img_size=info.img_size,
+        timesteps=cfg.timesteps,
+        beta=cfg.beta,
+        **cfg.model_kwargs,
+    )
 
 
 def build_loaders(

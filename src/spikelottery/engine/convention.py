@@ -6,9 +6,11 @@ spikelottery zoo follows it. SpikingJelly's convention is time-first: a multi-st
 takes ``[T, B, ...]`` and returns ``[T, B, K]``, averaged over ``T`` by the caller. Both
 are accepted:
 
-* ``model_input="auto"`` (the default) reads a model in SpikingJelly's multi-step mode
-  (a module with ``step_mode == "m"``, outside the spikelottery zoo) as time-first, and
-  any other model as batch-first; ``"time_first"`` and ``"batch_first"`` declare it;
+* ``model_input="auto"`` (the default) reads a model with SpikingJelly modules in
+  multi-step mode (``step_mode == "m"``; not the spikelottery zoo, and not
+  spikelottery's own neurons) as time-first, and any other model as batch-first;
+  ``"time_first"`` and ``"batch_first"`` declare it. A wrong guess fails loudly at the
+  first batch, with the contract in the error;
 * outputs ``[B, K]``, ``[T, B, K]`` and ``[B, T, K]`` are all reduced to ``[B, K]`` by the
   mean over ``T``; anything else is an error that states the contract.
 
@@ -52,7 +54,10 @@ def is_time_first(model: nn.Module, declared: str) -> bool:
         return declared == "time_first"
     if type(model).__module__.startswith("spikelottery.models"):
         return False
-    return any(getattr(m, "step_mode", None) == "m" for m in model.modules())
+    return any(
+        getattr(m, "step_mode", None) == "m" and type(m).__module__.startswith("spikingjelly.")
+        for m in model.modules()
+    )
 
 
 def logits_of(out: Any, batch: int) -> Tensor:
