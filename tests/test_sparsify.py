@@ -327,3 +327,14 @@ def test_layer_mode_overrides() -> None:
     assert model.parts["features"][0].mode == "mp"
     with pytest.raises(ValueError, match=r"layer_mode\['gate'\]"):
         sparsify(Custom(), 0.5, layer_mode={"gate": "binary"})
+
+
+@pytest.mark.parametrize("fn", [summary, densify, kept_fraction])
+def test_non_modules_are_a_type_error_naming_the_argument(fn) -> None:
+    with pytest.raises(TypeError, match=r"model must be an nn.Module, got str"):
+        fn("x")
+
+
+def test_a_bare_layer_is_explained() -> None:
+    with pytest.raises(TypeError, match=r"itself a layer.*nn.Sequential\(layer\)"):
+        sparsify(nn.Linear(3, 2), 0.5)

@@ -547,6 +547,8 @@ def densify(model: M) -> M:
     >>> type(densify(net)[0]).__name__
     'Linear'
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"densify(model): model must be an nn.Module, got {type(model).__name__}")
     if isinstance(model, SubnetLayer):
         raise TypeError("densify(model) needs a container; call layer.to_dense() on a single layer")
     dense_of: dict[int, nn.Module] = {}

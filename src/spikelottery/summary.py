@@ -82,6 +82,8 @@ def summary(model: nn.Module) -> TicketSummary:
     >>> print(summary(sparsify(nn.Sequential(nn.Linear(10, 10)), pa=0.3)))  # doctest: +ELLIPSIS
     layer  type ...
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"summary(model): model must be an nn.Module, got {type(model).__name__}")
     rows: list[dict[str, Any]] = []
     for name, module in model.named_modules():
         if isinstance(module, SubnetLayer):
@@ -111,6 +113,10 @@ def summary(model: nn.Module) -> TicketSummary:
 
 def kept_fraction(model: nn.Module) -> float:
     """Fraction of the score-mask layers' weights kept (1.0 for a model with none)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"kept_fraction(model): model must be an nn.Module, got {type(model).__name__}"
+        )
     total = kept = 0
     for module in model.modules():
         if isinstance(module, SubnetLayer):
