@@ -262,3 +262,149 @@ def test_tickets_written_before_the_selector_settings_still_load(tmp_path) -> No
     fresh = load_ticket(ClsNet().eval(), old)
     with torch.no_grad():
         assert torch.equal(fresh(x), want)
+
+
+# -- a second review ---------------------------------------------------------------------
+
+
+def test_r2_dtype_round_trips_refresh_the_cache() -> None:
+    from spikelottery import SubnetLinear, topk_mask
+
+    for seed in range(40):
+        torch.manual_seed(seed)
+        layer = SubnetLinear(16, 16, pa=0.5)
+        with torch.no_grad():
+            layer.frozen_weight.mul_(1.0001)
+        _ = layer.weight
+        layer.half()
+        layer.float()
+        with torch.no_grad():
+            want = layer.frozen_weight * topk_mask(layer.scores, 0.5)
+            assert torch.equal(layer.weight, want)
+        assert torch.equal(layer.mask(), topk_mask(layer.scores, 0.5))
+
+
+def test_r2_writing_the_returned_mask_does_not_change_the_ticket() -> None:
+    net = sparsify(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), 0.5)
+    x = torch.randn(3, 8)
+    y = net(x)
+    m = net[0].mask()
+    m[0] = ~m[0]
+    net[0].frozen_weight.requires_grad_(True)  # forces the effective weight to be rebuilt
+    assert torch.equal(net(x), y)
+
+
+def test_r2_check_ticket_restores_every_module_mode_and_the_rng() -> None:
+    net = sparsify(
+        nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2)), 0.5
+    )
+    net.train()
+    net[1].eval()  # frozen BatchNorm while fine-tuning
+    net[2].eval()
+    x = torch.randn(4, 6)
+    state = torch.random.get_rng_state()
+    check_ticket(net, x)
+    assert net.training and not net[1].training and not net[2].training and net[3].training
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_r2_a_stochastic_encoder_is_not_a_false_alarm() -> None:
+    class Poisson(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return (torch.rand_like(x) < x).float()
+
+    net = sparsify(nn.Sequential(Poisson(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)), 0.5)
+    assert check_ticket(net, torch.rand(4, 16)).ok
+
+
+def test_r2_a_failed_sparsify_restores_the_patch_selector() -> None:
+    class Bypass(nn.Linear):
+        def forward(self, x: Tensor) -> Tensor:
+            return F.linear(x, self._parameters["weight"], self.bias)
+
+    class Tok(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8))
+            self.head = Bypass(8, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.patch_embed(x).mean(1))
+
+    model = Tok()
+    sparsify(model, 0.5, 0.25, filter="patch_embed")
+    with pytest.raises(SpikeLotteryError):
+        sparsify(model, 0.5, 0.5, example_inputs=torch.randn(2, 8, 4))
+    [(_, selector)] = find_patch_selectors(model)
+    assert selector.pb == 0.25 and type(model.head) is Bypass
+    fresh = Tok()
+    with pytest.raises(SpikeLotteryError):
+        sparsify(fresh, 0.5, 0.5, filter=r"^head", example_inputs=torch.randn(2, 8, 4))
+    assert find_patch_selectors(fresh) == []
+
+
+def test_r2_grid_layout_tickets_load(tmp_path) -> None:
+    pytest.importorskip("timm")
+    from timm.layers import PatchEmbed
+
+    from spikelottery import attach_patch_selector
+
+    class GridNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = PatchEmbed(32, 8, 3, 16, flatten=False)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.patch_embed(x).flatten(2).mean(2))
+
+    torch.manual_seed(0)
+    model = sparsify(GridNet().eval(), 0.5)
+    attach_patch_selector(model, 0.5, layout="grid")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    path = save_ticket(model, tmp_path / "g.safetensors")
+    fresh = load_ticket(GridNet().eval(), path)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
+
+
+def test_r2_densify_keeps_a_tied_bias_tied() -> None:
+    model = densify(sparsify(Tied(), 0.5))
+    assert model.a.bias is model.b.bias
+
+
+def test_r2_token_batches_as_wide_as_the_embedding_after_the_first() -> None:
+    class ConvTokens(nn.Module):  # [T, B, N, D] tokens from a conv, D = 8
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = Embed()
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.patch_embed(x).mean((0, 2)))
+
+    class Embed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Conv2d(3, 8, 4, stride=4)
+
+        def forward(self, x: Tensor) -> Tensor:  # x: [T, B, 3, 16, 16]
+            t, b = x.shape[:2]
+            return self.proj(x.flatten(0, 1)).flatten(2).transpose(1, 2).unflatten(0, (t, b))
+
+    model = sparsify(ConvTokens(), 0.5, 0.5)
+    model(torch.rand(2, 4, 3, 16, 16))  # batch 4: unambiguous, tokens
+    model(torch.rand(2, 8, 3, 16, 16))  # batch 8 == D: remembered, not refused
+    [(_, selector)] = find_patch_selectors(model)
+    assert selector.last_indices.shape == (8, 8)
+
+
+def test_r2_dataparallel_replicas_compute_the_ticket() -> None:
+    layer = sparsify(nn.Sequential(nn.Linear(6, 4)), 0.5)[0]
+    x = torch.randn(3, 6)
+    replica = layer._replicate_for_data_parallel()
+    for name in ("weight", "bias", "scores"):  # what torch.nn.parallel.replicate does
+        setattr(replica, name, layer._parameters[name])
+    torch.testing.assert_close(replica(x), layer(x))

@@ -38,6 +38,8 @@ from .masks import topk_mask
 
 __all__ = ["TicketCheck", "check_ticket"]
 
+_SEED = 1234
+
 
 @dataclass
 class TicketCheck:
@@ -162,7 +164,10 @@ def _tensors(out: Any) -> list[Tensor]:
 
 
 def _run(model: nn.Module, args: tuple[Any, ...]) -> list[Tensor]:
+    # Same neuron state and same random numbers (Poisson encoders, dropout left on) for
+    # every run, so outputs differ only where the weights do.
     reset_states(model)
+    torch.manual_seed(_SEED)
     out = _tensors(model(*args))
     if not out:
         raise SpikeLotteryError(
@@ -207,9 +212,12 @@ def check_ticket(
     redrawn (gradients on and off), and a comparison with the model's
     :func:`~spikelottery.densify` copy.
     The model is put in eval mode for the check (no dropout), its neuron states are reset
-    before each forward, and everything is restored afterwards: training mode, scores,
-    BatchNorm statistics, ``requires_grad`` flags and ``.grad`` (the scores' gradients are
-    taken with :func:`torch.autograd.grad`, not accumulated).
+    and the random generators reseeded before each forward (so a stochastic encoder draws
+    the same numbers every time), and everything is restored afterwards: every module's
+    training flag, scores, BatchNorm statistics, ``requires_grad`` flags, ``.grad`` (the
+    scores' gradients are taken with :func:`torch.autograd.grad`, not accumulated) and the
+    random generators' states. Neuron states are left reset (a new sequence starts).
+    The check runs in eval mode: a bypass that exists only in training mode is not seen.
 
     Args:
         model: A model after :func:`~spikelottery.sparsify`.
@@ -249,7 +257,7 @@ def check_ticket(
         )
     args = _args(example_inputs)
     result = TicketCheck(layers=[name for name, _ in layers.values()])
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # per module: frozen BN, MC dropout
     flags = [(layer.scores, layer.scores.requires_grad) for _, layer in layers.values()]
     ran: set[int] = set()  # the layers whose forward ran (keys of `layers`)
     hooks = [
@@ -258,6 +266,8 @@ def check_ticket(
     ]
     model.eval()
     restore = contextlib.ExitStack()
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    restore.enter_context(torch.random.fork_rng(devices=devices))  # the caller's RNG untouched
     restore.enter_context(_batch_statistics(model, batch_statistics))
     try:
         for scores, _ in flags:
@@ -303,7 +313,8 @@ def check_ticket(
             handle.remove()
         for scores, flag in flags:
             scores.requires_grad_(flag)
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
         reset_states(model)
     return result
 

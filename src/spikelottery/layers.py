@@ -252,7 +252,8 @@ class SubnetLayer(nn.Module):
         :meth:`effective_weight`).
         """
         params = self.__dict__["_parameters"]
-        if "scores" not in params:  # inside the dense class's __init__, before the scores exist
+        if "scores" not in params and "scores" not in self.__dict__:
+            # inside the dense class's __init__, before the scores exist
             if "weight" not in params:
                 raise AttributeError("weight")
             return params["weight"]
@@ -261,8 +262,10 @@ class SubnetLayer(nn.Module):
         return self.effective_weight()
 
     @weight.setter
-    def weight(self, value: Tensor) -> None:  # reached only through object.__setattr__
-        self.__setattr__("weight", value)
+    def weight(self, value: Tensor) -> None:
+        # Reached only through object.__setattr__, i.e. for a plain tensor that is not a
+        # registered parameter: DataParallel's replicas hold their weights like that.
+        self.__dict__["weight"] = value
 
     def __setattr__(self, name: str, value: Any) -> None:
         # `layer.weight = p` would silently replace the FROZEN weight, and reading it back
@@ -286,6 +289,13 @@ class SubnetLayer(nn.Module):
             return
         super().__setattr__(name, value)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        # .to(), .half(), .cuda() replace the parameters' data: the version counter does not
+        # change and the allocator may hand back the same address, so forget the cache.
+        out = super()._apply(fn, recurse)
+        self._clear_cache()
+        return out
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         # load_state_dict(assign=True) assigns the stored (frozen) weight: that is allowed.
         self.__dict__["_loading"] = True
@@ -302,7 +312,9 @@ class SubnetLayer(nn.Module):
         products follow automatically. Set ``frozen_weight.requires_grad_(True)`` to
         fine-tune the kept weights of a found ticket.
         """
-        return self.__dict__["_parameters"]["weight"]
+        weight = self.__dict__["_parameters"].get("weight")
+        # A DataParallel replica holds its tensors as plain attributes.
+        return weight if weight is not None else self.__dict__["weight"]
 
     @frozen_weight.setter
     def frozen_weight(self, value: nn.Parameter) -> None:
@@ -338,12 +350,12 @@ class SubnetLayer(nn.Module):
         self._clear_cache()
 
     def mask(self) -> Tensor:
-        """Boolean mask of the kept weights (exactly :attr:`kept` of them)."""
+        """Boolean mask of the kept weights (exactly :attr:`kept` of them), a fresh copy."""
         if self._tracing():
             return topk_mask_sorted(self.scores, self.pa)
         self._refresh(keep_mask=True)
         assert self._mask is not None
-        return self._mask
+        return self._mask.clone()  # the cache stays the layer's own: a write cannot leak back
 
     def alpha(self) -> Tensor | None:
         """The per-layer gain ``sum(|W| * M) / sum(M)`` in mode ``"mp"``, else ``None``."""

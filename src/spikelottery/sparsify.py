@@ -317,6 +317,28 @@ def _select(
     return candidates, first_holder
 
 
+def _selector_settings(model: nn.Module) -> list[tuple[str, float, int, str]]:
+    """``(owner, pb, num_prefix_tokens, layout)`` of every attached patch selector."""
+    from .patch import find_patch_selectors  # patch imports this module
+
+    return [
+        (name, sel.pb, sel.num_prefix_tokens, sel.layout)
+        for name, sel in find_patch_selectors(model)
+    ]
+
+
+def _restore_selectors(model: nn.Module, settings: list[tuple[str, float, int, str]]) -> None:
+    """Put the patch selectors back as :func:`_selector_settings` found them."""
+    from .patch import attach_patch_selector  # patch imports this module
+
+    attach_patch_selector(model, 0.0)
+    for name, pb, prefix, layout in settings:
+        if pb > 0:
+            attach_patch_selector(
+                model, pb, patch_embed=name, num_prefix_tokens=prefix, layout=layout
+            )
+
+
 @overload
 def sparsify(
     model: M,
@@ -331,6 +353,7 @@ def sparsify(
     batchnorm: str = ...,
     patch_embed: str | None = ...,
     num_prefix_tokens: int | None = ...,
+    patch_layout: str = ...,
     example_inputs: Any = ...,
     return_report: Literal[False] = ...,
     verbose: bool = ...,
@@ -349,6 +372,7 @@ def sparsify(
     batchnorm: str = ...,
     patch_embed: str | None = ...,
     num_prefix_tokens: int | None = ...,
+    patch_layout: str = ...,
     example_inputs: Any = ...,
     return_report: Literal[True],
     verbose: bool = ...,
@@ -366,6 +390,7 @@ def sparsify(
     batchnorm: str = "keep",
     patch_embed: str | None = None,
     num_prefix_tokens: int | None = None,
+    patch_layout: str = "auto",
     example_inputs: Any = None,
     return_report: bool = False,
     verbose: bool = False,
@@ -406,6 +431,8 @@ def sparsify(
             vision transformers.
         num_prefix_tokens: Leading tokens never pruned (class, distillation, register
             tokens); detected for timm and torchvision vision transformers.
+        patch_layout: The patch embedding's output layout (see
+            :func:`~spikelottery.select_patches`); ``"auto"`` detects it.
         example_inputs: An input (or a tuple of forward arguments). If given, the ticket is
             verified on it with :func:`~spikelottery.check_ticket` (one forward and
             backward, one forward per swapped layer): a swapped layer whose scores get no
@@ -436,10 +463,12 @@ def sparsify(
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if batchnorm not in ("keep", "nonaffine"):
         raise ValueError(f"batchnorm must be 'keep' or 'nonaffine', got {batchnorm!r}")
-    if (patch_embed is not None or num_prefix_tokens is not None) and not pb:
+    if (patch_embed is not None or num_prefix_tokens is not None or patch_layout != "auto") and (
+        not pb
+    ):
         raise ValueError(
-            "patch_embed and num_prefix_tokens are only used with pb > 0; pass pb (the fraction "
-            "of patches removed)"
+            "patch_embed, num_prefix_tokens and patch_layout are only used with pb > 0; pass pb "
+            "(the fraction of patches removed)"
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -465,6 +494,7 @@ def sparsify(
     modes = _resolve_overrides("layer_mode", layer_mode, names, _check_layer_mode)
     _check_tied_updates(model, candidates, lambda n: (overrides.get(n, pa), modes.get(n, mode)))
 
+    selectors_before = _selector_settings(model) if pb is not None else []
     done: list[tuple[nn.Module, str, nn.Module]] = []
     updated: list[tuple[SubnetLayer, float, str]] = []
     made: dict[int, SubnetLayer] = {}  # id(original weight) -> first new layer holding it
@@ -510,12 +540,18 @@ def sparsify(
             report.swapped.append(cand.name)
         if pb is not None:
             report.patch_embed = attach_patch_selector(
-                model, pb, patch_embed=patch_embed, num_prefix_tokens=num_prefix_tokens
+                model,
+                pb,
+                patch_embed=patch_embed,
+                num_prefix_tokens=num_prefix_tokens,
+                layout=patch_layout,
             )
         invalidate_spikingjelly_cache(model)
         if example_inputs is not None:
             check_ticket(model, example_inputs).raise_if_failed()
     except BaseException:
+        if pb is not None:
+            _restore_selectors(model, selectors_before)
         for parent, attr, old in reversed(done):
             setattr(parent, attr, old)
         for layer, old_pa, old_mode in updated:
@@ -553,6 +589,7 @@ def densify(model: M) -> M:
         raise TypeError("densify(model) needs a container; call layer.to_dense() on a single layer")
     dense_of: dict[int, nn.Module] = {}
     baked: dict[tuple[int, int], nn.Parameter] = {}  # (frozen weight, scores) -> dense weight
+    biases: dict[int, nn.Parameter] = {}  # id(bias) -> the dense layers' shared copy
     for ref in list(walk(model)):
         child = ref.module
         if not isinstance(child, SubnetLayer):
@@ -565,6 +602,9 @@ def densify(model: M) -> M:
                 dense._parameters["weight"] = baked[key]
             else:
                 baked[key] = dense._parameters["weight"]  # type: ignore[assignment]
+            if child.bias is not None:  # a tied bias stays tied
+                bias = biases.setdefault(id(child.bias), dense._parameters["bias"])  # type: ignore[arg-type]
+                dense._parameters["bias"] = bias
             dense_of[id(child)] = dense
         setattr(ref.parent, ref.attr, dense)
     if dense_of:

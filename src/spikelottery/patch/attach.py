@@ -157,8 +157,10 @@ def _conv_channels(target: nn.Module, is_spikformer_stem: bool) -> int | None:
     """
     if is_spikformer_stem or type(target).__module__.startswith("spikelottery.models"):
         return None
-    convs = [m for m in target.modules() if isinstance(m, nn.modules.conv._ConvNd)]
-    return int(convs[-1].out_channels) if convs else None
+    layers = [m for m in target.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    if not layers or isinstance(layers[-1], nn.Linear):
+        return None  # no conv, or a linear layer last: tokens, whatever the number of dims
+    return int(layers[-1].out_channels)
 
 
 def _attached_selectors(model: nn.Module) -> Iterator[tuple[str, nn.Module, PatchSelector]]:
@@ -388,6 +390,7 @@ def attach_patch_selector(
             selector.num_prefix_tokens = plan.num_prefix_tokens
             selector.layout = plan.layout
             selector.channels = plan.channels
+            selector._resolved = None
             return name
     target = model.get_submodule(name)
     for _, owner, selector in existing:  # one selector per model

@@ -211,6 +211,7 @@ class PatchSelector(nn.Module):
         self.layout = layout
         self.return_indices = return_indices
         self.channels = channels
+        self._resolved: str | None = None  # the layout "auto" resolved to, once told
         self.last_indices: Tensor | None = None
         # Set by attach_patch_selector: whether tokens were dropped in the running forward.
         self._pruned_in_forward = False
@@ -239,9 +240,12 @@ class PatchSelector(nn.Module):
     def _layout_of(self, x: Tensor) -> str:
         if self.layout != "auto" or x.ndim != 4 or self.channels is None:
             return self.layout
+        if self._resolved is not None:  # a model's layout does not change between batches
+            return self._resolved
         last, second = x.shape[-1] == self.channels, x.shape[1] == self.channels
         if last != second:
-            return "tbnd" if last else "grid"
+            self._resolved = "tbnd" if last else "grid"
+            return self._resolved
         where = f" after {self._attached_to!r}" if self._attached_to else ""
         raise SpikeLotteryError(
             f"the patch selector{where} got a 4-D tensor {tuple(x.shape)} and cannot tell "

@@ -22,7 +22,6 @@ from .._validation import kept_count
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from ..masks import topk_mask
-from ..patch import attach_patch_selector
 from ..sparsify import sparsify
 from ._common import DENSE_BASES, PathLike, dense_base, quote_names, subnet_layers
 from .format import TicketInfo, invalid_ticket, read_ticket_file, unpack_bits
@@ -336,15 +335,8 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
             init="keep",
             patch_embed=info.patch_embed if info.pb > 0 else None,
             num_prefix_tokens=info.num_prefix_tokens if info.pb > 0 else None,
+            patch_layout=(info.patch_layout or "auto") if info.pb > 0 else "auto",
         )
-        if info.pb > 0 and info.patch_layout not in (None, "auto"):
-            attach_patch_selector(
-                model,
-                info.pb,
-                patch_embed=info.patch_embed,
-                num_prefix_tokens=info.num_prefix_tokens,
-                layout=info.patch_layout,
-            )
     state = dict(loadable)
     for plan in plans:
         state[f"{plan.name}.weight"] = plan.weight
