@@ -360,3 +360,22 @@ def test_short_runs_do_not_compile_the_lif_kernels(monkeypatch: pytest.MonkeyPat
     # the zoo's default fused backend, so the kernels ask whether they may compile
     run(tiny(model_kwargs={}, epochs=1, max_batches=2))
     assert seen and not any(seen)  # 2 planned steps: never compiled
+
+
+def test_a_users_own_model_is_recorded_as_such_in_the_ticket(tmp_path: Path) -> None:
+    from spikelottery import read_ticket_info
+
+    class Mine(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1))
+
+    run(tiny(out=str(tmp_path / "mine"), model_kwargs={}), model=Mine())
+    meta = read_ticket_info(tmp_path / "mine" / TICKET_FILE).metadata
+    assert meta["model_source"] == "user" and meta["model"].endswith("Mine")
+    run(tiny(out=str(tmp_path / "zoo")))
+    meta = read_ticket_info(tmp_path / "zoo" / TICKET_FILE).metadata
+    assert meta["model_source"] == "zoo" and meta["model"] == "vgg_tiny"

@@ -424,7 +424,9 @@ class Trainer:
                 model,
                 out / TICKET_FILE,
                 metadata={
-                    "model": cfg.model,
+                    # A user's own model cannot be rebuilt from the config: say whose it is.
+                    "model": cfg.model if self._user_model is None else type(model).__qualname__,
+                    "model_source": "zoo" if self._user_model is None else "user",
                     "dataset": cfg.dataset,
                     "seed": str(cfg.seed),
                     "accuracy": f"{results.accuracy:.6f}",
