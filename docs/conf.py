@@ -29,7 +29,7 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+exclude_patterns = ["_build", "_scripts", "**.ipynb_checkpoints"]
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
 
@@ -48,3 +48,10 @@ suppress_warnings = ["myst.header", "mystnb.unknown_mime_type"]
 
 html_theme = "furo"
 html_title = f"spikelottery {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+
+# MathJax is vendored (docs/_static/mathjax/, Apache-2.0, see README.txt there), so the
+# equations render without a network connection. The "full" bundle has every TeX
+# extension built in: nothing is fetched at run time.
+mathjax_path = "mathjax/tex-chtml-full.js"

@@ -22,7 +22,7 @@ def test_readme_has_the_three_commands() -> None:
     assert "spikelottery demo" in text
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/concepts.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/concepts.md", "docs/index.md"])
 def test_python_examples_run(doc: str) -> None:
     blocks = _blocks(ROOT / doc)
     assert blocks, f"{doc} has no python example"
