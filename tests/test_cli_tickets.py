@@ -7,6 +7,7 @@ Python API called directly.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,8 @@ def test_info_says_what_read_ticket_info_says(
     assert f"{kept:,} of {data['weights']:,} weights" in text and "mp (pa=0.4)" in text
     for layer in info.layers:
         assert layer["name"] in text and f"{layer['kept']:,}" in text
-    assert "user.model     vgg_tiny" in text and "user.dataset   digits" in text
+    assert re.search(r"user\.model +vgg_tiny", text) and re.search(r"user\.dataset +digits", text)
+    assert re.search(r"user\.model_source +zoo", text)
     assert 'model="vgg_tiny"' in text  # the run config, as its non-default fields
 
 
@@ -281,6 +283,16 @@ def test_a_ticket_that_does_not_fit_its_recorded_model_fails_with_status_1(
     assert code == 1
     assert err.startswith("spikelottery: error: ") and len(err.strip().splitlines()) == 1
     assert "'vgg_tiny'" in err and "load_ticket(build_my_model(), path)" in err
+
+
+def test_a_ticket_of_a_users_own_model_is_not_rebuilt_from_the_zoo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = json.dumps(tiny().to_dict())
+    meta = {"config": config, "model_source": "user"}
+    path = _ticket_of_own_model(tmp_path / "own.safetensors", meta)
+    code, err = _fails(["evaluate", str(path)], capsys)
+    assert code == 2 and "cannot be rebuilt" in err and "load_ticket(build_my_model()" in err
 
 
 def test_the_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

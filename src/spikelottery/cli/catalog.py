@@ -1,0 +1,124 @@
+"""``spikelottery models`` and ``spikelottery datasets``: what the zoo and the data offer."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+from .._table import format_rows
+from .common import dims, print_json
+
+__all__ = ["datasets_command", "models_command"]
+
+# Training and test samples of each data set's default split, known without reading it
+# (the data set classes document them; the tests check the embedded ones against the data).
+_SPLIT_SIZES: dict[str, tuple[int, int]] = {
+    "digits": (1438, 359),
+    "digits_dvs": (1438, 359),
+    "cifar10": (50_000, 10_000),
+    "cifar100": (50_000, 10_000),
+    "dvs128_gesture": (1176, 288),
+    "cifar10_dvs": (9000, 1000),
+}
+
+
+def _model_rows() -> list[dict[str, Any]]:
+    """Every zoo model at :func:`~spikelottery.models.create_model`'s defaults."""
+    import torch
+
+    from ..models import create_model, list_models
+
+    defaults = {
+        name: q.default
+        for name, q in inspect.signature(create_model).parameters.items()
+        if q.default is not inspect.Parameter.empty
+    }
+    size = defaults["img_size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    rows = []
+    for name in list_models():
+        with torch.device("meta"):  # shapes only: no memory, no random initialisation
+            model = create_model(name)
+        rows.append(
+            {
+                "name": name,
+                "class": type(model).__name__,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "input_shape": [defaults["in_channels"], height, width],
+                "timesteps": defaults["timesteps"],
+                "num_classes": defaults["num_classes"],
+            }
+        )
+    return rows
+
+
+def models_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``spikelottery models``: the zoo, with parameters and input shapes."""
+    rows = _model_rows()
+    if args.json:
+        print_json(rows)
+        return 0
+    header = ["model", "class", "parameters", "input", "T", "classes"]
+    cells = [
+        [
+            r["name"],
+            r["class"],
+            f"{r['parameters']:,}",
+            dims(r["input_shape"]),
+            str(r["timesteps"]),
+            str(r["num_classes"]),
+        ]
+        for r in rows
+    ]
+    print("\n".join(format_rows(header, cells, numeric=[2, 4, 5])))
+    print(
+        "\nAt create_model's defaults (a run shapes the model for its data set); the ANN twins\n"
+        "(spiking=False) have the same parameters."
+    )
+    return 0
+
+
+def _dataset_rows() -> list[dict[str, Any]]:
+    from ..data import DATASETS, dataset_info
+
+    rows = []
+    for name in DATASETS:
+        info = dataset_info(name)
+        train, test = _SPLIT_SIZES.get(name, (None, None))
+        rows.append(
+            {
+                "name": name,
+                "num_classes": info.num_classes,
+                "input_shape": list(info.input_shape),
+                "event": info.is_event,
+                "timesteps": info.timesteps,
+                "embedded": not info.needs_root,
+                "train": train,
+                "test": test,
+            }
+        )
+    return rows
+
+
+def datasets_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``spikelottery datasets``: the data sets, with classes, sample shape and split sizes."""
+    rows = _dataset_rows()
+    if args.json:
+        print_json(rows)
+        return 0
+    header = ["dataset", "classes", "sample", "kind", "train", "test", "files"]
+    cells = [
+        [
+            r["name"],
+            str(r["num_classes"]),
+            dims(r["input_shape"]),
+            "events TxCxHxW" if r["event"] else "image CxHxW",
+            "?" if r["train"] is None else f"{r['train']:,}",
+            "?" if r["test"] is None else f"{r['test']:,}",
+            "embedded" if r["embedded"] else "--data-root",
+        ]
+        for r in rows
+    ]
+    print("\n".join(format_rows(header, cells, numeric=[1, 4, 5])))
+    return 0
