@@ -290,8 +290,7 @@ class SubnetLayer(nn.Module):
         super().__setattr__(name, value)
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
-        # .to(), .half(), .cuda() replace the parameters' data: the version counter does not
-        # change and the allocator may hand back the same address, so forget the cache.
+        # .to() / .half() keep the version counter and may reuse the address: forget the cache.
         out = super()._apply(fn, recurse)
         self._clear_cache()
         return out

@@ -23,9 +23,7 @@ never descend into what was just replaced. What ``sparsify`` guarantees (see the
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, overload
 
 import torch
@@ -33,18 +31,24 @@ from torch import Tensor, nn
 
 from ._modules import (
     CONVERTIBLE,
-    Reference,
     freeze_batchnorm_affine,
     invalidate_spikingjelly_cache,
-    refusal,
-    skip_reason,
     walk,
-    weight_holders,
+)
+from ._selection import (
+    Filter,
+    SparsifyReport,
+    as_filter,
+    check_layer_mode,
+    check_tied_updates,
+    resolve_overrides,
+    select_layers,
+    weights_left_dense,
 )
 from ._validation import check_ratio
 from .check import check_ticket
 from .errors import SpikeLotteryError
-from .layers import INITS, MODES, SubnetLayer, check_mode, subnet_class_for
+from .layers import INITS, SubnetLayer, check_mode, subnet_class_for
 from .summary import TicketSummary, kept_fraction, summary
 
 __all__ = ["SparsifyReport", "TicketSummary", "densify", "kept_fraction", "sparsify", "summary"]
@@ -52,269 +56,6 @@ __all__ = ["SparsifyReport", "TicketSummary", "densify", "kept_fraction", "spars
 logger = logging.getLogger("spikelottery")
 
 M = TypeVar("M", bound=nn.Module)
-FilterFn = Callable[[nn.Module, str], bool]
-Filter = str | type | tuple[type, ...] | FilterFn | None
-
-
-@dataclass
-class SparsifyReport:
-    """What one :func:`sparsify` call did: layers swapped, updated and skipped (with why).
-
-    ``aliases`` maps each further name of a layer registered at several places to the
-    name it is listed under; ``tied`` maps a swapped layer to the swapped layers that
-    share its frozen weight and scores.
-    """
-
-    pa: float
-    pb: float | None
-    mode: str
-    swapped: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
-    tied: dict[str, list[str]] = field(default_factory=dict)
-    patch_embed: str | None = None
-
-    def __str__(self) -> str:
-        pb = "unchanged" if self.pb is None else f"{self.pb:g}"
-        lines = [
-            f"sparsify(pa={self.pa:g}, pb={pb}, mode={self.mode!r}): "
-            f"{len(self.swapped)} swapped, {len(self.updated)} updated, {len(self.skipped)} skipped"
-        ]
-        lines += [f"  swapped  {name}" for name in self.swapped]
-        lines += [f"  updated  {name}" for name in self.updated]
-        lines += [f"  shared   {alias} is {name}" for alias, name in self.aliases.items()]
-        lines += [f"  tied     {name} with {', '.join(o)}" for name, o in self.tied.items()]
-        lines += [f"  skipped  {name}: {why}" for name, why in self.skipped.items()]
-        if self.patch_embed is not None:
-            lines.append(f"  patch selector (pb={pb}) after {self.patch_embed!r}")
-        return "\n".join(lines)
-
-
-def _as_filter(filter: Filter) -> FilterFn:
-    if filter is None:
-        return lambda module, name: True
-    if isinstance(filter, str):
-        try:
-            pattern = re.compile(filter)
-        except re.error as exc:
-            raise ValueError(
-                f"filter={filter!r} is not a valid regular expression: {exc}"
-            ) from None
-        return lambda module, name: pattern.search(name) is not None
-    if isinstance(filter, type) or (
-        isinstance(filter, tuple) and filter and all(isinstance(t, type) for t in filter)
-    ):
-        types = filter
-        return lambda module, name: isinstance(module, types)
-    if callable(filter):
-        return filter
-    raise TypeError(
-        "filter must be None, a regex on qualified names (str), a module type or tuple of types, "
-        f"or a callable (module, name) -> bool; got {filter!r}"
-    )
-
-
-def _resolve_overrides(
-    arg: str,
-    overrides: Mapping[str, Any] | None,
-    names: list[str],
-    check: Callable[[str, Any], Any],
-) -> dict[str, Any]:
-    """Map each candidate layer name to its override (exact name first, then regex fullmatch)."""
-    if not overrides:
-        return {}
-    out: dict[str, Any] = {}
-    for key, value in overrides.items():
-        checked = check(f"{arg}[{key!r}]", value)
-        hits = [n for n in names if n == key]
-        if not hits:
-            try:
-                pattern = re.compile(key)
-            except re.error as exc:
-                raise ValueError(
-                    f"{arg} key {key!r} is neither a layer name nor a valid regex: {exc}"
-                ) from None
-            hits = [n for n in names if pattern.fullmatch(n)]
-        if not hits:
-            raise SpikeLotteryError(
-                f"{arg} key {key!r} matches no convertible layer; candidates are: "
-                f"{', '.join(names[:20])}{' ...' if len(names) > 20 else ''}"
-            )
-        for n in hits:
-            out.setdefault(n, checked)
-    return out
-
-
-def _check_layer_mode(name: str, mode: Any) -> str:
-    if mode not in MODES:
-        raise ValueError(f"{name} must be one of {MODES}, got {mode!r}")
-    return str(mode)
-
-
-@dataclass
-class _Layer:
-    """One convertible module and every place it is registered."""
-
-    refs: list[Reference]
-
-    @property
-    def name(self) -> str:
-        return self.refs[0].name
-
-    @property
-    def module(self) -> nn.Module:
-        return self.refs[0].module
-
-
-def _layers(model: nn.Module) -> list[_Layer]:
-    """Every convertible module of ``model`` once, with all its references, in walk order."""
-    by_id: dict[int, _Layer] = {}
-    for ref in walk(model):
-        if isinstance(ref.module, CONVERTIBLE):
-            by_id.setdefault(id(ref.module), _Layer([])).refs.append(ref)
-    return list(by_id.values())
-
-
-def _weights_left_dense(model: nn.Module, report: SparsifyReport) -> dict[str, str]:
-    """Weights that stay dense although they are not listed yet: say so in the report.
-
-    Weight tensors (2-D or more) of layer types sparsify does not mask (``nn.Conv3d``,
-    transposed convs, RNNs, ``nn.Bilinear``, the raw ``in_proj_weight`` of
-    ``nn.MultiheadAttention``, timm's ``CondConv2d`` ...), and conv/linear layers nested
-    inside another conv/linear layer (which the swap does not descend into). Embedding
-    tables are lookups, not synapses, and are not listed.
-    """
-    listed = set(report.skipped) | set(report.aliases)
-    out: dict[str, str] = {}
-    for name, module in model.named_modules():
-        if name in listed or isinstance(module, (SubnetLayer, nn.Embedding, nn.EmbeddingBag)):
-            continue
-        if isinstance(module, CONVERTIBLE):
-            out[name] = (
-                "inside another conv/linear layer, which sparsify does not descend into: "
-                "stays dense and trainable"
-            )
-            continue
-        keys = [
-            k
-            for k, p in module._parameters.items()
-            if p is not None and "weight" in k and p.dim() > 1
-        ]
-        if not keys:
-            continue
-        if isinstance(module, nn.MultiheadAttention):
-            why = "nn.MultiheadAttention's input projection is a raw parameter, not a layer"
-        else:
-            why = (
-                f"a {type(module).__name__}, not a layer type sparsify masks (nn.Conv1d, "
-                "nn.Conv2d, nn.Linear and their subclasses)"
-            )
-        out[name or "(model)"] = f"{why}: {', '.join(keys)} stay dense and trainable"
-    return out
-
-
-def _check_tied_updates(
-    model: nn.Module, candidates: list[_Layer], settings: Callable[[str], tuple[float, str]]
-) -> None:
-    """Score-mask layers that share scores (tied) must be updated together, alike."""
-    groups: dict[int, list[tuple[str, SubnetLayer]]] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, SubnetLayer):
-            groups.setdefault(id(module.scores), []).append((name, module))
-    chosen = {id(c.module) for c in candidates}
-    for members in groups.values():
-        inside = [n for n, m in members if id(m) in chosen]
-        if len(members) < 2 or not inside:
-            continue
-        names = ", ".join(repr(n) for n, _ in members)
-        if len(inside) != len(members):
-            raise SpikeLotteryError(
-                f"layers {names} share one frozen weight and one set of scores (tied), but "
-                f"only {', '.join(repr(n) for n in inside)} would be updated: update all of "
-                "them or none (adjust filter=)"
-            )
-        if len({settings(n) for n in inside}) > 1:
-            raise SpikeLotteryError(
-                f"layers {names} share one frozen weight and one set of scores (tied) but "
-                "would get different pa or mode (layer_pa / layer_mode); give them the same"
-            )
-
-
-def _tie_groups(
-    model: nn.Module, candidates: list[_Layer], report: SparsifyReport
-) -> tuple[list[_Layer], dict[int, str]]:
-    """Drop candidates whose parameters are tied to something that will not be swapped.
-
-    Returns the remaining candidates and, for a weight tied only between candidates,
-    ``id(original weight) -> name of the first layer holding it``.
-    """
-    holders = weight_holders(model)
-    if not holders:
-        return candidates, {}
-    names = {c.name for c in candidates}
-    keep: list[_Layer] = []
-    first_holder: dict[int, str] = {}
-    for cand in candidates:
-        reason = None
-        for p_name, p in cand.module._parameters.items():
-            where = holders.get(id(p)) if p is not None else None
-            if where is None:
-                continue
-            others = [w for w in where if w != f"{cand.name}.{p_name}"]
-            outside = [
-                w for w in others if not (w.endswith(f".{p_name}") and w.rsplit(".", 1)[0] in names)
-            ]
-            if outside:
-                reason = (
-                    f"its {p_name} is tied to {', '.join(outside)}, which sparsify does not mask; "
-                    "skipped so that the tie holds (mask both ends, or untie them first)"
-                )
-                break
-            if p_name == "weight":
-                first_holder.setdefault(id(p), cand.name)
-        if reason is None:
-            keep.append(cand)
-        else:
-            report.skipped[cand.name] = reason
-    return keep, first_holder
-
-
-def _select(
-    model: nn.Module, accept: FilterFn, report: SparsifyReport
-) -> tuple[list[_Layer], dict[int, str]]:
-    """The layers to swap or update; refuses (raises) on layers that cannot be masked."""
-    candidates: list[_Layer] = []
-    refused: list[str] = []
-    for layer in _layers(model):
-        name, child = layer.name, layer.module
-        report.aliases.update({r.name: name for r in layer.refs[1:]})
-        if not accept(child, name):
-            report.skipped[name] = "excluded by filter"
-            continue
-        if isinstance(child, SubnetLayer):
-            candidates.append(layer)
-            continue
-        why_not = refusal(child, name)
-        if why_not is not None:
-            refused.append(why_not)
-            continue
-        reason = skip_reason(child)
-        if reason is not None:
-            report.skipped[name] = reason
-            continue
-        candidates.append(layer)
-    if refused:
-        raise SpikeLotteryError(
-            "sparsify cannot mask these layers faithfully:\n- " + "\n- ".join(refused)
-        )
-    fresh = [c for c in candidates if not isinstance(c.module, SubnetLayer)]
-    kept_fresh, first_holder = _tie_groups(model, fresh, report)
-    chosen = {id(c.module) for c in kept_fresh}
-    candidates = [
-        c for c in candidates if isinstance(c.module, SubnetLayer) or id(c.module) in chosen
-    ]
-    return candidates, first_holder
 
 
 def _selector_settings(model: nn.Module) -> list[tuple[str, float, int, str]]:
@@ -478,10 +219,10 @@ def sparsify(
             "itself a layer: wrap it (nn.Sequential(layer)) or use SubnetConv/SubnetLinear."
             "from_dense(layer, pa)"
         )
-    accept = _as_filter(filter)
+    accept = as_filter(filter)
 
     report = SparsifyReport(pa=pa, pb=pb, mode=mode)
-    candidates, first_holder = _select(model, accept, report)
+    candidates, first_holder = select_layers(model, accept, report)
     if not candidates and (filter is not None or not pb):
         where = f"filter={filter!r}" if filter is not None else "the model"
         raise SpikeLotteryError(
@@ -490,9 +231,9 @@ def sparsify(
             + ". Check the qualified names with [n for n, _ in model.named_modules()]."
         )
     names = [c.name for c in candidates]
-    overrides = _resolve_overrides("layer_pa", layer_pa, names, check_ratio)
-    modes = _resolve_overrides("layer_mode", layer_mode, names, _check_layer_mode)
-    _check_tied_updates(model, candidates, lambda n: (overrides.get(n, pa), modes.get(n, mode)))
+    overrides = resolve_overrides("layer_pa", layer_pa, names, check_ratio)
+    modes = resolve_overrides("layer_mode", layer_mode, names, check_layer_mode)
+    check_tied_updates(model, candidates, lambda n: (overrides.get(n, pa), modes.get(n, mode)))
 
     selectors_before = _selector_settings(model) if pb is not None else []
     done: list[tuple[nn.Module, str, nn.Module]] = []
@@ -560,7 +301,7 @@ def sparsify(
         invalidate_spikingjelly_cache(model)
         raise
 
-    report.skipped.update(_weights_left_dense(model, report))
+    report.skipped.update(weights_left_dense(model, report))
     if batchnorm == "nonaffine":
         freeze_batchnorm_affine(model)
     logger.info("%s", report)
