@@ -297,3 +297,15 @@ def test_a_lost_write_is_reported_even_after_the_scores_changed() -> None:
         model[0].scores.add_(1.0)  # an optimizer step in between
     with pytest.raises(SpikeLotteryError, match="modified in place"):
         model(torch.randn(2, 6))
+
+
+def test_torch_compile_sees_the_ticket_and_follows_score_changes() -> None:
+    model = sparsify(subclass_net(), 0.5).eval()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=False)
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(compiled(x), model(x))
+    with torch.no_grad():
+        model[0].scores.copy_(torch.randn_like(model[0].scores))  # a new mask
+    torch.testing.assert_close(compiled(x), model(x))
+    dense = densify(copy.deepcopy(model))
+    torch.testing.assert_close(compiled(x), dense(x), rtol=1e-4, atol=1e-5)
