@@ -181,7 +181,7 @@ class SubnetLayer(nn.Module):
             alpha = mp_alpha(w, mask, self.kept) if self.mode == "mp" else None
             self._pre = precompute_subnet(s, w, mask, alpha)
         self._alpha = alpha
-        self._mask = mask if keep_mask or self._mask is not None else None
+        self._mask = mask if keep_mask else None  # kept only for mask(), until the next change
         weff = self._pre[0]
         self._pre_version = None if weff.is_inference() else weff._version
         self._mask_key, self._pre_key = mask_key, pre_key
