@@ -1,0 +1,258 @@
+"""Method presets: the paper's vocabulary (``mpslt``, ``multisp-lt``, ...) as run settings.
+
+A preset names a method; it fixes the settings that define the method (``spiking``,
+``mode``, ``filter``) and gives defaults for the ones a sweep may still vary (``pb`` of
+the MultiSp methods). :func:`resolve_method` turns ``{"method": "mpslt", ...}`` into the
+full settings, refusing a setting that contradicts the method;
+:class:`~spikelottery.engine.TrainConfig` records the method and checks it again.
+
+>>> resolve_method({"method": "mpslt", "pa": 0.5})["mode"]
+'mp'
+>>> resolve_method({"method": "multisp-slt"})["pb"]
+0.3
+>>> resolve_method({"method": "lt", "mode": "mp"})
+Traceback (most recent call last):
+...
+spikelottery.engine.settings.ConfigError: method 'lt' sets mode='lt', got mode='mp'; \
+leave mode out or choose another method
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .settings import ConfigError
+
+__all__ = ["PRESETS", "Preset", "check_method", "preset_table", "resolve_method"]
+
+#: The regex of the paper's ConvPEP patch embedding (the zoo's Spikformers).
+PATCH_EMBED = "patch_embed"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One method: the settings it fixes, the defaults it brings, and its paper column.
+
+    Attributes:
+        fixed: Settings that define the method; a run of the method cannot change them.
+        defaults: Settings the method starts from; a run or a sweep may change them.
+        column: Where the method appears in the paper (table column or figure legend).
+        description: One line: what trains and what is sparse.
+        requires: Optional check of the resolved settings; returns an error message
+            (naming the setting) or ``None``.
+    """
+
+    fixed: Mapping[str, Any]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    column: str = ""
+    description: str = ""
+    requires: Callable[[Mapping[str, Any]], str | None] | None = None
+
+
+def _no_patches(values: Mapping[str, Any]) -> str | None:
+    if values.get("pb", 0.0):
+        return f"prunes no patches: pb must be 0, got pb={values['pb']}"
+    return None
+
+
+def _some_patches(values: Mapping[str, Any]) -> str | None:
+    if not values.get("pb", 0.0):
+        return "prunes patches: pb must be > 0 (the paper's Table II uses pb=0.3), got pb=0"
+    return None
+
+
+_MP_EMBED = {"mode": "mp", "filter": PATCH_EMBED}
+
+#: Every preset by name. The first ten are the paper's columns (DESIGN "Method names"),
+#: the rest the baselines of ``search`` and ``scope`` (docs/methods.md).
+PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        "ann": Preset(
+            {"spiking": False, "mode": "dense"},
+            column="Table I 'ANN', Table II 'ViT'",
+            description="the ReLU twin, dense weights trained",
+        ),
+        "snn": Preset(
+            {"spiking": True, "mode": "dense"},
+            column="Table I 'SNN', Table II 'Spiking-ViT'",
+            description="the spiking network, dense weights trained",
+        ),
+        "lt": Preset(
+            {"spiking": False, "mode": "lt"},
+            column="Table I 'LTs'",
+            description="ANN ticket: scores train, frozen random weights W*M (edge-popup)",
+            requires=_no_patches,
+        ),
+        "slt": Preset(
+            {"spiking": True, "mode": "lt"},
+            column="Table I 'SLTs'",
+            description="spiking ticket: scores train, frozen random weights W*M",
+            requires=_no_patches,
+        ),
+        "mplt": Preset(
+            {"spiking": False, "mode": "mp"},
+            column="Table I 'MPLTs'",
+            description="binarised ANN ticket: alpha*sign(W)*M",
+            requires=_no_patches,
+        ),
+        "mpslt": Preset(
+            {"spiking": True, "mode": "mp"},
+            column="Table I 'MPSLTs'",
+            description="binarised spiking ticket: alpha*sign(W)*M",
+            requires=_no_patches,
+        ),
+        "pepsp-lt": Preset(
+            {"spiking": False, **_MP_EMBED},
+            {"pb": 0.0},
+            column="Table II 'PEPSp-LTs'",
+            description="ANN transformer, binarised ticket of the patch embedding only",
+            requires=_no_patches,
+        ),
+        "pepsp-slt": Preset(
+            {"spiking": True, **_MP_EMBED},
+            {"pb": 0.0},
+            column="Table II 'PEPSp-SLTs'",
+            description="spiking transformer, binarised ticket of the patch embedding only",
+            requires=_no_patches,
+        ),
+        "multisp-lt": Preset(
+            {"spiking": False, **_MP_EMBED},
+            {"pb": 0.3},
+            column="Table II 'MultiSp-LTs'",
+            description="ANN transformer, PEPSp plus patch pruning (pb)",
+            requires=_some_patches,
+        ),
+        "multisp-slt": Preset(
+            {"spiking": True, **_MP_EMBED},
+            {"pb": 0.3},
+            column="Table II 'MultiSp-SLTs'",
+            description="spiking transformer, PEPSp plus patch pruning (pb)",
+            requires=_some_patches,
+        ),
+        # The baselines of the SNN lottery-ticket literature (docs/methods.md).
+        "imp": Preset(
+            {"spiking": False, "mode": "lt", "search": "imp"},
+            column="baseline (Frankle & Carbin; Kim et al. ECCV 2022)",
+            description="ANN, iterative magnitude pruning with rewinding: weights train, "
+            "mask by |W|",
+            requires=_no_patches,
+        ),
+        "imp-snn": Preset(
+            {"spiking": True, "mode": "lt", "search": "imp"},
+            column="baseline (Kim et al. ECCV 2022)",
+            description="spiking, iterative magnitude pruning with rewinding",
+            requires=_no_patches,
+        ),
+        "et-imp-snn": Preset(
+            {"spiking": True, "mode": "lt", "search": "imp"},
+            {"search_timesteps": 2},
+            column="baseline (Kim et al. ECCV 2022, Early-Time)",
+            description="spiking IMP whose pruning rounds run at search_timesteps",
+            requires=_no_patches,
+        ),
+        "et-slt": Preset(
+            {"spiking": True, "mode": "lt", "search": "scores"},
+            {"search_timesteps": 2},
+            column="Early-Time (Kim et al.) for SLTs",
+            description="spiking ticket whose scores are searched at search_timesteps",
+            requires=_no_patches,
+        ),
+        "random": Preset(
+            {"spiking": True, "mode": "lt", "search": "random"},
+            column="control",
+            description="spiking, random mask at the per-layer counts of pa; kept weights train",
+            requires=_no_patches,
+        ),
+        "global-slt": Preset(
+            {"spiking": True, "mode": "lt", "search": "scores", "scope": "global"},
+            column="biprop-style global threshold",
+            description="spiking ticket, one score threshold over all layers (W*M)",
+            requires=_no_patches,
+        ),
+        "global-mpslt": Preset(
+            {"spiking": True, "mode": "mp", "search": "scores", "scope": "global"},
+            column="biprop-style global threshold",
+            description="binarised spiking ticket, one score threshold over all layers",
+            requires=_no_patches,
+        ),
+    }
+)
+
+
+def _preset(name: Any) -> Preset:
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError("method", f"unknown method {name!r}; valid methods: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def resolve_method(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill in the settings of ``values["method"]``; settings given explicitly must agree.
+
+    Args:
+        values: Run settings, possibly with ``method`` (``None`` or absent: no preset).
+
+    Returns:
+        A new dict: ``values`` plus the preset's fixed settings and its defaults for the
+        settings ``values`` leaves out.
+
+    Raises:
+        ~spikelottery.engine.ConfigError: An unknown method, or a setting that contradicts it (naming both).
+    """
+    out = dict(values)
+    name = out.get("method")
+    if name is None:
+        return out
+    if isinstance(name, str):
+        name = out["method"] = name.strip().lower()
+    preset = _preset(name)
+    for key, value in preset.fixed.items():
+        if key in out and out[key] != value:
+            raise ConfigError(
+                key,
+                f"method {name!r} sets {key}={value!r}, got {key}={out[key]!r}; "
+                f"leave {key} out or choose another method",
+            )
+        out[key] = value
+    for key, value in preset.defaults.items():
+        out.setdefault(key, value)
+    return out
+
+
+def check_method(values: Mapping[str, Any]) -> None:
+    """Check that complete settings agree with their ``method`` (if any).
+
+    Raises:
+        ~spikelottery.engine.ConfigError: Naming the first setting the method contradicts.
+    """
+    name = values.get("method")
+    if name is None:
+        return
+    preset = _preset(name)
+    for key, value in preset.fixed.items():
+        if values.get(key) != value:
+            raise ConfigError(
+                key,
+                f"method {name!r} sets {key}={value!r}, got {key}={values.get(key)!r}; build "
+                f"the config with TrainConfig.for_method({name!r}, ...) or leave {key} out",
+            )
+    if preset.requires is not None:
+        problem = preset.requires(values)
+        if problem is not None:
+            raise ConfigError("pb", f"method {name!r} {problem}")
+
+
+def preset_table() -> str:
+    """The presets as a Markdown table: name, fixed settings, defaults, paper column.
+
+    >>> preset_table().splitlines()[0]
+    '| method | settings | defaults | paper | what it is |'
+    """
+    lines = ["| method | settings | defaults | paper | what it is |", "|---|---|---|---|---|"]
+    for name, p in PRESETS.items():
+        fixed = ", ".join(f"{k}={v!r}" for k, v in p.fixed.items())
+        defaults = ", ".join(f"{k}={v!r}" for k, v in p.defaults.items()) or "-"
+        lines.append(f"| `{name}` | {fixed} | {defaults} | {p.column or '-'} | {p.description} |")
+    return "\n".join(lines)

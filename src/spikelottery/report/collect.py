@@ -1,0 +1,192 @@
+"""Collect runs for a report: every ``results.json`` under some folders, and the runs without one.
+
+A row is one run: its settings (the :class:`~spikelottery.engine.TrainConfig` fields that
+change what it computes), its method, its status and its metrics. A sweep's run folder
+that has ``settings.json`` but no ``results.json`` is a row too, with the status
+``failed`` (and the error of ``failed.json``), ``interrupted`` (a checkpoint) or
+``missing``, so that a report lists it instead of silently averaging without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..engine import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
+from ..engine.config import field_defaults, runtime_fields
+from ..engine.presets import PRESETS
+from ..errors import SpikeLotteryError
+from ..sweep import FAILED_FILE, JOBS_FILE, SETTINGS_FILE
+
+__all__ = ["METRICS", "SETTING_COLUMNS", "collect_runs", "infer_method", "varying_axes"]
+
+#: The metric columns of a row, in order.
+METRICS = (
+    "accuracy",
+    "loss",
+    "kept_fraction",
+    "energy_mj",
+    "energy_sparse_mj",
+    "ann_energy_mj",
+    "firing_rate",
+    "seconds",
+    "epochs",
+    "seconds_per_epoch",
+)
+_RUNTIME = runtime_fields() | {"overwrite"}
+#: The setting columns of a row: every field that changes what a run computes.
+SETTING_COLUMNS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in _RUNTIME)
+
+
+def infer_method(config: Mapping[str, Any]) -> str:
+    """The preset a run's settings match (its recorded ``method`` first), else ``"custom"``.
+
+    >>> infer_method({"spiking": True, "mode": "mp", "filter": None, "pb": 0.0})
+    'mpslt'
+    >>> infer_method({"spiking": True, "mode": "mp", "filter": "patch_embed", "pb": 0.3})
+    'multisp-slt'
+    """
+    if config.get("method"):
+        return str(config["method"])
+    defaults = field_defaults()
+    keys = {k for preset in PRESETS.values() for k in preset.fixed}
+    for name, preset in PRESETS.items():
+        # Every setting some preset fixes must match: the preset's value, else the default.
+        expected = {k: defaults[k] for k in keys} | dict(preset.fixed)
+        if all(config.get(k, defaults[k]) == v for k, v in expected.items()) and (
+            preset.requires is None or preset.requires(config) is None
+        ):
+            return name
+    return "custom"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SpikeLotteryError(f"cannot read {str(path)!r}: {exc}") from None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
+    config = data.get("config")
+    if not isinstance(config, dict):
+        raise SpikeLotteryError(f"{str(path)!r} has no 'config' table: not a run's results.json")
+    history = data.get("history") or []
+    seconds = [h.get("seconds") for h in history if isinstance(h, dict)]
+    per_epoch = [s for s in (_finite(v) for v in seconds) if s is not None]
+    row: dict[str, Any] = {
+        "run": str(path.parent),
+        "status": "done",
+        "method": infer_method(config),
+    }
+    row.update({k: config.get(k) for k in SETTING_COLUMNS if k != "method"})
+    row.update({k: _finite(data.get(k)) for k in METRICS[:8]})
+    row["epochs"] = len(history)
+    row["seconds_per_epoch"] = sum(per_epoch) / len(per_epoch) if per_epoch else None
+    return row
+
+
+def _row_without_results(folder: Path, jobs: Mapping[str, str]) -> dict[str, Any]:
+    settings = _read_json(folder / SETTINGS_FILE)
+    config = settings.get("config", {}) if isinstance(settings, dict) else {}
+    row: dict[str, Any] = {"run": str(folder), "method": infer_method(config)}
+    row.update({k: config.get(k) for k in SETTING_COLUMNS if k != "method"})
+    row.update(dict.fromkeys(METRICS))
+    if (folder / FAILED_FILE).is_file():
+        failure = _read_json(folder / FAILED_FILE)
+        row["status"] = "failed"
+        row["error"] = f"{failure.get('error', '?')}: {failure.get('message', '')}".strip()
+    elif (folder / CHECKPOINT_FILE).is_file():
+        row["status"] = "interrupted"
+    else:
+        row["status"] = "missing"
+    if folder.name in jobs:
+        row["slurm_job"] = jobs[folder.name]
+    return row
+
+
+def _slurm_jobs(root: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob(JOBS_FILE)):
+        data = _read_json(path)
+        for sub in data if isinstance(data, list) else []:
+            out.update(sub.get("tasks", {}))
+    return out
+
+
+def collect_runs(dirs: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """Every run under ``dirs``: one row per ``results.json`` and per unfinished sweep run.
+
+    Raises:
+        SpikeLotteryError: A folder does not exist, or a ``results.json`` is unreadable
+            (naming it).
+    """
+    rows: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    for d in dirs:
+        root = Path(d)
+        if not root.is_dir():
+            raise SpikeLotteryError(f"report: {str(root)!r} is not a folder of runs")
+        jobs = _slurm_jobs(root)
+        for path in sorted(root.rglob(RESULTS_FILE)):
+            folder = path.parent.resolve()
+            if folder in seen:
+                continue
+            seen.add(folder)
+            row = _row_from_results(path, _read_json(path))
+            if path.parent.name in jobs:
+                row["slurm_job"] = jobs[path.parent.name]
+            rows.append(row)
+        for path in sorted(root.rglob(SETTINGS_FILE)):
+            folder = path.parent.resolve()
+            if folder in seen or (path.parent / RESULTS_FILE).is_file():
+                continue
+            seen.add(folder)
+            rows.append(_row_without_results(path.parent, jobs))
+    return rows
+
+
+def varying_axes(rows: Iterable[Mapping[str, Any]], *, exclude: Iterable[str] = ()) -> list[str]:
+    """The setting columns (and ``method``) that take more than one value over ``rows``.
+
+    A setting that method presets fix (``spiking``, ``mode``, ``filter``...) and that
+    takes one value per method is decided by the method, not an axis of its own.
+
+    >>> rows = [{"method": "mplt", "spiking": False, "pa": 0.2},
+    ...         {"method": "mpslt", "spiking": True, "pa": 0.4}]
+    >>> varying_axes(rows)
+    ['method', 'pa']
+    """
+    rows = list(rows)
+    skip = set(exclude)
+
+    def distinct(key: str, members: list[Mapping[str, Any]]) -> int:
+        return len({json.dumps(r.get(key), sort_keys=True) for r in members})
+
+    by_method: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by_method.setdefault(str(r.get("method")), []).append(r)
+    method_varies = len(by_method) > 1
+    decided = {k for preset in PRESETS.values() for k in preset.fixed}  # spiking, mode, ...
+    out = []
+    for key in ("method", *SETTING_COLUMNS):
+        if key in skip or key in out or distinct(key, rows) < 2:
+            continue
+        if (
+            key in decided
+            and method_varies
+            and all(distinct(key, members) == 1 for members in by_method.values())
+        ):
+            continue  # decided by the method
+        out.append(key)
+    return out

@@ -1,0 +1,204 @@
+"""The report's figures, laid out like the paper's: accuracy against ``pa``, ``pb``, ``T`` and
+the decay per method, energy per method, and accuracy against energy (the Pareto view).
+
+Each figure has one panel per combination of the other varying settings (data set,
+model, ...), one line per method, the mean over seeds with its 95% interval as error
+bars. A figure whose x axis does not vary is not drawn. Figures are written as PNG and
+SVG; matplotlib comes with ``pip install "spikelottery[plot]"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_path
+from ..errors import SpikeLotteryError
+from .tables import group_key, summary_rows
+
+__all__ = ["CURVES", "MAX_PANELS", "write_figures"]
+
+#: The x axes of the accuracy curves: setting -> (file stem, axis label).
+CURVES: Mapping[str, tuple[str, str]] = {
+    "pa": ("accuracy_vs_pa", "pa (fraction of weights removed)"),
+    "pb": ("accuracy_vs_pb", "pb (fraction of patches removed)"),
+    "timesteps": ("accuracy_vs_timesteps", "time steps T"),
+    "beta": ("accuracy_vs_decay", "LIF decay (lambda)"),
+}
+#: Figures with more panels than this are skipped (the report says so).
+MAX_PANELS = 12
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SpikeLotteryError(
+            'report figures need matplotlib: pip install "spikelottery[plot]" (or --no-figures)'
+        ) from None
+    return plt
+
+
+def _panels(
+    summary: Sequence[Mapping[str, Any]], context: Sequence[str]
+) -> dict[str, list[Mapping[str, Any]]]:
+    panels: dict[str, list[Mapping[str, Any]]] = {}
+    for row in summary:
+        panels.setdefault(group_key(row, context), []).append(row)
+    return panels
+
+
+def _title(key: str, context: Sequence[str]) -> str:
+    values = json.loads(key)
+    return ", ".join(f"{a}={v}" for a, v in zip(context, values, strict=True)) or "all runs"
+
+
+def _grid(plt: Any, n: int) -> tuple[Any, list[Any]]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _save(fig: Any, stem: Path) -> list[Path]:
+    written = []
+    for suffix in (".png", ".svg"):
+        target = stem.with_suffix(suffix)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight")
+        written.append(target)
+    return written
+
+
+def _err(row: Mapping[str, Any], metric: str) -> float:
+    lo, mean = row.get(f"{metric}_ci_low"), row.get(f"{metric}_mean")
+    return 0.0 if lo is None or mean is None else float(mean) - float(lo)
+
+
+def write_figures(
+    rows: Sequence[Mapping[str, Any]], axes: Sequence[str], folder: str | Path
+) -> tuple[list[Path], list[str]]:
+    """Draw every figure that the varying ``axes`` allow into ``folder``.
+
+    Returns:
+        The files written, and notes on the figures skipped (and why).
+    """
+    plt = _pyplot()
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    notes: list[str] = []
+    methods_vary = "method" in axes
+    for x, (stem, label) in CURVES.items():
+        if x not in axes:
+            continue
+        context = [a for a in axes if a not in ("method", x)]
+        summary = summary_rows(rows, [*context, "method", x])
+        panels = _panels(summary, context)
+        if len(panels) > MAX_PANELS:
+            notes.append(f"{stem}: {len(panels)} panels (over {MAX_PANELS}); not drawn")
+            continue
+        fig, subplots = _grid(plt, len(panels))
+        for ax, (key, members) in zip(subplots, sorted(panels.items()), strict=True):
+            for method in sorted({str(m["method"]) for m in members}):
+                line = sorted(
+                    (m for m in members if str(m["method"]) == method), key=lambda m: m[x]
+                )
+                ax.errorbar(
+                    [m[x] for m in line],
+                    [100 * m["accuracy_mean"] for m in line],
+                    yerr=[100 * _err(m, "accuracy") for m in line],
+                    marker="o",
+                    capsize=3,
+                    label=method,
+                )
+            low, high = ax.get_ylim()  # an interval of two seeds can reach past 0 or 100
+            ax.set_ylim(max(low, -1.0), min(high, 101.0))
+            ax.set_title(_title(key, context), fontsize=9)
+            ax.set_xlabel(label)
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle("Accuracy (mean over seeds, 95% CI)", fontsize=10)
+        written += _save(fig, out / stem)
+        plt.close(fig)
+    done = [r for r in rows if r.get("status") == "done" and r.get("energy_mj") is not None]
+    if done and methods_vary:
+        context = [a for a in axes if a != "method"]
+        summary = summary_rows(done, [*context, "method"])
+        panels = _panels(summary, context)
+        if len(panels) > MAX_PANELS:
+            notes.append(f"energy figures: {len(panels)} panels (over {MAX_PANELS}); not drawn")
+        else:
+            written += _energy_bars(plt, panels, context, out)
+        # Pareto: every configuration (method and curve settings) as a point, per context.
+        outer = [a for a in axes if a != "method" and a not in CURVES]
+        inner = [a for a in axes if a in CURVES]
+        points = _panels(summary_rows(done, [*outer, "method", *inner]), outer)
+        if len(points) > MAX_PANELS:
+            notes.append(f"accuracy_vs_energy: {len(points)} panels (over {MAX_PANELS}); not drawn")
+        else:
+            written += _pareto(plt, points, outer, out)
+    elif not done:
+        notes.append("energy figures: no finished run has an energy estimate")
+    return written, notes
+
+
+def _energy_bars(
+    plt: Any, panels: Mapping[str, list[Mapping[str, Any]]], context: Sequence[str], out: Path
+) -> list[Path]:
+    fig, subplots = _grid(plt, len(panels))
+    for ax, (key, members) in zip(subplots, sorted(panels.items()), strict=True):
+        members = sorted(members, key=lambda m: str(m["method"]))
+        names = [str(m["method"]) for m in members]
+        means = [1e3 * (m["energy_mj_mean"] or 0.0) for m in members]
+        errs = [1e3 * _err(m, "energy_mj") for m in members]
+        ax.bar(names, means, yerr=errs, capsize=3, color="tab:blue")
+        ax.set_title(_title(key, context), fontsize=9)
+        ax.set_ylabel("energy per sample (uJ)")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Energy per method (mean over seeds)", fontsize=10)
+    paths = _save(fig, out / "energy_per_method")
+    plt.close(fig)
+    return paths
+
+
+def _pareto(
+    plt: Any, panels: Mapping[str, list[Mapping[str, Any]]], context: Sequence[str], out: Path
+) -> list[Path]:
+    fig, subplots = _grid(plt, len(panels))
+    for ax, (key, members) in zip(subplots, sorted(panels.items()), strict=True):
+        points = [
+            (1e3 * m["energy_mj_mean"], 100 * m["accuracy_mean"], str(m["method"]))
+            for m in members
+            if m.get("energy_mj_mean") is not None and m.get("accuracy_mean") is not None
+        ]
+        for name in sorted({p[2] for p in points}):
+            mine = [(e, acc) for e, acc, n in points if n == name]
+            ax.scatter(*zip(*mine, strict=True), label=name, s=18)
+        front, best = [], -math.inf
+        for e, acc, _ in sorted(points, key=lambda p: (p[0], -p[1])):
+            if acc > best:  # the best accuracy at each energy, better than any cheaper point
+                front.append((e, acc))
+                best = acc
+        if len(front) > 1:
+            ax.plot(*zip(*front, strict=True), color="gray", linestyle="--", linewidth=1)
+        ax.set_title(_title(key, context), fontsize=9)
+        ax.set_xlabel("energy per sample (uJ)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Accuracy against energy (dashed: Pareto front)", fontsize=10)
+    paths = _save(fig, out / "accuracy_vs_energy")
+    plt.close(fig)
+    return paths

@@ -1,0 +1,262 @@
+"""The report's tables: the summary over seeds, the paired comparison of two methods.
+
+Both are pure functions of the collected rows (:func:`~spikelottery.report.collect.collect_runs`):
+:func:`summary_rows` groups the finished runs by every axis that varies except the seed;
+:func:`compare_rows` pairs the runs of two methods that agree on every other axis,
+the seed included, and summarises the differences.
+
+>>> rows = [
+...     {"status": "done", "method": m, "pa": 0.4, "seed": s, "accuracy": a}
+...     for m, s, a in [("mplt", 0, 0.90), ("mplt", 1, 0.92), ("mpslt", 0, 0.93), ("mpslt", 1, 0.94)]
+... ]
+>>> [(r["method"], r["n"], round(r["accuracy_mean"], 3)) for r in summary_rows(rows)]
+[('mplt', 2, 0.91), ('mpslt', 2, 0.935)]
+>>> round(compare_rows(rows, "mpslt", "mplt")[0]["diff_mean"], 3)
+0.025
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .collect import varying_axes
+from .stats import summarize
+
+__all__ = [
+    "SUMMARY_METRICS",
+    "compare_rows",
+    "group_key",
+    "summary_rows",
+    "to_csv",
+    "to_latex",
+    "to_markdown",
+]
+
+#: The metrics summarised over seeds.
+SUMMARY_METRICS = ("accuracy", "energy_mj", "kept_fraction", "epochs", "seconds_per_epoch")
+
+
+def group_key(row: Mapping[str, Any], axes: Sequence[str]) -> str:
+    """A row's values on ``axes``, as a sortable, hashable key."""
+    return json.dumps([row.get(a) for a in axes], sort_keys=True)
+
+
+def _done(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in rows if r.get("status") == "done"]
+
+
+def _stats(prefix: str, values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {f"{prefix}_{k}": None for k in ("mean", "std", "ci_low", "ci_high")}
+    s = summarize(values)
+    return {
+        f"{prefix}_mean": s.mean,
+        f"{prefix}_std": None if math.isnan(s.std) else s.std,
+        f"{prefix}_ci_low": None if math.isnan(s.ci_low) else s.ci_low,
+        f"{prefix}_ci_high": None if math.isnan(s.ci_high) else s.ci_high,
+    }
+
+
+def summary_rows(
+    rows: Sequence[Mapping[str, Any]], axes: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Mean, std, n and 95% interval of each metric per group of finished runs.
+
+    Args:
+        rows: Collected rows; only ``status == "done"`` ones count.
+        axes: The grouping axes (default: every axis that varies, except ``seed``).
+
+    Returns:
+        One dict per group: the axes' values, ``n``, the seeds, and
+        ``<metric>_mean/_std/_ci_low/_ci_high`` for :data:`SUMMARY_METRICS`.
+    """
+    done = _done(rows)
+    axes = list(axes) if axes is not None else varying_axes(done, exclude=("seed",))
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in done:
+        groups.setdefault(group_key(r, axes), []).append(r)
+    out = []
+    for key in sorted(groups, key=lambda k: _sortable(json.loads(k))):
+        members = groups[key]
+        entry: dict[str, Any] = {a: members[0].get(a) for a in axes}
+        entry["n"] = len(members)
+        entry["seeds"] = " ".join(str(m.get("seed")) for m in members)
+        for metric in SUMMARY_METRICS:
+            values = [m[metric] for m in members if m.get(metric) is not None]
+            entry.update(_stats(metric, values))
+        out.append(entry)
+    return out
+
+
+def compare_rows(
+    rows: Sequence[Mapping[str, Any]],
+    a: str,
+    b: str,
+    *,
+    metric: str = "accuracy",
+    axes: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The paired difference ``a - b`` of ``metric`` over runs that match on every other axis.
+
+    Runs of methods ``a`` and ``b`` are paired when they agree on every varying axis
+    but the method (the seed included). The pairs are grouped by the varying axes other
+    than the method and the seed; each group gets the mean difference, its standard
+    deviation, the number of pairs and the 95% interval of the mean difference. A run
+    without a partner is counted in ``unpaired``, never averaged.
+    """
+    done = [r for r in _done(rows) if r.get("method") in (a, b)]
+    axes = list(axes) if axes is not None else varying_axes(done, exclude=("method",))
+    match_axes = [x for x in axes if x != "method"]
+    group_axes = [x for x in match_axes if x != "seed"]
+    by_method: dict[str, dict[str, Mapping[str, Any]]] = {a: {}, b: {}}
+    for r in done:
+        by_method[str(r["method"])][group_key(r, match_axes)] = r
+    groups: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
+    unpaired: dict[str, int] = {}
+    for key in by_method[a].keys() | by_method[b].keys():
+        ra, rb = by_method[a].get(key), by_method[b].get(key)
+        any_row = ra or rb
+        assert any_row is not None
+        gk = group_key(any_row, group_axes)
+        if ra is None or rb is None or ra.get(metric) is None or rb.get(metric) is None:
+            unpaired[gk] = unpaired.get(gk, 0) + 1
+            continue
+        groups.setdefault(gk, []).append((ra, rb))
+    out = []
+    for gk in sorted(groups.keys() | unpaired.keys(), key=lambda k: _sortable(json.loads(k))):
+        pairs = groups.get(gk, [])
+        values = dict(zip(group_axes, json.loads(gk), strict=True))
+        entry: dict[str, Any] = {**values, "a": a, "b": b, "metric": metric, "pairs": len(pairs)}
+        entry["seeds"] = " ".join(str(ra.get("seed")) for ra, _ in pairs)
+        diffs = [float(ra[metric]) - float(rb[metric]) for ra, rb in pairs]
+        stats = _stats("diff", diffs)
+        entry.update(stats)
+        entry["a_mean"] = _mean([float(ra[metric]) for ra, _ in pairs])
+        entry["b_mean"] = _mean([float(rb[metric]) for _, rb in pairs])
+        entry["unpaired"] = unpaired.get(gk, 0)
+        out.append(entry)
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def _sortable(values: list[Any]) -> list[tuple[int, Any]]:
+    return [(0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values]
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Rows as CSV text (columns: ``columns``, or the union of the rows' keys in order)."""
+    cols = list(columns) if columns is not None else _columns(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: _cell(r.get(c)) for c in cols})
+    return buffer.getvalue()
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return cols
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "" if value is None else value
+
+
+def _fmt(value: Any, percent: bool) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{100 * value:.2f}" if percent else f"{value:.4g}"
+    return str(value)
+
+
+def _formatted(
+    rows: Sequence[Mapping[str, Any]], axes: Sequence[str], kind: str
+) -> tuple[list[str], list[list[str]]]:
+    if kind == "compare":
+        header = [*axes, "pairs", "A - B (points)", "95% CI", "A mean %", "B mean %", "unpaired"]
+        body = []
+        for r in rows:
+            ci = (
+                f"[{_fmt(r['diff_ci_low'], True)}, {_fmt(r['diff_ci_high'], True)}]"
+                if r.get("diff_ci_low") is not None
+                else "-"
+            )
+            body.append(
+                [_fmt(r.get(a), False) for a in axes]
+                + [
+                    str(r["pairs"]),
+                    _fmt(r.get("diff_mean"), True),
+                    ci,
+                    _fmt(r.get("a_mean"), True),
+                    _fmt(r.get("b_mean"), True),
+                    str(r["unpaired"]),
+                ]
+            )
+        return header, body
+    header = [*axes, "n", "accuracy %", "std", "95% CI", "energy mJ", "kept %", "epochs", "s/epoch"]
+    body = []
+    for r in rows:
+        ci = (
+            f"[{_fmt(r['accuracy_ci_low'], True)}, {_fmt(r['accuracy_ci_high'], True)}]"
+            if r.get("accuracy_ci_low") is not None
+            else "-"
+        )
+        body.append(
+            [_fmt(r.get(a), False) for a in axes]
+            + [
+                str(r["n"]),
+                _fmt(r.get("accuracy_mean"), True),
+                _fmt(r.get("accuracy_std"), True),
+                ci,
+                _fmt(r.get("energy_mj_mean"), False),
+                _fmt(r.get("kept_fraction_mean"), True),
+                _fmt(r.get("epochs_mean"), False),
+                _fmt(r.get("seconds_per_epoch_mean"), False),
+            ]
+        )
+    return header, body
+
+
+def to_markdown(
+    rows: Sequence[Mapping[str, Any]], axes: Sequence[str], kind: str = "summary"
+) -> str:
+    """A summary (or ``kind="compare"``) table as Markdown; accuracies in percent."""
+    header, body = _formatted(rows, axes, kind)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def to_latex(rows: Sequence[Mapping[str, Any]], axes: Sequence[str], kind: str = "summary") -> str:
+    """The same table as a LaTeX ``tabular`` (booktabs rules)."""
+    header, body = _formatted(rows, axes, kind)
+
+    def esc(text: str) -> str:
+        for char, repl in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&")):
+            text = text.replace(char, repl)
+        return text
+
+    lines = [
+        r"\begin{tabular}{" + "l" * len(axes) + "r" * (len(header) - len(axes)) + "}",
+        r"\toprule",
+        " & ".join(esc(h) for h in header) + r" \\",
+        r"\midrule",
+        *(" & ".join(esc(c) for c in cells) + r" \\" for cells in body),
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""The local executor: a sweep's runs one after another, or in N worker processes.
+
+Workers are :class:`concurrent.futures.ProcessPoolExecutor` processes (``spawn``), each
+limited to its share of the CPU threads, so that N runs do not fight over the cores. A
+failed run does not stop the others; it is reported, and tried again by the next sweep.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .plan import PlannedRun
+from .task import run_task
+
+__all__ = ["Outcome", "run_local"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended: ``accuracy`` and ``seconds``, or the ``error`` it raised."""
+
+    run: PlannedRun
+    accuracy: float | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_local(
+    runs: Sequence[PlannedRun],
+    *,
+    workers: int = 1,
+    runtime: dict[str, Any] | None = None,
+    tensorboard: bool = False,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Run ``runs`` here; call ``on_done`` as each one ends.
+
+    Args:
+        runs: The runs to run (their folders hold ``settings.json``).
+        workers: ``1``: one after another in this process; ``N > 1``: ``N`` processes,
+            each with ``cpu_count // N`` torch threads.
+        runtime: Runtime settings for every run (``device``, ``data_root``...).
+        tensorboard: Also write each run's TensorBoard event files.
+        on_done: Called with each :class:`Outcome`, in the order they end.
+
+    Returns:
+        The outcomes, in the order the runs ended.
+    """
+    report = on_done or (lambda outcome: None)
+    outcomes: list[Outcome] = []
+    runtime = dict(runtime or {})
+    if workers <= 1:
+        for r in runs:
+            try:
+                summary = run_task(r.folder, runtime, tensorboard)
+                outcome = Outcome(r, summary["accuracy"], summary["seconds"])
+            except Exception as exc:
+                outcome = Outcome(r, error=f"{type(exc).__name__}: {exc}")
+            outcomes.append(outcome)
+            report(outcome)
+        return outcomes
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+    ) as pool:
+        futures = {pool.submit(run_task, str(r.folder), runtime, tensorboard): r for r in runs}
+        for future in cf.as_completed(futures):
+            r = futures[future]
+            try:
+                summary = future.result()
+                outcome = Outcome(r, summary["accuracy"], summary["seconds"])
+            except Exception as exc:
+                outcome = Outcome(r, error=f"{type(exc).__name__}: {exc}")
+            outcomes.append(outcome)
+            report(outcome)
+    return outcomes

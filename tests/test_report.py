@@ -1,0 +1,190 @@
+"""``report`` on hand-written results.json files: rows, means and intervals checked by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikelottery.cli import main
+from spikelottery.errors import SpikeLotteryError
+from spikelottery.report import make_report, summarize, t_quantile
+
+#: Student-t 0.975 quantiles from printed tables (e.g. NIST/SEMATECH e-Handbook, 1.3.6.7.2).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 29: 2.045}
+
+
+@pytest.mark.parametrize(("dof", "value"), T_975.items())
+def test_t_quantile_matches_tables(dof: int, value: float) -> None:
+    assert t_quantile(0.975, dof) == pytest.approx(value, abs=5e-4)
+
+
+def test_t_quantile_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for dof in (1, 2, 3, 6, 11, 50, 200):
+        for p in (0.9, 0.975, 0.995):
+            assert t_quantile(p, dof) == pytest.approx(stats.t.ppf(p, dof), rel=1e-9)
+
+
+def test_summarize_one_value_has_no_interval() -> None:
+    s = summarize([0.5])
+    assert s.n == 1 and math.isnan(s.std) and math.isnan(s.ci_low)
+    with pytest.raises(ValueError, match="non-finite"):
+        summarize([0.5, float("nan")])
+
+
+def _write_run(root: Path, name: str, **config) -> Path:
+    accuracy = config.pop("accuracy")
+    energy = config.pop("energy_mj", 1e-3)
+    folder = root / name
+    folder.mkdir(parents=True)
+    full = {
+        "model": "vgg_small",
+        "dataset": "digits",
+        "mode": "mp",
+        "spiking": True,
+        "pa": 0.4,
+        "pb": 0.0,
+        "filter": None,
+        "seed": 0,
+        "method": None,
+        "timesteps": 4,
+        "beta": 0.99,
+        "epochs": 2,
+        "out": str(folder),
+    }
+    full.update(config)
+    results = {
+        "accuracy": accuracy,
+        "kept_fraction": 1 - full["pa"],
+        "energy_mj": energy,
+        "energy_sparse_mj": energy,
+        "ann_energy_mj": 0.01,
+        "firing_rate": 0.1,
+        "seconds": 4.0,
+        "config": full,
+        "loss": 0.5,
+        "history": [{"epoch": 1, "seconds": 1.0}, {"epoch": 2, "seconds": 3.0}],
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+# Hand-written accuracies of two methods over five seeds at two values of pa.
+ACC = {
+    ("mpslt", 0.2): [0.91, 0.93, 0.90, 0.94, 0.92],
+    ("mplt", 0.2): [0.89, 0.92, 0.88, 0.91, 0.90],
+    ("mpslt", 0.6): [0.80, 0.84, 0.79, 0.83, 0.85],
+    ("mplt", 0.6): [0.78, 0.80, 0.80, 0.79, 0.81],
+}
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    for (method, pa), values in ACC.items():
+        for seed, acc in enumerate(values):
+            _write_run(
+                root,
+                f"{method}-{pa}-{seed}",
+                method=method,
+                spiking=method == "mpslt",
+                pa=pa,
+                seed=seed,
+                accuracy=acc,
+                energy_mj=1e-3 * (1 + seed),
+            )
+    return root
+
+
+def test_summary_means_and_intervals(runs: Path, tmp_path: Path) -> None:
+    report = make_report([runs], tmp_path / "report", latex=True)
+    assert report.axes == ["method", "pa"]  # spiking is decided by the method; seed pooled
+    with open(tmp_path / "report" / "summary.csv", newline="") as f:
+        rows = {(r["method"], float(r["pa"])): r for r in csv.DictReader(f)}
+    for key, values in ACC.items():
+        row = rows[key]
+        x = np.array(values)
+        mean, std = x.mean(), x.std(ddof=1)
+        half = T_975[4] * std / np.sqrt(5)
+        assert int(row["n"]) == 5
+        assert float(row["accuracy_mean"]) == pytest.approx(mean, abs=1e-12)
+        assert float(row["accuracy_std"]) == pytest.approx(std, abs=1e-12)
+        assert float(row["accuracy_ci_low"]) == pytest.approx(mean - half, abs=1e-4)
+        assert float(row["accuracy_ci_high"]) == pytest.approx(mean + half, abs=1e-4)
+        assert float(row["energy_mj_mean"]) == pytest.approx(3e-3)
+        assert float(row["seconds_per_epoch_mean"]) == pytest.approx(2.0)
+        assert float(row["epochs_mean"]) == 2  # the training cost, beside the accuracy
+    with open(tmp_path / "report" / "runs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 20
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert "| mpslt | 0.2 | 5 | 92.00 |" in md
+    assert r"\toprule" in (tmp_path / "report" / "summary.tex").read_text()
+    for stem in ("accuracy_vs_pa", "energy_per_method", "accuracy_vs_energy"):
+        assert (tmp_path / "report" / f"{stem}.png").stat().st_size > 1000
+        assert (tmp_path / "report" / f"{stem}.svg").read_text().startswith("<?xml")
+
+
+def test_paired_comparison(runs: Path, tmp_path: Path) -> None:
+    report = make_report([runs], tmp_path / "report", compare=("mpslt", "mplt"), figures=False)
+    by_pa = {r["pa"]: r for r in report.comparison}
+    for pa in (0.2, 0.6):
+        d = np.array(ACC[("mpslt", pa)]) - np.array(ACC[("mplt", pa)])
+        row = by_pa[pa]
+        assert row["pairs"] == 5 and row["unpaired"] == 0
+        assert row["diff_mean"] == pytest.approx(d.mean(), abs=1e-12)
+        assert row["diff_std"] == pytest.approx(d.std(ddof=1), abs=1e-12)
+        half = T_975[4] * d.std(ddof=1) / np.sqrt(5)
+        assert row["diff_ci_low"] == pytest.approx(d.mean() - half, abs=1e-4)
+    assert (tmp_path / "report" / "compare_mpslt_vs_mplt.md").is_file()
+
+
+def test_unpaired_seed_is_counted_not_averaged(runs: Path, tmp_path: Path) -> None:
+    (runs / "mplt-0.2-4" / "results.json").unlink()
+    report = make_report([runs], tmp_path / "report", compare=("mpslt", "mplt"), figures=False)
+    row = {r["pa"]: r for r in report.comparison}[0.2]
+    assert row["pairs"] == 4 and row["unpaired"] == 1
+    d = np.array(ACC[("mpslt", 0.2)][:4]) - np.array(ACC[("mplt", 0.2)][:4])
+    assert row["diff_mean"] == pytest.approx(d.mean())
+
+
+def test_failed_and_missing_runs_are_listed(runs: Path, tmp_path: Path) -> None:
+    broken = runs / "sweep-run"
+    broken.mkdir()
+    (broken / "settings.json").write_text(json.dumps({"config": {"method": "mpslt", "pa": 0.2}}))
+    (broken / "failed.json").write_text(json.dumps({"error": "RuntimeError", "message": "OOM"}))
+    report = make_report([runs], tmp_path / "report", figures=False)
+    assert [r["status"] for r in report.unfinished] == ["failed"]
+    assert "RuntimeError: OOM" in (tmp_path / "report" / "summary.md").read_text()
+    assert sum(r["n"] for r in report.summary) == 20  # not averaged in
+
+
+def test_duplicate_runs_are_refused(runs: Path, tmp_path: Path) -> None:
+    _write_run(runs / "copy", "again", method="mplt", spiking=False, pa=0.2, seed=0, accuracy=0.5)
+    with pytest.raises(SpikeLotteryError, match="same settings"):
+        make_report([runs], tmp_path / "report")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--compare", "mpslt", "nope"], "no finished run of method"),
+        ([], None),
+    ],
+)
+def test_cli(runs: Path, tmp_path: Path, capsys, args: list[str], message: str | None) -> None:
+    code = main(["report", str(runs), "--out", str(tmp_path / "r"), "--no-figures", *args])
+    captured = capsys.readouterr()
+    if message:
+        assert code == 1 and message in captured.err
+    else:
+        assert code == 0 and "## Summary over seeds" in captured.out
+
+
+def test_cli_empty_folder(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
+    assert "no results.json" in capsys.readouterr().err
