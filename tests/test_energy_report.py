@@ -9,7 +9,14 @@ import os
 
 import pytest
 
-from spikelottery.energy import E_AC_PJ, E_MAC_PJ, EnergyReport, OpCount, energy_from_counts
+from spikelottery.energy import (
+    E_AC_PJ,
+    E_MAC_PJ,
+    VIEWS,
+    EnergyReport,
+    OpCount,
+    energy_from_counts,
+)
 
 
 def two_readers() -> EnergyReport:
@@ -40,7 +47,8 @@ def test_report_exports(tmp_path: os.PathLike[str]) -> None:
     lines = text.splitlines()
     assert len({len(line) for line in lines[:2]}) == 1  # header as wide as the rule
     md = report.to_markdown()
-    assert md.startswith("| layer | kind |") and md.count("\n|") == 4  # separator, 2 rows, total
+    # separator, 2 rows, total; then the views: header, separator, 3 views
+    assert md.startswith("| layer | kind |") and md.count("\n|") == 9
     d = report.to_dict()
     json.dumps(d, allow_nan=False)
     assert d["totals"]["ann_mj"] == report.ann_mj and d["options"]["attention_order"] == "as_run"
@@ -60,25 +68,33 @@ def test_report_exports(tmp_path: os.PathLike[str]) -> None:
 def test_printed_table() -> None:
     lines = str(two_readers()).splitlines()
     assert lines[:6] == [
-        "layer   kind    shape     MACs/step  T    rate  input  density  op     ops    SNN mJ    ANN mJ",
-        "----------------------------------------------------------------------------------------------",
-        "first   linear  64 -> 16      1,024  1  0.5000  spike    1.000  MAC  1,024  0.000005  0.000005",
-        "second  linear  64 -> 16      1,024  1  0.5000  spike    1.000  AC     512  0.000000  0.000005",
-        "----------------------------------------------------------------------------------------------",
-        "total                         2,048                                         0.000005  0.000009",
+        "layer   kind    shape     MACs/step  T    rate  input  density  op     ops    SNN mJ    ANN mJ  synops  exact mJ",
+        "----------------------------------------------------------------------------------------------------------------",
+        "first   linear  64 -> 16      1,024  1  0.5000  spike    1.000  MAC  1,024  0.000005  0.000005     n/a  0.000005",
+        "second  linear  64 -> 16      1,024  1  0.5000  spike    1.000  AC     512  0.000000  0.000005     n/a  0.000000",
+        "----------------------------------------------------------------------------------------------------------------",
+        "total                         2,048                                         0.000005  0.000009          0.000005",
     ]
     assert lines[6] == (
         "E_ANN 0.0000 mJ | E_SNN 0.0000 mJ (54.9% of ANN) | MACs/step 2.05k | SOPs 512 | "
         "SNN MACs 1.02k | mean firing rate 0.5000 | T 1 | samples 4"
     )
-    assert lines[7] == two_readers().conventions() and len(lines) == 8
+    # Hand-made counts carry no exact synaptic operations: the exact view uses the formula's.
+    assert lines[7].startswith("exact: E_SNN 0.0000 mJ (54.9% of ANN fp32) | synops 512 AC")
+    assert "(0/2 layers counted)" in lines[7]
+    assert lines[8].startswith("view  ") and lines[8].endswith("SNN % of int8")
+    assert [line.split("  ")[0] for line in lines[10:13]] == list(VIEWS)
+    assert lines[13] == two_readers().conventions() and len(lines) == 14
+    assert lines[13].startswith("preset fp32-45nm (Horowitz, ISSCC 2014, 45 nm")
 
 
 def test_markdown_escapes_pipes() -> None:
     count = OpCount("a", "matmul", "M", "6x6 @ 6x4 | q", 10.0, 2.0, 0.5, True, 1.0)
     md = energy_from_counts([count]).to_markdown()
     assert "6x6 @ 6x4 \\| q" in md
-    assert md.splitlines()[1] == "|---|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|"
+    assert (
+        md.splitlines()[1] == "|---|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|"
+    )
 
 
 def test_reprice_keeps_the_measurement() -> None:

@@ -23,14 +23,25 @@ multi-head attention) while the model runs, and naming each after the innermost 
 that issued it. :func:`estimate_energy` runs the model and prices the result;
 :func:`count_ops` only counts, and :func:`energy_from_counts` is the formula on its own, so
 one measurement can be priced under several conventions (:class:`PricingOptions`).
+
+Besides the formula, every report counts the **exact synaptic operations** (each non-zero
+input times its kept, non-zero outgoing weights: :func:`conv_synops`,
+:func:`linear_synops`, :func:`matmul_synops`), per layer and per time step, the neurons'
+membrane updates, and a **memory-aware** estimate (weight reads at the ticket's bit
+width, membrane reads and writes). Costs come from a named :data:`PRESETS` entry (fp32,
+fp16, int8 at 45 nm) or custom values; every printed report ends with one disclosure
+line naming the preset and the conventions.
 """
 
-from . import _options
+from . import _options, _presets, _report
 from ._counting import count_ops
 from ._estimate import estimate_energy
+from ._neurobench import neurobench_model, neurobench_view, run_neurobench
 from ._options import PricingOptions
-from ._records import LayerEnergy, OpCount
+from ._presets import HardwarePreset
+from ._records import LayerEnergy, NeuronCount, OpCount
 from ._report import EnergyReport, energy_from_counts
+from ._synops import conv_synops, linear_synops, matmul_synops
 
 # The constants are defined in _options; their documentation lives here, where Sphinx
 # reads a module's ``#:`` comments.
@@ -42,16 +53,41 @@ E_AC_PJ = _options.E_AC_PJ
 #: Values of ``attention_order``: keep the order the model ran, or re-cost a spiking
 #: attention as ``(Q K^T) V`` (``"qk_first"``) or ``Q (K^T V)`` (``"kv_first"``).
 ATTENTION_ORDERS: tuple[str, ...] = _options.ATTENTION_ORDERS
+#: pJ per bit read or written in an 8 KB SRAM at 45 nm (Horowitz 2014: 10 pJ per 64-bit
+#: read), the default memory cost of the memory-aware view.
+E_SRAM_BIT_PJ = _presets.E_SRAM_BIT_PJ
+#: The named hardware presets by name (``"fp32-45nm"``, ``"fp16-45nm"``, ``"int8-45nm"``,
+#: ``"int32-45nm"``): Horowitz, ISSCC 2014, 45 nm. Pass ``preset="int8"`` (short names
+#: work) to :func:`estimate_energy`, :meth:`EnergyReport.reprice` or
+#: :meth:`PricingOptions.from_preset`.
+PRESETS: dict[str, HardwarePreset] = _presets.PRESETS
+#: The ANN references every report compares with: dense fp32 and an int8 equivalent.
+ANN_BASELINES: tuple[str, ...] = _presets.ANN_BASELINES
+#: The three views of :meth:`EnergyReport.views`: the paper's formula, the exact
+#: synaptic operations, and the memory-aware estimate.
+VIEWS: tuple[str, ...] = _report.VIEWS
 
 __all__ = [
+    "ANN_BASELINES",
     "ATTENTION_ORDERS",
     "E_AC_PJ",
     "E_MAC_PJ",
+    "E_SRAM_BIT_PJ",
+    "PRESETS",
+    "VIEWS",
     "EnergyReport",
+    "HardwarePreset",
     "LayerEnergy",
+    "NeuronCount",
     "OpCount",
     "PricingOptions",
+    "conv_synops",
     "count_ops",
     "energy_from_counts",
     "estimate_energy",
+    "linear_synops",
+    "matmul_synops",
+    "neurobench_model",
+    "neurobench_view",
+    "run_neurobench",
 ]

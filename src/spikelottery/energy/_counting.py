@@ -15,7 +15,7 @@ from .._state import reset_states, split_batch
 from .._validation import check_int
 from ..errors import SpikeLotteryError
 from ._recorder import Recorder, Tally
-from ._records import OpCount, plain_number
+from ._records import NeuronCount, OpCount, plain_number
 from ._rules import OpMode
 
 __all__ = ["Measurement", "count_ops", "measure"]
@@ -29,11 +29,13 @@ class Measurement:
         counts: One :class:`OpCount` per layer, in execution order.
         timesteps: ``T``, given or inferred.
         samples: Samples measured.
+        neurons: Membrane updates of each spiking neuron module, in execution order.
     """
 
     counts: tuple[OpCount, ...]
     timesteps: float
     samples: int
+    neurons: tuple[NeuronCount, ...] = ()
 
 
 def count_ops(
@@ -43,6 +45,7 @@ def count_ops(
     timesteps: int | None = None,
     batch_size: int | None = None,
     max_batches: int | None = None,
+    synops: bool = True,
 ) -> list[OpCount]:
     """Run ``model`` on ``inputs`` and count each layer's MACs, firing rate and weight density.
 
@@ -71,12 +74,17 @@ def count_ops(
         timesteps: ``T``; inferred when ``None``.
         batch_size: Samples per batch when neither labels nor the layout tell.
         max_batches: Stop after this many batches.
+        synops: Also count the exact synaptic operations (``OpCount.synops``): one extra
+            small conv or matmul per call.
 
     Returns:
         One :class:`OpCount` per layer, in execution order.
 
     Raises:
-        SpikeLotteryError: No conv, linear or matmul ran, or ``T`` could not be inferred.
+        SpikeLotteryError: No conv, linear or matmul ran, ``T`` could not be inferred, or
+            an input or a weight holds NaN or infinite values (the message names the
+            layer).
+        ValueError: ``inputs`` yielded no batch.
 
     >>> import torch
     >>> from torch import nn
@@ -85,7 +93,12 @@ def count_ops(
     [('0', 3456.0), ('2', 1280.0)]
     """
     found = measure(
-        model, inputs, timesteps=timesteps, batch_size=batch_size, max_batches=max_batches
+        model,
+        inputs,
+        timesteps=timesteps,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        synops=synops,
     )
     return list(found.counts)
 
@@ -97,6 +110,7 @@ def measure(
     timesteps: int | None = None,
     batch_size: int | None = None,
     max_batches: int | None = None,
+    synops: bool = True,
 ) -> Measurement:
     """:func:`count_ops`, with the ``T`` and the number of samples it read."""
     if not isinstance(model, nn.Module):
@@ -107,6 +121,7 @@ def measure(
     device = next((t.device for t in [*model.parameters(), *model.buffers()]), None)
     flags = [(m, m.training) for m in model.modules()]
     rec = Recorder(model)
+    rec.exact = bool(synops)
     samples = batches = 0
     try:
         model.eval()
@@ -149,7 +164,18 @@ def measure(
             "matmul/bmm/einsum and attention calls; check that the model computes with them"
         )
     counts, t = _aggregate(rec, samples, timesteps)
-    return Measurement(tuple(counts), t, samples)
+    neurons = tuple(
+        NeuronCount(
+            name=n.module,
+            module=n.module_type,
+            units=n.updates / samples / t,
+            steps=t,
+            updates=n.updates / samples,
+            spikes=n.spikes / samples,
+        )
+        for n in sorted(rec.neurons.values(), key=lambda n: n.seq)
+    )
+    return Measurement(tuple(counts), t, samples, neurons)
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, int | None]:
@@ -223,6 +249,7 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
         else:
             rate = a.act_sum / a.act_numel if a.act_numel else 0.0
         density = a.w_nnz / a.w_numel if a.w_nnz is not None and a.w_numel else 1.0
+        synops, values, per_step = _exact_counts(a, samples, t)
         return OpCount(
             name=name,
             kind=a.kind,
@@ -235,6 +262,10 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
             density=density,
             spike_operand=a.spike_operand if a.binary else "",
             calls=a.calls,
+            synops=synops,
+            synops_values=values,
+            synops_per_step=per_step,
+            binarised=a.w_binarised,
         )
 
     counts: dict[tuple[str, str], OpCount] = {}
@@ -250,6 +281,44 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
             alt_count = to_count(alt, c.name, c.steps, c.module)
             counts[key] = dataclasses.replace(c, alternatives={pair.run_order: c, other: alt_count})
     return list(counts.values()), t
+
+
+def _exact_counts(
+    a: Tally, samples: int, t: float
+) -> tuple[float | None, float | None, tuple[float, ...]]:
+    """``(synops, synops_values, synops_per_step)`` per sample of a tally (``None`` and
+    ``()`` when some call could not be counted exactly)."""
+    if a.syn_missing or not a.syn_steps or a.syn_values is None:
+        return None, None, ()
+    steps = max(round(t), 1)
+    profile = torch.zeros(steps, dtype=torch.float64)
+    for (index, _shape, b), events in a.syn_steps.items():
+        profile += step_profile(events.detach().to("cpu", torch.float64), index, b, steps)
+    profile /= samples
+    synops = float(profile.sum())
+    values = float(a.syn_values) / samples
+    return synops, values, tuple(float(v) for v in profile)
+
+
+def step_profile(events: Tensor, index: int, b: int, t: int) -> Tensor:
+    """Split the counts of one call over ``t`` time steps.
+
+    ``events`` holds the counts per leading row of the call: ``[T, B]`` or ``[T * B]``
+    (a multi-step layer, time first) are split by their time index; anything else
+    (``[B]``, tokens, a scalar) is one step, the ``index``-th call of the layer in its
+    batch (a single-step loop calls it once per step).
+
+    >>> step_profile(torch.tensor([1.0, 2.0, 3.0, 4.0]), 0, 2, 2).tolist()  # [T * B]
+    [3.0, 7.0]
+    >>> step_profile(torch.tensor([5.0, 6.0]), 1, 2, 3).tolist()  # [B], second call
+    [0.0, 11.0, 0.0]
+    """
+    out = torch.zeros(t, dtype=torch.float64)
+    shape = tuple(events.shape)
+    if t > 1 and shape and (shape[0] == t * b or (len(shape) >= 2 and shape[:2] == (t, b))):
+        return out + events.reshape(t, -1).sum(dim=1)
+    out[index % t] = events.sum()
+    return out
 
 
 def _lead_sample_steps(lead: tuple[int, ...], b: int, t: float) -> float:

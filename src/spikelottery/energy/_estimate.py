@@ -22,6 +22,7 @@ def estimate_energy(
     batch_size: int | None = None,
     max_batches: int | None = None,
     options: PricingOptions | None = None,
+    synops: bool = True,
     **pricing: Any,
 ) -> EnergyReport:
     """Estimate the energy per sample of ``model`` as an SNN and as an ANN (paper Eq. 3-4).
@@ -38,11 +39,20 @@ def estimate_energy(
         batch_size: Samples per batch when neither labels nor the layout tell.
         max_batches: Stop after this many batches.
         options: The pricing conventions (default: the paper's).
+        synops: Count the exact synaptic operations too (the exact and memory-aware
+            views); ``False`` skips the extra counting pass and those views fall back to
+            the formula's counts.
         **pricing: :class:`PricingOptions` fields as keywords (``e_ac=0.03``,
-            ``nonbinary_as_mac=True``, ...), overriding ``options``.
+            ``nonbinary_as_mac=True``, ...), or ``preset="int8"`` (a named
+            :data:`PRESETS` entry), overriding ``options``.
 
     Returns:
         An :class:`EnergyReport`; ``print`` it for a table.
+
+    Raises:
+        SpikeLotteryError: An input or a weight holds NaN or infinite values (the
+            message names the layer), or nothing countable ran.
+        ValueError: ``inputs`` yielded no batch (an empty loader).
 
     >>> import torch
     >>> from torch import nn
@@ -54,8 +64,17 @@ def estimate_energy(
     # Check the pricing options before running the model.
     opts = merge_options(options, pricing, caller="estimate_energy")
     found = measure(
-        model, inputs, timesteps=timesteps, batch_size=batch_size, max_batches=max_batches
+        model,
+        inputs,
+        timesteps=timesteps,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        synops=synops,
     )
     return energy_from_counts(
-        found.counts, options=opts, timesteps=found.timesteps, samples=found.samples
+        found.counts,
+        options=opts,
+        timesteps=found.timesteps,
+        samples=found.samples,
+        neurons=found.neurons,
     )

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ._options import PricingOptions
 from ._records import LayerEnergy, OpCount
 
-__all__ = ["price_layer", "price_layers"]
+__all__ = ["exact_view", "price_layer", "price_layers"]
 
 
 def price_layer(count: OpCount, options: PricingOptions, *, first: bool = False) -> LayerEnergy:
@@ -29,6 +30,7 @@ def price_layer(count: OpCount, options: PricingOptions, *, first: bool = False)
     ('AC', 2000.0, 1800.0, 4600.0)
     """
     o = options
+    as_run = count
     if o.attention_order != "as_run" and o.attention_order in count.alternatives:
         count = count.alternatives[o.attention_order]
     d = count.density if o.density_scaling else 1.0
@@ -52,7 +54,54 @@ def price_layer(count: OpCount, options: PricingOptions, *, first: bool = False)
         ops=ops,
         snn_pj=(o.e_mac if op == "MAC" else o.e_ac) * ops,
         ann_pj=o.e_mac * flops * (count.steps if o.ann_every_step else 1.0),
+        **exact_view(as_run, options, first=first, formula=(op, ops)),
     )
+
+
+def exact_view(
+    count: OpCount, options: PricingOptions, *, first: bool, formula: tuple[str, float]
+) -> dict[str, Any]:
+    """The exact and memory-aware columns of a layer (the :class:`LayerEnergy` fields
+    ``exact_op``, ``exact_ops``, ``exact_pj``, ``memory_pj``, ``exact``, ``binarised``,
+    ``per_step``).
+
+    Exact: the counted synaptic operations, as MACs for the first layer (once, the mean
+    per step, unless ``first_layer_times_t``) and for non-binary inputs with
+    ``nonbinary_as_mac``, else as ACs (a graded input weighted by its values). A layer
+    without an exact count keeps the formula's ``(op, ops)``. Memory: one weight read per
+    synaptic op at ``weight_bits`` (1 bit for a binarised layer).
+
+    >>> c = OpCount("fc", "linear", "Linear", "", 100.0, 4.0, 0.5, True, 1.0, synops=120.0)
+    >>> exact_view(c, PricingOptions(), first=False, formula=("AC", 200.0))["exact_pj"]
+    108.0
+    """
+    o = options
+    if count.synops is None:
+        (op, ops), reads, exact = formula, formula[1], False
+    else:
+        reads, exact = count.synops, True
+        if first:
+            op = "MAC"
+            if not o.first_layer_times_t and count.steps:
+                reads = count.synops / count.steps
+            ops = reads
+        elif count.binary:
+            op, ops = "AC", count.synops
+        elif o.nonbinary_as_mac:
+            op, ops = "MAC", count.synops
+        else:
+            values = count.synops_values
+            op, ops = "AC", count.synops if values is None else values
+    bits = 1 if count.binarised else o.weight_bits
+    return {
+        "exact_op": op,
+        "exact_ops": ops,
+        "exact_pj": (o.e_mac if op == "MAC" else o.e_ac) * ops,
+        "memory_pj": reads * bits * o.e_mem_bit,
+        "exact": exact,
+        "binarised": count.binarised,
+        "per_step": count.synops_per_step,
+    }
 
 
 def price_layers(counts: Sequence[OpCount], options: PricingOptions) -> tuple[LayerEnergy, ...]:

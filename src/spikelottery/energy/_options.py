@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._presets import E_SRAM_BIT_PJ, find_preset, resolve_preset
+
 __all__ = ["ATTENTION_ORDERS", "E_AC_PJ", "E_MAC_PJ", "PricingOptions", "merge_options"]
 
 # Documented where the package re-exports them (energy/__init__.py), the page Sphinx reads.
@@ -38,6 +40,12 @@ def _check_energy(name: str, value: Any) -> float:
 def _check_flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {name}={value!r}")
+    return value
+
+
+def _check_bits(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ValueError(f"{name} must be a whole number of bits in [1, 64], got {name}={value!r}")
     return value
 
 
@@ -97,17 +105,62 @@ class PricingOptions:
         "spike but really runs ``T`` steps (an ANN on event frames). Default: once per "
         "sample, the paper's ANN on a static input.",
     )
+    weight_bits: int = _option(
+        32,
+        _check_bits,
+        "Bits of a stored weight in the memory-aware view (a binarised ticket is read at "
+        "1 bit, bit-packed, whatever this says).",
+    )
+    state_bits: int = _option(
+        32, _check_bits, "Bits of a membrane potential, read and written once per update."
+    )
+    e_mem_bit: float = _option(
+        E_SRAM_BIT_PJ,
+        _check_energy,
+        "pJ per bit read or written in memory (0.156: an 8 KB SRAM at 45 nm, 10 pJ per "
+        "64-bit read, Horowitz 2014).",
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
+
+    @classmethod
+    def from_preset(cls, preset: str, **changes: Any) -> PricingOptions:
+        """The options of a named hardware preset (``"fp32"``, ``"fp16"``, ``"int8"``, ...).
+
+        >>> PricingOptions.from_preset("int8").e_ac, PricingOptions.from_preset("int8").weight_bits
+        (0.03, 8)
+        """
+        p = resolve_preset(preset)
+        base = {"e_mac": p.e_mac, "e_ac": p.e_ac, "weight_bits": p.bits, "state_bits": p.bits}
+        return cls(**{**base, **changes})
+
+    def preset_name(self) -> str:
+        """The name of the preset these costs match, or ``"custom"``.
+
+        >>> PricingOptions().preset_name(), PricingOptions(e_ac=0.5).preset_name()
+        ('fp32-45nm', 'custom')
+        """
+        p = find_preset(self.e_mac, self.e_ac, self.weight_bits)
+        return "custom" if p is None or self.state_bits != p.bits else p.name
+
+    def disclosure(self) -> str:
+        """The preset, its source and the memory cost: the head of :meth:`conventions`."""
+        p = find_preset(self.e_mac, self.e_ac, self.weight_bits)
+        custom = p is None or self.state_bits != p.bits
+        hw = "custom costs" if custom or p is None else p.describe()
+        return (
+            f"preset {hw}; memory {self.e_mem_bit:.3g} pJ/bit, {self.weight_bits}-bit weights "
+            f"(1-bit if binarised), {self.state_bits}-bit membranes"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The options by name (what :attr:`EnergyReport.options` holds)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def conventions(self) -> str:
-        """One line naming the conventions the numbers follow."""
+        """One disclosure line: the preset and every convention the numbers follow."""
         first = "times T" if self.first_layer_times_t else "once"
         ann = "every time step it ran" if self.ann_every_step else "once (T = 1)"
         nonbin = "as MAC every step" if self.nonbinary_as_mac else "as AC at their mean |value|"
@@ -117,10 +170,13 @@ class PricingOptions:
             else "dense (not scaled by weight density)"
         )
         return (
+            f"{self.disclosure()}; "
             f"paper Eq. 3-4: e_MAC={self.e_mac:g} pJ, e_AC={self.e_ac:g} pJ; first layer as MAC, "
             f"counted {first}; non-binary inputs {nonbin}; attention order {self.attention_order}; "
             f"FLOPs {density}; ANN counted {ann}; BN folded, pooling/residual adds/neurons "
-            "free; per sample"
+            "free; exact view: non-zero input x kept non-zero weight pairs as run; memory view: "
+            "one weight read per synaptic op, membrane read + write per neuron update; "
+            "ANN baselines dense fp32 and int8; per sample"
         )
 
 
@@ -137,11 +193,17 @@ def merge_options(
     >>> merge_options(None, {"e_ac": 0.5}, caller="f").e_ac
     0.5
     """
+    if "preset" in changes:
+        # A preset sets the costs and bit widths; explicit keywords still win.
+        rest = {k: v for k, v in changes.items() if k != "preset"}
+        preset = PricingOptions.from_preset(changes["preset"])
+        costs = {k: getattr(preset, k) for k in ("e_mac", "e_ac", "weight_bits", "state_bits")}
+        return merge_options(options, {**costs, **rest}, caller=caller)
     names = [f.name for f in dataclasses.fields(PricingOptions)]
     unknown = set(changes) - set(names)
     if unknown:
         raise TypeError(
-            f"{caller}() got unknown option(s) {sorted(unknown)}; valid: {sorted(names)}"
+            f"{caller}() got unknown option(s) {sorted(unknown)}; valid: {sorted([*names, 'preset'])}"
         )
     if options is None:
         return PricingOptions(**changes)

@@ -6,6 +6,7 @@ The :class:`Recorder` knows nothing of the torch functions themselves: the rules
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,9 +16,17 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
+from ..errors import SpikeLotteryError
+from ._neurons import is_neuron
 from ._operands import Stats, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
+from ._synops import matmul_synops
 
-__all__ = ["Pair", "Recorder", "Steps", "Tally"]
+__all__ = ["NeuronTally", "Pair", "Recorder", "Steps", "SynCount", "Tally", "matmul_count"]
+
+# The exact synaptic operations of one call (``_synops``): the non-zero-pair count per
+# leading row (at most two leading dims kept, e.g. ``[T * B]`` or ``[T, B]``) and the
+# count weighted by the input's absolute values (a 0-dim tensor, or ``None`` when equal).
+SynCount = tuple[Tensor, Tensor | None]
 
 # Sample-steps of one call: a conv's batch dim, or (leading dims, B) of a linear / matmul
 # output, resolved by lead_sample_steps (in _counting) once T is known.
@@ -48,6 +57,31 @@ class Tally:
     act_numel: int = 0
     w_nnz: int | None = None
     w_numel: int | None = None
+    w_binarised: bool = False
+    # Exact synaptic operations: (call index in its batch, count shape, B) -> summed counts.
+    syn_steps: dict[tuple[int, tuple[int, ...], int], Tensor] = field(default_factory=dict)
+    syn_values: Tensor | None = None
+    syn_missing: bool = False
+    batch_id: int = -1
+    batch_calls: int = 0
+
+    def add_synops(self, syn: SynCount | None, batch_id: int, batch: int) -> None:
+        """Add one call's exact count (``None``: this op has no exact count)."""
+        if batch_id != self.batch_id:
+            self.batch_id, self.batch_calls = batch_id, 0
+        index = self.batch_calls
+        self.batch_calls += 1
+        if syn is None:
+            self.syn_missing = True
+            return
+        events, values = syn
+        if events.dim() > 2:
+            events = events.flatten(2).sum(dim=2)
+        key = (index, tuple(events.shape), batch)
+        prev = self.syn_steps.get(key)
+        self.syn_steps[key] = events if prev is None else prev + events
+        total = events.sum() if values is None else values
+        self.syn_values = total if self.syn_values is None else self.syn_values + total
 
     def add(
         self,
@@ -84,6 +118,30 @@ class Tally:
         self.act_numel += left[2]
         if weight is not None:
             self.w_nnz, self.w_numel = weight
+
+
+def matmul_count(a: Tensor, b: Tensor, spike_driven: bool) -> SynCount:
+    """The :data:`SynCount` of ``a @ b``: non-zero pairs per product, and, when neither
+    operand is binary, the pairs weighted by ``|a|`` (the graded input).
+
+    >>> ev, vals = matmul_count(torch.ones(2, 3), torch.ones(3, 4), True)
+    >>> float(ev), vals
+    (24.0, None)
+    """
+    events = matmul_synops(a, b)
+    return events, (None if spike_driven else matmul_synops(a, b, values_of="a").sum())
+
+
+@dataclass
+class NeuronTally:
+    """Membrane updates of one neuron module: output elements (and non-zeros) of all calls."""
+
+    module: str
+    module_type: str
+    seq: int
+    updates: int = 0
+    spikes: int = 0
+    calls: int = 0
 
 
 @dataclass
@@ -170,13 +228,24 @@ class Recorder:
         self.stack: list[_Frame] = []
         self.tallies: dict[tuple[str, str], Tally] = {}
         self.pairs: dict[tuple[tuple[str, str], tuple[str, str]], Pair] = {}
+        self.neurons: dict[str, NeuronTally] = {}
         self.handles: list[Any] = []
         self.batch = 1
-        # id(weight) -> (weak reference, (version, data_ptr), nonzero count): counting the
+        self.batch_id = -1
+        self.exact = True  # count exact synaptic operations (``_synops``)
+        neuron_modules = {id(m) for m in model.modules() if is_neuron(m)}
+        # A neuron inside another neuron module is counted once, at the innermost.
+        self.neuron_ids = {
+            id(m)
+            for m in model.modules()
+            if id(m) in neuron_modules
+            and not any(id(c) in neuron_modules for c in m.modules() if c is not m)
+        }
+        # id(weight) -> (weak reference, (version, data_ptr), (nonzero count, binarised)): counting the
         # non-zeros of every layer's weight on every call would sync a GPU once per call.
         # The weak reference proves the id still names the same tensor; the version counter
         # and the data pointer, that its values did not change since.
-        self._density: dict[int, tuple[weakref.ref[Tensor], tuple[int, int], int]] = {}
+        self._density: dict[int, tuple[weakref.ref[Tensor], tuple[int, int], tuple[int, bool]]] = {}
         for m in model.modules():
             self.handles.append(m.register_forward_pre_hook(self._pre))
             self.handles.append(m.register_forward_hook(self._post, always_call=True))
@@ -185,6 +254,7 @@ class Recorder:
         """Begin a model call on a batch of ``batch`` samples."""
         self.stack.clear()
         self.batch = batch
+        self.batch_id += 1
 
     def close(self) -> None:
         """Remove the hooks."""
@@ -192,19 +262,43 @@ class Recorder:
             h.remove()
         self.handles.clear()
 
-    def weight_count(self, weight: Tensor) -> tuple[int, int]:
-        """``(nonzero, numel)`` of a weight, counted once per tensor and version."""
+    def weight_count(self, weight: Tensor) -> tuple[int, int, bool]:
+        """``(nonzero, numel, binarised)`` of a weight, counted once per tensor and version.
+
+        Raises:
+            SpikeLotteryError: The weight holds a NaN or an infinity (naming the layer).
+        """
         try:
             version = (weight._version, weight.data_ptr())
             ref = weakref.ref(weight)
         except (RuntimeError, TypeError):  # inference or traced tensors: no cache
-            return int(torch.count_nonzero(weight)), weight.numel()
+            nnz, binarised = self._weight_facts(weight)
+            return nnz, weight.numel(), binarised
         hit = self._density.get(id(weight))
         if hit is not None and hit[0]() is weight and hit[1] == version:
-            return hit[2], weight.numel()
+            return hit[2][0], weight.numel(), hit[2][1]
+        facts = self._weight_facts(weight)
+        self._density[id(weight)] = (ref, version, facts)
+        return facts[0], weight.numel(), facts[1]
+
+    def _weight_facts(self, weight: Tensor) -> tuple[int, bool]:
+        # One pass for the checks: finite, non-zero count, one magnitude (binarised).
+        if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
+            raise SpikeLotteryError(
+                f"layer {self.where()!r}: its weight holds NaN or infinite values; "
+                "energy cannot be estimated (check the checkpoint or the training run)"
+            )
         nnz = int(torch.count_nonzero(weight))
-        self._density[id(weight)] = (ref, version, nnz)
-        return nnz, weight.numel()
+        nz = weight[weight != 0].abs()
+        binarised = bool(nnz > 0 and (nz.max() - nz.min()) <= 1e-6 * nz.max())
+        return nnz, binarised
+
+    def where(self) -> str:
+        """The qualified name of the running module (for error messages)."""
+        if not self.stack:
+            return "<model>"
+        frame = self.stack[-1]
+        return frame.name or type(frame.module).__name__
 
     def lead(self, lead: Sequence[int]) -> Steps:
         """The output's leading (non-feature) dims and this batch's B: read once T is known."""
@@ -227,6 +321,17 @@ class Recorder:
         self.stack.append(_Frame(module, self.names.get(id(module), type(module).__name__)))
 
     def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if id(module) in self.neuron_ids:
+            out = next((t for t in tree_flatten(output)[0] if isinstance(t, Tensor)), None)
+            if out is not None:
+                name = self.names.get(id(module), type(module).__name__)
+                tally = self.neurons.get(name)
+                if tally is None:
+                    tally = NeuronTally(name, type(module).__name__, len(self.neurons))
+                    self.neurons[name] = tally
+                tally.updates += out.numel()
+                tally.spikes += int(torch.count_nonzero(out))
+                tally.calls += 1
         while self.stack:
             if self.stack.pop().module is module:
                 break
@@ -266,6 +371,7 @@ class Recorder:
         *,
         label: str | None = None,
         right_is_weight: bool = False,
+        synops: SynCount | None = None,
     ) -> Tally:
         """Add one call of an op to the running module's tally of it.
 
@@ -280,11 +386,32 @@ class Recorder:
             weight: The weight, whose density is counted.
             label: Name of the op within its module (default: ``kind`` and an index).
             right_is_weight: The right operand is a weight (never the spike operand).
+            synops: The call's exact synaptic operations (``None``: not countable).
+
+        Raises:
+            SpikeLotteryError: An operand or the weight holds NaN or infinite values.
         """
+        for stats, which in ((left, "input"), (right, "second operand")):
+            if stats is not None and not math.isfinite(stats[1]):
+                raise SpikeLotteryError(
+                    f"layer {self.where()!r}: its {which} holds NaN or infinite values; "
+                    "energy cannot be estimated (check the inputs and the layers before it)"
+                )
         self.stack[-1].pending = None
         tally = self._tally(kind, label, shape, base_macs)
         counted = None if weight is None else self.weight_count(weight)
-        tally.add(macs, steps, left, right, counted, right_is_weight=right_is_weight)
+        tally.add(
+            macs,
+            steps,
+            left,
+            right,
+            None if counted is None else counted[:2],
+            right_is_weight=right_is_weight,
+        )
+        if counted is not None:
+            tally.w_binarised = counted[2]
+        if self.exact:
+            tally.add_synops(synops, self.batch_id, self.batch)
         return tally
 
     def record_pairable(self, a: Tensor, b: Tensor, out: Tensor) -> None:
@@ -300,6 +427,7 @@ class Recorder:
             self.lead(out.shape[:-2]),
             sa,
             sb,
+            synops=matmul_count(a, b, sa[0] or sb[0]) if self.exact else None,
         )
         key = (tally.module, tally.label)
         if pending is not None and any(a is d for d in pending.derived):

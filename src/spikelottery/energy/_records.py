@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["PJ_PER_MJ", "LayerEnergy", "OpCount", "plain_number"]
+__all__ = ["PJ_PER_MJ", "LayerEnergy", "NeuronCount", "OpCount", "plain_number"]
 
 PJ_PER_MJ = 1e9
 
@@ -33,6 +33,17 @@ class OpCount:
         calls: Number of calls recorded.
         alternatives: For the two matmuls of a spiking attention, the same row costed in
             each :data:`ATTENTION_ORDERS` entry (empty otherwise).
+        synops: Exact synaptic operations per sample over all its steps: every non-zero
+            input times its kept, non-zero outgoing weights (an accumulate for a spike, an
+            effective MAC for a real value); ``None`` when the op could not be counted
+            exactly (an ``einsum``, a fused attention) or counting was off.
+        synops_values: The same with each input weighted by its absolute value (a sum
+            of ``k`` spikes reaches its weights ``k`` times); equals ``synops`` for a
+            binary input.
+        synops_per_step: ``synops`` split over the time steps ``0 .. T-1`` (empty when
+            not counted).
+        binarised: Every non-zero weight has the same magnitude (a binarised ``"mp"``
+            ticket): stored at 1 bit in the memory-aware view.
 
     >>> OpCount("fc", "linear", "Linear", "100 -> 10", 1000.0, 4.0, 0.5, True, 1.0).kind
     'linear'
@@ -50,6 +61,34 @@ class OpCount:
     spike_operand: str = ""
     calls: int = 1
     alternatives: Mapping[str, OpCount] = field(default_factory=dict, compare=False, repr=False)
+    synops: float | None = None
+    synops_values: float | None = None
+    synops_per_step: tuple[float, ...] = ()
+    binarised: bool = False
+
+
+@dataclass(frozen=True)
+class NeuronCount:
+    """The membrane updates of one spiking neuron module, per sample.
+
+    Attributes:
+        name: Qualified module name.
+        module: Class name.
+        units: Neurons updated per time step (``updates / steps``).
+        steps: ``T``.
+        updates: Membrane updates per sample over all time steps (``units * T``).
+        spikes: Non-zero outputs (spikes) per sample over all time steps.
+
+    >>> NeuronCount("lif1", "LIFNeuron", 100.0, 4.0, 400.0, 50.0).updates
+    400.0
+    """
+
+    name: str
+    module: str
+    units: float
+    steps: float
+    updates: float
+    spikes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +107,16 @@ class LayerEnergy:
         snn_pj: Energy of the layer in the SNN, pJ per sample.
         ann_pj: Energy of the layer as an ANN, pJ per sample: run once (``e_mac * FLOPs``),
             or on each of its ``steps`` with ``ann_every_step=True``.
+        exact_op: How the exact view pays for the layer (``"AC"`` or ``"MAC"``, as ``op``).
+        exact_ops: Exact synaptic operations per sample that the exact view charges (the
+            first layer's per step unless ``first_layer_times_t``); ``ops`` when the layer
+            could not be counted exactly (see ``exact``).
+        exact_pj: Energy of the layer in the SNN from the exact count, pJ per sample.
+        memory_pj: Weight reads of the exact count, pJ per sample: one weight per
+            synaptic op at ``weight_bits`` (1 bit when ``binarised``) times ``e_mem_bit``.
+        exact: The layer was counted exactly (else the exact view uses ``ops``).
+        binarised: The weights are binarised (read at 1 bit).
+        per_step: Exact synaptic operations per time step (empty when not counted).
     """
 
     name: str
@@ -82,6 +131,18 @@ class LayerEnergy:
     ops: float
     snn_pj: float
     ann_pj: float
+    exact_op: str = ""
+    exact_ops: float = 0.0
+    exact_pj: float = 0.0
+    memory_pj: float = 0.0
+    exact: bool = False
+    binarised: bool = False
+    per_step: tuple[float, ...] = ()
+
+    @property
+    def exact_mj(self) -> float:
+        """:attr:`exact_pj` in mJ."""
+        return self.exact_pj / PJ_PER_MJ
 
     @property
     def snn_mj(self) -> float:

@@ -18,12 +18,13 @@ from .._state import finite_or_none
 from .._table import format_rows
 from ._formula import price_layers
 from ._options import PricingOptions, merge_options
-from ._records import PJ_PER_MJ, LayerEnergy, OpCount, plain_number
+from ._presets import ANN_BASELINES, PRESETS
+from ._records import PJ_PER_MJ, LayerEnergy, NeuronCount, OpCount, plain_number
 
 __all__ = ["EnergyReport", "energy_from_counts"]
 
 # Columns of the table right-aligned in print(report) and in to_markdown().
-_NUMERIC = (3, 4, 5, 7, 9, 10, 11)
+_NUMERIC = (3, 4, 5, 7, 9, 10, 11, 12, 13)
 # Columns of to_csv() read from each LayerEnergy (then snn_mj and ann_mj).
 _CSV_COLUMNS = (
     "name",
@@ -38,7 +39,14 @@ _CSV_COLUMNS = (
     "ops",
     "snn_pj",
     "ann_pj",
+    "exact",
+    "exact_op",
+    "exact_ops",
+    "exact_pj",
+    "memory_pj",
 )
+# The three views of :meth:`EnergyReport.views`, in order.
+VIEWS = ("paper formula", "exact synaptic ops", "memory-aware")
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,13 @@ class EnergyReport:
         attention_pairs: Matmul pairs that ``attention_order`` can re-cost.
         options: The pricing conventions by name (the fields of :class:`PricingOptions`).
         counts: The measured :class:`OpCount` rows, for :func:`energy_from_counts`.
+        neurons: The membrane updates of each spiking neuron module (empty when not
+            measured).
+
+    Besides the paper's formula (``snn_mj``), every report carries the exact view
+    (:attr:`exact_snn_mj`: the counted synaptic operations, :attr:`LayerEnergy.exact_ops`)
+    and the memory-aware view (:attr:`memory_snn_mj`), and compares each with a dense
+    fp32 and an int8 ANN (:meth:`views`).
     """
 
     rows: tuple[LayerEnergy, ...]
@@ -81,6 +96,126 @@ class EnergyReport:
     attention_pairs: int
     options: Mapping[str, Any]
     counts: tuple[OpCount, ...] = field(default=(), repr=False, compare=False)
+    neurons: tuple[NeuronCount, ...] = field(default=(), repr=False, compare=False)
+
+    # -- the exact and memory-aware views -------------------------------------------
+    @property
+    def pricing(self) -> PricingOptions:
+        """:attr:`options` as a :class:`PricingOptions`."""
+        return PricingOptions(**self.options)
+
+    @property
+    def exact_snn_mj(self) -> float:
+        """``E_SNN`` from the exact synaptic operations, mJ per sample (compute only)."""
+        return math.fsum(r.exact_pj for r in self.rows) / PJ_PER_MJ
+
+    @property
+    def exact_sops(self) -> float:
+        """Exact accumulates per sample (the ``"AC"`` rows of the exact view)."""
+        return math.fsum(r.exact_ops for r in self.rows if r.exact_op == "AC")
+
+    @property
+    def exact_macs(self) -> float:
+        """Exact (effective) multiply-accumulates per sample in the SNN."""
+        return math.fsum(r.exact_ops for r in self.rows if r.exact_op == "MAC")
+
+    @property
+    def exact_layers(self) -> int:
+        """Rows counted exactly; the others use the formula's counts in the exact view."""
+        return sum(1 for r in self.rows if r.exact)
+
+    @property
+    def neuron_updates(self) -> float:
+        """Membrane updates per sample, all neurons and time steps (``units x T``)."""
+        return math.fsum(n.updates for n in self.neurons)
+
+    @property
+    def activation_sparsity(self) -> float:
+        """Fraction of the neurons' outputs that are zero, over all neurons and steps
+        (NeuroBench's activation sparsity; ``nan`` without neurons)."""
+        updates = self.neuron_updates
+        spikes = math.fsum(n.spikes for n in self.neurons)
+        return 1.0 - spikes / updates if updates else math.nan
+
+    @property
+    def memory_mj(self) -> float:
+        """The memory term of the SNN, mJ per sample: weight reads of the exact synaptic
+        operations plus a read and a write of each membrane per update."""
+        o = self.pricing
+        state_pj = self.neuron_updates * 2 * o.state_bits * o.e_mem_bit
+        return (math.fsum(r.memory_pj for r in self.rows) + state_pj) / PJ_PER_MJ
+
+    @property
+    def memory_snn_mj(self) -> float:
+        """``E_SNN`` of the memory-aware view: :attr:`exact_snn_mj` + :attr:`memory_mj`."""
+        return self.exact_snn_mj + self.memory_mj
+
+    @property
+    def ann_macs(self) -> float:
+        """MACs per sample of the ANN reference (once, or every step with ``ann_every_step``)."""
+        o = self.pricing
+        return math.fsum(
+            r.macs
+            * (r.density if o.density_scaling else 1.0)
+            * (r.steps if o.ann_every_step else 1.0)
+            for r in self.rows
+        )
+
+    @property
+    def per_step_synops(self) -> tuple[float, ...]:
+        """Exact synaptic operations per time step, summed over the counted layers."""
+        steps = max((len(r.per_step) for r in self.rows), default=0)
+        return tuple(
+            math.fsum(r.per_step[i] for r in self.rows if len(r.per_step) > i) for i in range(steps)
+        )
+
+    def ann_baseline(self, preset: str, *, memory: bool = False) -> float:
+        """``E_ANN`` in mJ per sample of the dense ANN at a preset's costs, with its weight
+        reads (one per MAC at the preset's bit width) when ``memory``.
+
+        >>> report.ann_baseline("int8-45nm")  # doctest: +SKIP
+        """
+        p = PRESETS[preset]
+        per_mac = p.e_mac + (p.bits * self.pricing.e_mem_bit if memory else 0.0)
+        return self.ann_macs * per_mac / PJ_PER_MJ
+
+    def views(self) -> list[dict[str, Any]]:
+        """The three views side by side: the paper's formula, the exact synaptic
+        operations, and the memory-aware estimate, each against the dense fp32 and the
+        int8 ANN (with their weight reads in the memory-aware view).
+
+        Returns:
+            One dict per view: ``view``, ``snn_mj``, then per baseline ``ann_<name>_mj``
+            and ``pct_<name>`` (the SNN's percentage of it), names from
+            :data:`ANN_BASELINES` with ``-45nm`` dropped (``ann_fp32_mj``).
+        """
+        out = []
+        for view, snn in zip(
+            VIEWS, (self.snn_mj, self.exact_snn_mj, self.memory_snn_mj), strict=True
+        ):
+            row: dict[str, Any] = {"view": view, "snn_mj": snn}
+            for name in ANN_BASELINES:
+                ann = self.ann_baseline(name, memory=view == "memory-aware")
+                short = name.split("-")[0]
+                row[f"ann_{short}_mj"] = ann
+                row[f"pct_{short}"] = 100 * snn / ann if ann else math.nan
+            out.append(row)
+        return out
+
+    def views_table(self) -> str:
+        """:meth:`views` as a fixed-width table."""
+        header = ["view", "SNN mJ"]
+        for name in ANN_BASELINES:
+            short = name.split("-")[0]
+            header += [f"ANN {short} mJ", f"SNN % of {short}"]
+        body = []
+        for v in self.views():
+            line = [v["view"], f"{v['snn_mj']:.6f}"]
+            for name in ANN_BASELINES:
+                short = name.split("-")[0]
+                line += [f"{v[f'ann_{short}_mj']:.6f}", _pct(v[f"pct_{short}"])]
+            body.append(line)
+        return "\n".join(format_rows(header, body, numeric=range(1, len(header))))
 
     def reprice(self, **changes: Any) -> EnergyReport:
         """The same measurement priced with other options (no model run).
@@ -92,13 +227,28 @@ class EnergyReport:
         """
         options = merge_options(self.options, changes, caller="reprice")
         return energy_from_counts(
-            self.counts, options=options, timesteps=self.timesteps, samples=self.samples
+            self.counts,
+            options=options,
+            timesteps=self.timesteps,
+            samples=self.samples,
+            neurons=self.neurons,
         )
 
     # -- export ----------------------------------------------------------------------
     def conventions(self) -> str:
-        """One line naming the conventions the numbers follow."""
-        return PricingOptions(**self.options).conventions()
+        """The disclosure line: the preset and the conventions the numbers follow."""
+        return self.pricing.conventions()
+
+    def exact_summary(self) -> str:
+        """One line with the exact and memory-aware totals."""
+        fp32 = self.ann_baseline("fp32-45nm")
+        saving = f" ({_pct(100 * self.exact_snn_mj / fp32)} of ANN fp32)" if fp32 else ""
+        return (
+            f"exact: E_SNN {self.exact_snn_mj:.4f} mJ{saving} | synops {_si(self.exact_sops)} "
+            f"AC + {_si(self.exact_macs)} MAC ({self.exact_layers}/{len(self.rows)} layers "
+            f"counted) | neuron updates {_si(self.neuron_updates)} | memory-aware "
+            f"{self.memory_snn_mj:.4f} mJ (memory {self.memory_mj:.4f} mJ)"
+        )
 
     def summary(self) -> str:
         """One line with the totals."""
@@ -115,6 +265,8 @@ class EnergyReport:
             *["layer", "kind", "shape", "MACs/step", "T", "rate", "input", "density", "op", "ops"],
             "SNN mJ",
             "ANN mJ",
+            "synops",
+            "exact mJ",
         ]
         body = [
             [
@@ -130,6 +282,8 @@ class EnergyReport:
                 f"{r.ops:,.0f}",
                 f"{r.snn_mj:.6f}",
                 f"{r.ann_mj:.6f}",
+                f"{r.exact_ops:,.0f}" if r.exact else "n/a",
+                f"{r.exact_mj:.6f}",
             ]
             for r in self.rows
         ]
@@ -142,6 +296,8 @@ class EnergyReport:
             *blank,
             f"{self.snn_mj:.6f}",
             f"{self.ann_mj:.6f}",
+            "",
+            f"{self.exact_snn_mj:.6f}",
         ]
         return header, body, total
 
@@ -151,7 +307,19 @@ class EnergyReport:
         # (format_rows' own rule breaks between the columns).
         head, _, *lines, last = format_rows(header, [*body, total], numeric=_NUMERIC)
         rule = "-" * len(head)
-        return "\n".join([head, rule, *lines, rule, last, self.summary(), self.conventions()])
+        return "\n".join(
+            [
+                head,
+                rule,
+                *lines,
+                rule,
+                last,
+                self.summary(),
+                self.exact_summary(),
+                self.views_table(),
+                self.conventions(),
+            ]
+        )
 
     def to_markdown(self) -> str:
         """The table as GitHub-flavoured Markdown, with the totals and conventions below it."""
@@ -162,14 +330,25 @@ class EnergyReport:
         ]
         for row in [*body, [f"**{total[0]}**", *total[1:]]]:
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-        return "\n".join([*lines, "", self.summary(), "", self.conventions()]) + "\n"
+        views = [
+            "| view | SNN mJ | ANN fp32 mJ | SNN % of fp32 | ANN int8 mJ | SNN % of int8 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for v in self.views():
+            views.append(
+                f"| {v['view']} | {v['snn_mj']:.6f} | {v['ann_fp32_mj']:.6f} | "
+                f"{_pct(v['pct_fp32'])} | {v['ann_int8_mj']:.6f} | {_pct(v['pct_int8'])} |"
+            )
+        parts = [*lines, "", self.summary(), "", self.exact_summary(), "", *views]
+        return "\n".join([*parts, "", self.conventions()]) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: ``rows``, ``totals``, ``options`` (``nan`` becomes ``None``)."""
         rows = []
         for r in self.rows:
             d = dataclasses.asdict(r)
-            d["snn_mj"], d["ann_mj"] = r.snn_mj, r.ann_mj
+            d["snn_mj"], d["ann_mj"], d["exact_mj"] = r.snn_mj, r.ann_mj, r.exact_mj
+            d["per_step"] = list(r.per_step)
             rows.append({k: finite_or_none(v) for k, v in d.items()})
         totals = {
             "ann_mj": self.ann_mj,
@@ -179,9 +358,21 @@ class EnergyReport:
             "sops": self.sops,
             "snn_macs": self.snn_macs,
             "mean_rate": self.mean_rate,
+            "exact_snn_mj": self.exact_snn_mj,
+            "exact_sops": self.exact_sops,
+            "exact_macs": self.exact_macs,
+            "memory_mj": self.memory_mj,
+            "memory_snn_mj": self.memory_snn_mj,
+            "neuron_updates": self.neuron_updates,
+            **{f"ann_{n.split('-')[0]}_mj": self.ann_baseline(n) for n in ANN_BASELINES},
         }
+        views = [{k: finite_or_none(v) for k, v in view.items()} for view in self.views()]
         return {
             "rows": rows,
+            "neurons": [dataclasses.asdict(n) for n in self.neurons],
+            "per_step_synops": list(self.per_step_synops),
+            "views": views,
+            "preset": self.pricing.preset_name(),
             "totals": {k: finite_or_none(v) for k, v in totals.items()},
             "options": {k: finite_or_none(v) for k, v in self.options.items()},
             "timesteps": finite_or_none(self.timesteps),
@@ -194,7 +385,8 @@ class EnergyReport:
         """Write one line per layer to ``path`` (atomically: a temp file, then ``os.replace``).
 
         Columns: ``name, kind, shape, macs, steps, rate, binary, density, op, ops, snn_pj,
-        ann_pj, snn_mj, ann_mj``. The totals are in :meth:`to_dict`.
+        ann_pj, exact, exact_op, exact_ops, exact_pj, memory_pj, snn_mj, ann_mj``. The
+        totals are in :meth:`to_dict`.
 
         Returns:
             The path written.
@@ -210,6 +402,10 @@ class EnergyReport:
         return path
 
 
+def _pct(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.1f}%"
+
+
 def _si(v: float) -> str:
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= div:
@@ -223,6 +419,7 @@ def energy_from_counts(
     options: PricingOptions | None = None,
     timesteps: float | None = None,
     samples: int = 0,
+    neurons: Sequence[NeuronCount] = (),
     **pricing: Any,
 ) -> EnergyReport:
     """Price measured op counts with paper Eq. 3-4 (the pure formula, no model needed).
@@ -244,6 +441,7 @@ def energy_from_counts(
         options: The pricing conventions (default: the paper's).
         timesteps: ``T`` for the report (default: the largest ``steps``).
         samples: Samples measured, for the report.
+        neurons: The membrane updates of the neurons (for the memory-aware view).
         **pricing: :class:`PricingOptions` fields as keywords (``e_ac=0.03``,
             ``nonbinary_as_mac=True``, ...), overriding ``options``.
 
@@ -283,4 +481,5 @@ def energy_from_counts(
         attention_pairs=sum(1 for c in counts if c.alternatives) // 2,
         options=opts.to_dict(),
         counts=counts,
+        neurons=tuple(neurons),
     )

@@ -19,7 +19,8 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from ._operands import is_weight, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
-from ._recorder import Recorder
+from ._recorder import Recorder, SynCount, matmul_count
+from ._synops import conv_synops, linear_synops, matmul_synops
 
 __all__ = ["OpMode"]
 
@@ -51,6 +52,41 @@ def _conv_shape(
     return text
 
 
+def _conv_count(
+    rec: Recorder,
+    x: Tensor,
+    w: Tensor,
+    binary: bool,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    transposed: bool,
+) -> SynCount | None:
+    """The exact count of one conv call (``None`` when the recorder does not count)."""
+    if not rec.exact:
+        return None
+    if transposed:
+        # conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        settings: dict[str, Any] = {
+            "stride": _arg(args, kwargs, 3, "stride", 1),
+            "padding": _arg(args, kwargs, 4, "padding", 0),
+            "output_padding": _arg(args, kwargs, 5, "output_padding", 0),
+            "groups": _arg(args, kwargs, 6, "groups", 1),
+            "dilation": _arg(args, kwargs, 7, "dilation", 1),
+            "transposed": True,
+        }
+    else:
+        # conv(input, weight, bias, stride, padding, dilation, groups)
+        settings = {
+            "stride": _arg(args, kwargs, 3, "stride", 1),
+            "padding": _arg(args, kwargs, 4, "padding", 0),
+            "dilation": _arg(args, kwargs, 5, "dilation", 1),
+            "groups": _arg(args, kwargs, 6, "groups", 1),
+        }
+    events = conv_synops(x, w, **settings)
+    values = None if binary else conv_synops(x, w, values=True, **settings).sum()
+    return events, values
+
+
 def _rule_conv(
     rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
 ) -> None:
@@ -60,7 +96,9 @@ def _rule_conv(
     macs = out.numel() * w.shape[1] * k  # w.shape[1] = in_channels / groups
     rows = out.shape[0] if x.dim() == w.dim() else 1  # [T * B, C, ...]: T * B sample-steps
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, False)
-    rec.record("conv", shape, None, macs, rows, operand_stats(x), weight=w)
+    stats = operand_stats(x)
+    syn = _conv_count(rec, x, w, stats[0], args, kwargs, False) if math.isfinite(stats[1]) else None
+    rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
 
 
 def _rule_conv_transpose(
@@ -73,7 +111,9 @@ def _rule_conv_transpose(
     )  # each input scatters to out/groups x kernel
     rows = out.shape[0] if x.dim() == w.dim() else 1
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, True)
-    rec.record("conv", shape, None, macs, rows, operand_stats(x), weight=w)
+    stats = operand_stats(x)
+    syn = _conv_count(rec, x, w, stats[0], args, kwargs, True) if math.isfinite(stats[1]) else None
+    rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
 
 
 def _rule_linear(
@@ -81,14 +121,20 @@ def _rule_linear(
 ) -> None:
     x, w = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight")
     fin, fout = w.shape[-1], (w.shape[0] if w.dim() == 2 else 1)
+    stats = operand_stats(x)
+    syn: SynCount | None = None
+    if rec.exact and math.isfinite(stats[1]):
+        values = None if stats[0] else linear_synops(x, w, values=True).sum()
+        syn = (linear_synops(x, w), values)
     rec.record(
         "linear",
         f"{fin} -> {fout}",
         fin * fout,
         out.numel() * fin,
         rec.lead(out.shape[:-1]),
-        operand_stats(x),
+        stats,
         weight=w,
+        synops=syn,
     )
 
 
@@ -106,21 +152,46 @@ def _matmul_operands(rec: Recorder, a: Any, b: Any, out: Tensor) -> None:
 
 
 def _record_product(
-    rec: Recorder, shape: str, base: Any, macs: int, a: Tensor, b: Tensor, out: Tensor
+    rec: Recorder,
+    shape: str,
+    base: Any,
+    macs: int,
+    a: Tensor,
+    b: Tensor,
+    out: Tensor,
+    *,
+    countable: bool = True,
 ) -> None:
-    """Record a two-operand product; a weight operand is never the spike operand."""
+    """Record a two-operand product; a weight operand is never the spike operand.
+
+    ``countable``: ``a @ b`` is the product (an einsum is not: no exact count).
+    """
     wa, wb = is_weight(a), is_weight(b)
     left, right, weight = (b, a, a) if wa and not wb else (a, b, b if wb else None)
+    sl, sr = operand_stats(left), operand_stats(right)
+    syn = None
+    if rec.exact and countable and math.isfinite(sl[1]) and math.isfinite(sr[1]):
+        # The input is the activation operand (``left``); weigh it when it is graded.
+        spike = sl[0] or (sr[0] and weight is None)
+        if weight is b and a.dim() >= 1 and b.dim() == 2:  # x @ W: one count per row of x
+            events = linear_synops(a, b.T)
+            syn = events, (None if spike else linear_synops(a, b.T, values=True).sum())
+        elif left is a:
+            syn = matmul_count(a, b, spike)
+        else:  # x on the right of a weight: count W @ x with x as the graded input
+            events = matmul_synops(a, b)
+            syn = events, (None if spike else matmul_synops(a, b, values_of="b").sum())
     rec.record(
         "matmul",
         shape,
         base,
         macs,
         rec.lead(out.shape[:-1]),
-        operand_stats(left),
-        operand_stats(right),
+        sl,
+        sr,
         weight,
         right_is_weight=weight is not None,
+        synops=syn,
     )
 
 
@@ -165,7 +236,7 @@ def _rule_einsum(
     )
     macs = out.numel() * math.prod(n for ch, n in sizes.items() if ch not in kept)
     a, b = ops
-    _record_product(rec, f"einsum {eq}", None, macs, a, b, out)
+    _record_product(rec, f"einsum {eq}", None, macs, a, b, out, countable=False)
 
 
 def _rule_sdpa(
