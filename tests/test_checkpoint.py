@@ -57,17 +57,33 @@ def _kill_after(n: int):
     [
         {"epochs": 2},  # killed in the middle of stage 1
         {"epochs": 1, "finetune_epochs": 1, "mode": "lt"},  # killed at the stage boundary
+        # Magnitude pruning: killed inside round 0, at the end of round 0 (the next round
+        # prunes the checkpoint's weights), inside round 1, and after the rewind point.
+        {"epochs": 2, "search": "imp", "mode": "lt", "imp_rounds": 2, "kill": 1},
+        {"epochs": 2, "search": "imp", "mode": "lt", "imp_rounds": 2, "kill": 2},
+        {"epochs": 2, "search": "imp", "mode": "lt", "imp_rounds": 2, "kill": 3},
+        {"epochs": 2, "search": "imp", "mode": "lt", "rewind_epoch": 1, "kill": 4},
+        {"epochs": 2, "search": "random", "mode": "lt"},
     ],
-    ids=["mid-stage", "stage-boundary"],
+    ids=[
+        "mid-stage",
+        "stage-boundary",
+        "imp-round0",
+        "imp-boundary",
+        "imp-round1",
+        "imp-rewind-epoch",
+        "random",
+    ],
 )
 def test_resume_reaches_the_uninterrupted_result(tmp_path: Path, changes: dict[str, Any]) -> None:
+    kill = changes.pop("kill", 1)
     whole = run(tiny(out=str(tmp_path / "whole"), **changes))
 
     cut = tiny(out=str(tmp_path / "cut"), **changes)
     with pytest.raises(_Kill):
-        Trainer(cut, on_epoch_end=_kill_after(1)).run()
+        Trainer(cut, on_epoch_end=_kill_after(kill)).run()
     ckpt = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
-    assert ckpt["epoch"] == 1 and isinstance(ckpt["rng"]["torch"], torch.Tensor)
+    assert ckpt["epoch"] == kill and isinstance(ckpt["rng"]["torch"], torch.Tensor)
     assert not (tmp_path / "cut" / RESULTS_FILE).exists()
 
     resumed = run(cut.replace(resume=True))

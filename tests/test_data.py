@@ -610,19 +610,23 @@ def test_dvs128_gesture_samples_labels_and_frames(tmp_path, sj_utils):
     torch.testing.assert_close(small_frames.sum(dim=(2, 3)), frames.sum(dim=(2, 3)))
 
 
-def test_dvs128_gesture_cache_is_used_and_atomic(tmp_path):
+def test_dvs128_gesture_cache_is_used_and_atomic(tmp_path, monkeypatch):
     folder, _ = _make_gesture(tmp_path, np.random.default_rng(1))
     first = DVS128Gesture(tmp_path, timesteps=3, resolution=32)
     cache = first.cache_dir
     assert cache.parent == tmp_path / "spikelottery_cache"
-    assert sorted(p.name for p in cache.iterdir()) == sorted(
-        f"{s}_{k}.npz" for s, n in (("user01_fluorescent", 3), ("user02_lab", 2)) for k in range(n)
+    # Each name carries a fingerprint of the sample's source files.
+    names = sorted(p.name for p in cache.iterdir())
+    assert [n.split(".")[0] for n in names] == sorted(
+        f"{s}_{k}" for s, n in (("user01_fluorescent", 3), ("user02_lab", 2)) for k in range(n)
     )
-    # Break the recording: a second build must come from the cache, not the file.
-    (folder / "user01_fluorescent.aedat").write_bytes(b"#!AER-DAT3.1\r\n#!END-HEADER\r\n123")
-    second = DVS128Gesture(tmp_path, timesteps=3, resolution=32)
+    # A second build must come from the cache, not the files.
+    with monkeypatch.context() as m:
+        m.setattr("spikelottery.data.neuromorphic.read_aedat3", lambda path: 1 / 0)
+        second = DVS128Gesture(tmp_path, timesteps=3, resolution=32)
     for i in range(len(first)):
         assert torch.equal(first[i][0], second[i][0])
+    (folder / "user01_fluorescent.aedat").write_bytes(b"#!AER-DAT3.1\r\n#!END-HEADER\r\n123")
     with pytest.raises(SpikeLotteryError, match="truncated"):
         DVS128Gesture(tmp_path, timesteps=3, resolution=32, cache=False)
     assert not list(cache.glob("*.tmp")) and not list(cache.glob(".*"))

@@ -72,6 +72,7 @@ def test_results_json_schema_and_files(tmp_path: Path) -> None:
         "history",
         "energy",
         "loss",
+        "early_time",
     }
     assert set(data) == expected
     assert 0.0 <= data["accuracy"] <= 1.0

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._compat import quiet_cuda_home_probe
 from .surrogate import SurrogateFn, atan_surrogate, sigmoid_surrogate, surrogate_grad
 
 __all__ = [
@@ -281,7 +282,8 @@ def _run_kernel(which: str, backend: str, device_type: str, *args: Any) -> tuple
     except Exception as exc:  # torch.compile itself is unavailable here
         return _compile_failed(exc, which, backend, device_type, args)
     try:
-        return compiled(*args)
+        with quiet_cuda_home_probe():
+            return compiled(*args)
     except Exception as exc:
         if not _is_compile_failure(exc):
             raise  # out of memory, or an error of the computation itself: not ours to hide

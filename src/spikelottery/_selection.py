@@ -41,7 +41,8 @@ Filter = str | type | tuple[type, ...] | FilterFn | None
 class SparsifyReport:
     """What one :func:`sparsify` call did: layers swapped, updated and skipped (with why).
 
-    ``aliases`` maps each further name of a layer registered at several places to the
+    ``scope`` is ``"layer"`` or ``"global"`` (one threshold over the swapped and updated
+    layers). ``aliases`` maps each further name of a layer registered at several places to the
     name it is listed under; ``tied`` maps a swapped layer to the swapped layers that
     share its frozen weight and scores.
     """
@@ -55,11 +56,13 @@ class SparsifyReport:
     aliases: dict[str, str] = field(default_factory=dict)
     tied: dict[str, list[str]] = field(default_factory=dict)
     patch_embed: str | None = None
+    scope: str = "layer"
 
     def __str__(self) -> str:
         pb = "unchanged" if self.pb is None else f"{self.pb:g}"
+        scope = "" if self.scope == "layer" else f", scope={self.scope!r}"
         lines = [
-            f"sparsify(pa={self.pa:g}, pb={pb}, mode={self.mode!r}): "
+            f"sparsify(pa={self.pa:g}, pb={pb}, mode={self.mode!r}{scope}): "
             f"{len(self.swapped)} swapped, {len(self.updated)} updated, {len(self.skipped)} skipped"
         ]
         lines += [f"  swapped  {name}" for name in self.swapped]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-__all__ = ["check_int", "check_ratio", "kept_count"]
+__all__ = ["check_int", "check_ratio", "kept_count", "ratio_for_count"]
 
 
 def check_ratio(name: str, value: float) -> float:
@@ -51,6 +51,28 @@ def kept_count(n: int, ratio: float) -> int:
         raise ValueError(f"n must be >= 0, got {n}")
     ratio = check_ratio("ratio", ratio)
     return n - math.floor(Fraction(repr(ratio)) * n)
+
+
+def ratio_for_count(n: int, kept: int) -> float:
+    """The ratio ``pa`` whose :func:`kept_count` of ``n`` items is exactly ``kept``.
+
+    ``(n - kept) / n`` where that float gives the count back (nearly always), else the
+    middle of the interval of ratios that do: a layer given a mask of ``kept`` entries
+    gets a ``pa`` that reproduces it exactly.
+
+    Raises:
+        ValueError: ``kept`` is not in ``[1, n]`` (a ratio below 1 keeps at least one).
+
+    >>> ratio_for_count(10, 7), kept_count(10, ratio_for_count(10, 7))
+    (0.3, 7)
+    """
+    if not 1 <= kept <= n:
+        raise ValueError(f"a kept count must be in [1, n={n}], got kept={kept}")
+    ratio = (n - kept) / n
+    if kept_count(n, ratio) != kept:
+        ratio = (n - kept + 0.5) / n
+    assert kept_count(n, ratio) == kept
+    return ratio
 
 
 def check_int(name: str, value: object, *, minimum: int = 1, optional: bool = False) -> int | None:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ._table import format_rows
-from .engine.config import TrainConfig
+from .engine.config import ConfigError, TrainConfig
+from .engine.outputs import check_out
 from .engine.results import RESULTS_FILE, write_json
 from .engine.trainer import Trainer
 
@@ -41,6 +42,7 @@ def demo_configs(
     pa: float = 0.4,
     max_batches: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> list[tuple[str, TrainConfig]]:
     """The three experiments of the demo: dense SNN, SNN ticket, binarised SNN ticket.
 
@@ -48,7 +50,8 @@ def demo_configs(
     8x8 digits, ``T = 4``, ``beta = 0.99``, ``pa = 0.4``, Adam at 0.01 for the scores and
     for the weights (the paper's 0.1 on scores gave 1 to 3 points less here), cosine
     schedule, batch 64. A wide layer gives the search more random weights to choose
-    from. Each method writes to ``out/<mode>``.
+    from. Each method writes to ``out/<mode>``; ``overwrite`` lets it replace an earlier run's
+    results there.
 
     >>> [label for label, _ in demo_configs(None)]
     ['dense SNN', 'SNN ticket (lt)', 'binarised SNN ticket (mp)']
@@ -73,6 +76,7 @@ def demo_configs(
             max_batches=max_batches,
             energy_batches=2,
             progress=progress,
+            overwrite=overwrite,
         )
         configs.append((label, cfg))
     return configs
@@ -87,11 +91,13 @@ def demo(
     max_batches: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Compare the dense SNN, its ticket and its binarised ticket on the embedded digits.
 
     Writes ``out/results.json``: a list of records with the keys ``method``, ``mode``,
-    ``accuracy``, ``kept_fraction``, ``energy_mj``, ``energy_sparse_mj``, ``seconds``.
+    ``accuracy``, ``kept_fraction``, ``energy_mj``, ``energy_sparse_mj``,
+    ``ann_energy_mj`` (the same network as an ANN, the reference of "% of ANN"), ``seconds``.
 
     Args:
         out: Output folder (``None`` writes nothing).
@@ -101,14 +107,31 @@ def demo(
         max_batches: Batches per epoch (quick tests).
         progress: tqdm progress bars.
         echo: Called with a line after each method (e.g. ``print``).
+        overwrite: Replace the results of an earlier demo in ``out``; without it a demo
+            refuses an ``out`` that holds results, before it trains anything.
 
     Returns:
         The records, one per method.
     """
+    configs = demo_configs(
+        out,
+        epochs=epochs,
+        seed=seed,
+        pa=pa,
+        max_batches=max_batches,
+        progress=progress,
+        overwrite=overwrite,
+    )
+    if out is not None and not overwrite and (Path(out) / RESULTS_FILE).exists():
+        raise ConfigError(
+            "out",
+            f"out folder {str(out)!r} already holds demo results ({RESULTS_FILE}); replace "
+            "them with overwrite=True (spikelottery demo --overwrite) or choose another out",
+        )
+    for _, cfg in configs:  # all three before the first one trains
+        check_out(cfg)
     records = []
-    for label, cfg in demo_configs(
-        out, epochs=epochs, seed=seed, pa=pa, max_batches=max_batches, progress=progress
-    ):
+    for label, cfg in configs:
         res = Trainer(cfg).run()
         record = {
             "method": label,
@@ -117,6 +140,7 @@ def demo(
             "kept_fraction": res.kept_fraction,
             "energy_mj": res.energy_mj,
             "energy_sparse_mj": res.energy_sparse_mj,
+            "ann_energy_mj": res.ann_energy_mj,
             "seconds": res.seconds,
         }
         records.append(record)
@@ -131,19 +155,35 @@ def demo(
 
 
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:
-    """A fixed-width table of demo records (accuracy, kept %, energy, time).
+    """A fixed-width table of demo records (accuracy, kept %, energy, ANN energy, time).
+
+    ``% of ANN`` is the energy as a percentage of the same network run as an ANN
+    (``ann_energy_mj``, paper Eq. 3-4), the figure behind the paper's energy savings.
 
     >>> print(format_table([{"method": "m", "accuracy": 0.5, "kept_fraction": 1.0,
-    ...                      "energy_mj": 0.001, "energy_sparse_mj": 0.001, "seconds": 2.0}]))
-    method  accuracy  kept %  energy (mJ)  energy, sparse (mJ)  time (s)
-    ------  --------  ------  -----------  -------------------  --------
-    m         50.00%  100.0%     0.001000             0.001000       2.0
+    ...                      "energy_mj": 0.001, "energy_sparse_mj": 0.001,
+    ...                      "ann_energy_mj": 0.004, "seconds": 2.0}]))
+    method  accuracy  kept %  energy (mJ)  energy, sparse (mJ)  ANN (mJ)  % of ANN  time (s)
+    ------  --------  ------  -----------  -------------------  --------  --------  --------
+    m         50.00%  100.0%     0.001000             0.001000  0.004000     25.0%       2.0
     """
 
     def mj(v: Any) -> str:
         return "n/a" if v is None else f"{v:.6f}"
 
-    header = ("method", "accuracy", "kept %", "energy (mJ)", "energy, sparse (mJ)", "time (s)")
+    def pct(part: Any, whole: Any) -> str:
+        return "n/a" if part is None or not whole else f"{100 * part / whole:.1f}%"
+
+    header = (
+        "method",
+        "accuracy",
+        "kept %",
+        "energy (mJ)",
+        "energy, sparse (mJ)",
+        "ANN (mJ)",
+        "% of ANN",
+        "time (s)",
+    )
     rows = [
         (
             str(r["method"]),
@@ -151,6 +191,8 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
             f"{100 * r['kept_fraction']:.1f}%",
             mj(r.get("energy_mj")),
             mj(r.get("energy_sparse_mj")),
+            mj(r.get("ann_energy_mj")),
+            pct(r.get("energy_mj"), r.get("ann_energy_mj")),
             f"{r['seconds']:.1f}",
         )
         for r in records

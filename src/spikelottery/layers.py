@@ -24,10 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._validation import check_ratio, kept_count
+from ._layer_errors import input_error
+from ._validation import check_ratio, kept_count, ratio_for_count
+from .binary import BinaryActivation
 from .errors import SpikeLotteryError
 from .masks import (
-    approx_sign,
+    INITS,
+    init_weight_,
+    mask_scores,
     mp_alpha,
     precompute_subnet,
     subnet_weight_precomputed,
@@ -36,6 +40,7 @@ from .masks import (
 )
 
 __all__ = [
+    "INITS",
     "MODES",
     "BinaryActivation",
     "SubnetConv",
@@ -50,10 +55,8 @@ __all__ = [
 ]
 
 Mode = Literal["lt", "mp"]
-Init = Literal["kaiming_normal", "signed_constant", "keep"]
 MODES: tuple[str, ...] = ("lt", "mp")
 _CACHE_ATTRS = ("_mask_key", "_pre_key", "_mask", "_alpha", "_pre", "_pre_version")
-INITS: tuple[str, ...] = ("kaiming_normal", "signed_constant", "keep")
 
 
 def check_mode(mode: str) -> str:
@@ -89,33 +92,6 @@ def record_weight_reads() -> Iterator[set[int]]:
         _READS = previous
 
 
-def init_weight_(weight: Tensor, init: str = "kaiming_normal") -> Tensor:
-    """Re-initialise a frozen random weight in place.
-
-    Args:
-        weight: A conv or linear weight (``[out, in/groups, *kernel]`` or ``[out, in]``).
-        init: ``"kaiming_normal"`` (fan_in, ReLU gain; the default), ``"signed_constant"``
-            (``±sqrt(2 / fan_in)`` with random signs, edge-popup's best variant) or
-            ``"keep"`` (leave the values alone, e.g. for a pretrained weight).
-
-    Returns:
-        ``weight``.
-    """
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    if init == "keep":
-        return weight
-    with torch.no_grad():
-        if init == "kaiming_normal":
-            nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")
-        else:
-            fan_in = nn.init._calculate_correct_fan(weight, "fan_in")
-            std = nn.init.calculate_gain("relu") / math.sqrt(fan_in)
-            weight.copy_(torch.randn_like(weight).sign() * std)
-            weight[weight == 0] = std
-    return weight
-
-
 class SubnetLayer(nn.Module):
     """Mixin holding the score-mask logic shared by every subnet layer.
 
@@ -133,6 +109,7 @@ class SubnetLayer(nn.Module):
     _mask: Tensor | None
     _alpha: Tensor | None
     _pre: tuple[Tensor, Tensor | None] | None
+    _scope: Any  # a spikelottery.scope.GlobalScope that sets pa, or None
 
     def _init_subnet(self, pa: float, mode: str, init: str) -> None:
         self.pa = check_ratio("pa", pa)
@@ -160,6 +137,7 @@ class SubnetLayer(nn.Module):
         # is kept: the bool mask is recomputed on demand for `mask()` (and then kept until
         # the scores change), never on the training path.
         self._check_cache_untouched()  # before any recompute, which would hide the write
+        self._sync_scope()
         s, w = self.scores, self.frozen_weight
         mask_key = (s._version, s.data_ptr(), s.device, self.pa)
         inference = torch.is_inference_mode_enabled()
@@ -185,6 +163,10 @@ class SubnetLayer(nn.Module):
         weff = self._pre[0]
         self._pre_version = None if weff.is_inference() else weff._version
         self._mask_key, self._pre_key = mask_key, pre_key
+
+    def _sync_scope(self) -> None:  # a global threshold sets pa after any score change
+        if self.__dict__.get("_scope") is not None:
+            self._scope.sync()
 
     def _current_mask(self) -> Tensor:
         """The mask for the scores of ``_mask_key``, without a top-k where it is known."""
@@ -334,6 +316,23 @@ class SubnetLayer(nn.Module):
         """Change the fraction of weights removed; the mask follows on the next call."""
         self.pa = check_ratio("pa", pa)
 
+    def set_mask(self, mask: Tensor) -> None:
+        """Fix the mask: scores 1 on ``mask``, 0 elsewhere, and a ``pa`` that keeps its count.
+
+        Freeze the scores to keep it while the kept weights train (magnitude pruning).
+
+        >>> fc = SubnetLinear(3, 1, pa=0.5)
+        >>> fc.set_mask(torch.tensor([[True, False, True]]))
+        >>> fc.mask().tolist(), fc.kept
+        ([[True, False, True]], 2)
+        """
+        if mask.shape != self.scores.shape or mask.dtype != torch.bool:
+            what = f"{mask.dtype} {tuple(mask.shape)}"
+            raise ValueError(f"set_mask needs a bool mask like the scores, got {what}")
+        with torch.no_grad():
+            self.scores.copy_(mask_scores(mask, self.scores.dtype))
+        self.pa = ratio_for_count(mask.numel(), int(mask.sum()))
+
     def set_mode(self, mode: str) -> None:
         """Switch between ``"lt"`` (``W * M``) and ``"mp"`` (``alpha * sign(W) * M``)."""
         self.mode = check_mode(mode)
@@ -389,6 +388,7 @@ class SubnetLayer(nn.Module):
     @property
     def kept(self) -> int:
         """Number of weights kept: ``n - floor(pa * n)``."""
+        self._sync_scope()
         return kept_count(self.frozen_weight.numel(), self.pa)
 
     def extra_repr(self) -> str:
@@ -405,7 +405,7 @@ class SubnetLayer(nn.Module):
         dense_cls = self._dense_class
         dense = dense_cls.__new__(dense_cls)
         state = {k: (v.copy() if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
-        for k in (*_CACHE_ATTRS, "pa", "mode"):
+        for k in (*_CACHE_ATTRS, "pa", "mode", "_scope"):
             state.pop(k, None)
         dense.__dict__.update(state)
         params = dense.__dict__["_parameters"]
@@ -483,7 +483,12 @@ class SubnetConv(SubnetLayer, nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 5:  # multi-step [T, B, C, H, W]
             return self.forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        try:
+            return self._conv_forward(x, self.effective_weight(), self.bias)
+        except RuntimeError as exc:
+            raise input_error(
+                self, x, exc, "in_channels", -3, "[B, C, H, W] or [T, B, C, H, W]"
+            ) from None
 
 
 class SubnetConv1d(SubnetLayer, nn.Conv1d):
@@ -508,7 +513,12 @@ class SubnetConv1d(SubnetLayer, nn.Conv1d):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:  # multi-step [T, B, C, L]
             return self.forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        try:
+            return self._conv_forward(x, self.effective_weight(), self.bias)
+        except RuntimeError as exc:
+            raise input_error(
+                self, x, exc, "in_channels", -2, "[B, C, L] or [T, B, C, L]"
+            ) from None
 
 
 class SubnetLinear(SubnetLayer, nn.Linear):  # type: ignore[misc]  # bias: Tensor | None in both
@@ -535,7 +545,10 @@ class SubnetLinear(SubnetLayer, nn.Linear):  # type: ignore[misc]  # bias: Tenso
         self._init_subnet(pa, mode, init)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.effective_weight(), self.bias)
+        try:
+            return F.linear(x, self.effective_weight(), self.bias)
+        except RuntimeError as exc:
+            raise input_error(self, x, exc, "in_features", -1, "[..., in_features]") from None
 
 
 _BASES: tuple[tuple[type[nn.Module], type[SubnetLayer]], ...] = (
@@ -584,17 +597,3 @@ def subnet_class_for(dense_cls: type[nn.Module]) -> type[SubnetLayer]:
 def is_subnet(module: nn.Module) -> bool:
     """True if ``module`` is a score-mask layer."""
     return isinstance(module, SubnetLayer)
-
-
-class BinaryActivation(nn.Module):
-    """``sign(x)`` (``+1`` at 0) with the ApproxSign gradient ``2 * (1 - |x|)`` on ``|x| <= 1``.
-
-    The multi-prize binary activation. In a spiking network the spikes are already binary,
-    so it belongs in ANN twins and in non-spiking paths.
-
-    >>> BinaryActivation()(torch.tensor([-2.0, 0.5])).tolist()
-    [-1.0, 1.0]
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        return approx_sign(x)

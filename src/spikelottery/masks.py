@@ -9,23 +9,32 @@ weights keeps exactly :func:`~spikelottery.kept_count` ``(n, pa) = n - floor(pa 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._validation import check_ratio, kept_count
 
 __all__ = [
+    "INITS",
     "approx_sign",
     "binary_sign",
+    "init_weight_",
+    "mask_scores",
     "mp_alpha",
     "precompute_subnet",
+    "random_mask",
     "subnet_weight",
     "subnet_weight_precomputed",
+    "top_count_mask",
     "topk_mask",
     "topk_mask_sorted",
 ]
+
+#: The frozen-weight initialisations of :func:`init_weight_`.
+INITS: tuple[str, ...] = ("kaiming_normal", "signed_constant", "keep")
 
 
 def topk_mask(scores: Tensor, pa: float) -> Tensor:
@@ -87,6 +96,106 @@ def topk_mask_sorted(scores: Tensor, pa: float) -> Tensor:
     order = torch.sort(flat, descending=True, stable=True).indices[:keep]
     mask = torch.zeros(n, dtype=torch.bool, device=scores.device).index_fill(0, order, True)
     return mask.view_as(scores)
+
+
+def init_weight_(weight: Tensor, init: str = "kaiming_normal") -> Tensor:
+    """Re-initialise a frozen random weight in place.
+
+    >>> init_weight_(torch.empty(4, 3), "signed_constant").abs().unique().numel()
+    1
+
+    Args:
+        weight: A conv or linear weight (``[out, in/groups, *kernel]`` or ``[out, in]``).
+        init: ``"kaiming_normal"`` (fan_in, ReLU gain; the default), ``"signed_constant"``
+            (``±sqrt(2 / fan_in)`` with random signs, edge-popup's best variant) or
+            ``"keep"`` (leave the values alone, e.g. for a pretrained weight).
+
+    Returns:
+        ``weight``.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "keep":
+        return weight
+    with torch.no_grad():
+        if init == "kaiming_normal":
+            nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")
+        else:
+            fan_in = nn.init._calculate_correct_fan(weight, "fan_in")
+            std = nn.init.calculate_gain("relu") / math.sqrt(fan_in)
+            weight.copy_(torch.randn_like(weight).sign() * std)
+            weight[weight == 0] = std
+    return weight
+
+
+def top_count_mask(values: Tensor, keep: int) -> Tensor:
+    """Boolean mask of the ``keep`` largest entries of ``values`` (not their magnitudes).
+
+    The rule of :func:`topk_mask` (one :func:`torch.kthvalue`, ties at the threshold
+    broken by position, the earliest kept) for a count instead of a ratio: magnitude
+    pruning and the global threshold use it.
+
+    Args:
+        values: Any shape, NaN-free; ``-inf`` marks entries that never win a place
+            unless ``keep`` needs them.
+        keep: How many entries to keep, in ``[0, values.numel()]``.
+
+    >>> top_count_mask(torch.tensor([0.5, -2.0, 3.0, 0.5]), 2).tolist()
+    [True, False, True, False]
+    """
+    n = values.numel()
+    if not 0 <= keep <= n:
+        raise ValueError(f"keep must be in [0, {n}], got keep={keep}")
+    flat = values.detach().flatten()
+    if keep == n:
+        return torch.ones_like(values, dtype=torch.bool)
+    if keep == 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    threshold = flat.kthvalue(n - keep).values
+    mask = flat > threshold
+    deficit = keep - int(mask.sum())
+    if deficit > 0:  # ties at the threshold: keep the earliest ones, deterministically
+        tied = (flat == threshold).nonzero().flatten()
+        mask[tied[:deficit]] = True
+    return mask.view_as(values)
+
+
+def mask_scores(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Scores whose top-k at the mask's own count is exactly ``mask``: 1 kept, 0 removed.
+
+    How a fixed mask (magnitude pruning, a random control, a loaded ticket) lives in a
+    score-mask layer: :func:`topk_mask` of these scores at the ratio that keeps
+    ``mask.sum()`` entries gives ``mask`` back, bit for bit.
+
+    >>> from spikelottery._validation import ratio_for_count
+    >>> m = torch.tensor([True, False, True])
+    >>> torch.equal(topk_mask(mask_scores(m), ratio_for_count(3, 2)), m)
+    True
+    """
+    return mask.to(dtype)
+
+
+def random_mask(
+    shape: torch.Size | tuple[int, ...],
+    keep: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """A uniformly random boolean mask of ``shape`` with exactly ``keep`` entries set.
+
+    The control for a found ticket: the same kept count, no selection.
+
+    >>> int(random_mask((4, 5), 7, generator=torch.Generator().manual_seed(0)).sum())
+    7
+    """
+    n = math.prod(shape)
+    if not 0 <= keep <= n:
+        raise ValueError(f"keep must be in [0, {n}], got keep={keep}")
+    order = torch.randperm(n, generator=generator)[:keep].to(device)
+    mask = torch.zeros(n, dtype=torch.bool, device=device)
+    mask[order] = True
+    return mask.view(shape)
 
 
 def binary_sign(x: Tensor) -> Tensor:

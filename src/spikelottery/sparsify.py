@@ -49,6 +49,7 @@ from ._validation import check_ratio
 from .check import check_ticket
 from .errors import SpikeLotteryError
 from .layers import INITS, SubnetLayer, check_mode, subnet_class_for
+from .scope import SCOPES, attach_scope
 from .summary import TicketSummary, kept_fraction, summary
 
 __all__ = ["SparsifyReport", "TicketSummary", "densify", "kept_fraction", "sparsify", "summary"]
@@ -98,6 +99,7 @@ def sparsify(
     example_inputs: Any = ...,
     return_report: Literal[False] = ...,
     verbose: bool = ...,
+    scope: str = ...,
 ) -> M: ...
 @overload
 def sparsify(
@@ -117,6 +119,7 @@ def sparsify(
     example_inputs: Any = ...,
     return_report: Literal[True],
     verbose: bool = ...,
+    scope: str = ...,
 ) -> tuple[M, SparsifyReport]: ...
 def sparsify(
     model: M,
@@ -135,6 +138,7 @@ def sparsify(
     example_inputs: Any = None,
     return_report: bool = False,
     verbose: bool = False,
+    scope: str = "layer",
 ) -> M | tuple[M, SparsifyReport]:
     """Turn ``model`` into a lottery-ticket search, in place, and return it.
 
@@ -180,12 +184,19 @@ def sparsify(
             gradient, or whose mask the output ignores, raises and rolls the swap back.
         return_report: Return ``(model, report)`` with the :class:`SparsifyReport`.
         verbose: Print the report (it is always logged at INFO).
+        scope: ``"layer"`` (each layer keeps ``n - floor(pa * n)`` of its weights) or
+            ``"global"`` (the converted layers together keep ``N - floor(pa * N)``: the
+            top scores over all of them, each layer's ``|scores|`` divided by their
+            standard deviation, and at least one weight per layer; see
+            :mod:`spikelottery.scope`). The per-layer counts follow the scores;
+            :func:`summary` shows them.
 
     Returns:
         ``model`` itself, or ``(model, report)`` with ``return_report=True``.
 
     Raises:
-        ValueError: ``pa``, ``pb``, ``mode``, ``init`` or ``batchnorm`` is invalid.
+        ValueError: ``pa``, ``pb``, ``mode``, ``init``, ``batchnorm`` or ``scope`` is
+            invalid, or ``layer_pa`` is given with ``scope="global"``.
         SpikeLotteryError: ``filter`` or a ``layer_pa`` key matches no layer; a matched
             layer computes its weight (parametrization, ``weight_norm``) and cannot be
             masked faithfully; no patch embedding is found for ``pb > 0``; or the check on
@@ -202,6 +213,13 @@ def sparsify(
     mode = check_mode(mode)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if scope == "global" and layer_pa:
+        raise ValueError(
+            "layer_pa sets each layer's ratio, and scope='global' derives them from the "
+            "scores: pass one or the other"
+        )
     if batchnorm not in ("keep", "nonaffine"):
         raise ValueError(f"batchnorm must be 'keep' or 'nonaffine', got {batchnorm!r}")
     if (patch_embed is not None or num_prefix_tokens is not None or patch_layout != "auto") and (
@@ -221,7 +239,7 @@ def sparsify(
         )
     accept = as_filter(filter)
 
-    report = SparsifyReport(pa=pa, pb=pb, mode=mode)
+    report = SparsifyReport(pa=pa, pb=pb, mode=mode, scope=scope)
     candidates, first_holder = select_layers(model, accept, report)
     if not candidates and (filter is not None or not pb):
         where = f"filter={filter!r}" if filter is not None else "the model"
@@ -237,7 +255,8 @@ def sparsify(
 
     selectors_before = _selector_settings(model) if pb is not None else []
     done: list[tuple[nn.Module, str, nn.Module]] = []
-    updated: list[tuple[SubnetLayer, float, str]] = []
+    updated: list[tuple[SubnetLayer, float, str, Any]] = []
+    members: list[SubnetLayer] = []  # the layers that the scope applies to
     made: dict[int, SubnetLayer] = {}  # id(original weight) -> first new layer holding it
     copies: dict[int, Tensor] = {}  # id(original bias, ...) -> its copy, shared by all holders
     try:
@@ -246,9 +265,10 @@ def sparsify(
             layer_mode_ = modes.get(cand.name, mode)
             child = cand.module
             if isinstance(child, SubnetLayer):
-                updated.append((child, child.pa, child.mode))
+                updated.append((child, child.pa, child.mode, child.__dict__.get("_scope")))
                 child.set_pa(layer_ratio)
                 child.set_mode(layer_mode_)
+                members.append(child)
                 report.updated.append(cand.name)
                 continue
             original_weight = child._parameters["weight"]
@@ -278,7 +298,9 @@ def sparsify(
             for ref in cand.refs:
                 setattr(ref.parent, ref.attr, subnet)
                 done.append((ref.parent, ref.attr, child))
+            members.append(subnet)
             report.swapped.append(cand.name)
+        attach_scope(members, scope, pa)
         if pb is not None:
             report.patch_embed = attach_patch_selector(
                 model,
@@ -295,9 +317,10 @@ def sparsify(
             _restore_selectors(model, selectors_before)
         for parent, attr, old in reversed(done):
             setattr(parent, attr, old)
-        for layer, old_pa, old_mode in updated:
+        for layer, old_pa, old_mode, old_scope in updated:
             layer.set_pa(old_pa)
             layer.set_mode(old_mode)
+            layer._scope = old_scope
         invalidate_spikingjelly_cache(model)
         raise
 

@@ -11,7 +11,6 @@ from typing import Any
 from torch import nn
 
 from ._table import format_rows
-from ._validation import kept_count
 from .errors import SpikeLotteryError
 from .layers import SubnetLayer
 
@@ -120,7 +119,6 @@ def kept_fraction(model: nn.Module) -> float:
     total = kept = 0
     for module in model.modules():
         if isinstance(module, SubnetLayer):
-            n = module.frozen_weight.numel()
-            total += n
-            kept += kept_count(n, module.pa)
+            total += module.frozen_weight.numel()
+            kept += module.kept  # under a global scope, the count its scores give now
     return kept / total if total else 1.0

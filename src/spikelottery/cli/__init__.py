@@ -5,14 +5,15 @@ The ``run`` flags are generated from the :class:`~spikelottery.engine.TrainConfi
 
 ``spikelottery demo`` compares the dense SNN, its lottery ticket and its binarised ticket
 on the embedded digits; ``spikelottery run`` runs one experiment from flags and/or a
-TOML/JSON config file (flags win over the file). ``models`` and ``datasets`` list the
+TOML/JSON config file (flags win over the file); ``sweep`` runs a SPEC's grid of runs
+(here or on SLURM) and ``report`` turns their results into tables and figures. ``models`` and ``datasets`` list the
 zoo and the data sets; ``info`` describes a ticket file; ``evaluate``, ``energy`` and
 ``export`` rebuild the zoo model a run found the ticket in (from the ticket's metadata),
 load the ticket into it and measure or export it. Bad flags or values exit with status 2
 and a message naming the flag; a failure while running exits with status 1.
 
 This package holds the parser and the dispatch; the commands live in ``run`` (``run``,
-``demo``), ``catalog`` (``models``, ``datasets``) and ``tickets`` (``info``, ``evaluate``,
+``demo``), ``sweep``, ``report``, ``catalog`` (``models``, ``datasets``) and ``tickets`` (``info``, ``evaluate``,
 ``energy``, ``export``, over ``rebuild``), the generated flags in ``flags``.
 
 Example:
@@ -22,6 +23,8 @@ Example:
         $ spikelottery run --model vgg9 --dataset cifar10 --data-root data --mode mp --pa 0.4
         $ spikelottery run --config exp.toml --seed 1 --out runs/seed1
         $ torchrun --nproc_per_node 4 -m spikelottery run --config exp.toml
+        $ spikelottery sweep configs/digits/reward1.toml --out runs/reward1
+        $ spikelottery report runs/reward1 --out report --compare mpslt mplt
         $ spikelottery info runs/run/ticket.safetensors
         $ spikelottery evaluate runs/run/ticket.safetensors --data-root data
         $ spikelottery export runs/run/ticket.safetensors --to onnx --out ticket.onnx
@@ -47,7 +50,9 @@ from .flags import (
     flag_of,
 )
 from .rebuild import add_data_flags, add_ticket_arg
+from .report import add_report_flags, report_command
 from .run import add_demo_flags, add_run_flags, demo_command, run_command
+from .sweep import add_sweep_flags, sweep_command
 from .tickets import (
     EXPORT_FORMATS,
     energy_command,
@@ -88,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_flags(p_demo)
     add_verbosity(p_demo)
     p_demo.set_defaults(_parser=p_demo)
+
+    p_sweep = sub.add_parser(
+        "sweep",
+        help="run a SPEC's grid of runs (skips done ones, resumes interrupted ones)",
+        description="Expand a SPEC file ([base], [grid], [[zip]]) into runs, one folder per "
+        "run under DIR/runs/<hash of its settings>, and run those not done yet: here (one "
+        "after another, or --workers N), or as one SLURM job array (--executor slurm).",
+    )
+    add_sweep_flags(p_sweep)
+    add_verbosity(p_sweep)
+    p_sweep.set_defaults(_parser=p_sweep)
+
+    p_report = sub.add_parser(
+        "report",
+        help="collect runs into runs.csv, a summary over seeds with 95%% CIs, and figures",
+        description="Collect every results.json under DIR... into REPORT/runs.csv, "
+        "summary.csv/.md (mean, std, n, 95%% CI over seeds, grouped by every axis that "
+        "varies), the paired difference of two methods (--compare) and the figures.",
+    )
+    add_report_flags(p_report)
+    p_report.set_defaults(_parser=p_report)
 
     p_models = sub.add_parser(
         "models",
@@ -163,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS: dict[str, Callable[[argparse.ArgumentParser, argparse.Namespace], int]] = {
     "run": run_command,
     "demo": demo_command,
+    "sweep": sweep_command,
+    "report": report_command,
     "models": models_command,
     "datasets": datasets_command,
     "info": info_command,

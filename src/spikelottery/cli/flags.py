@@ -33,7 +33,7 @@ def flag_of(f: dataclasses.Field[Any]) -> str:
     A boolean whose default is true gets ``--no-field-name`` (the flag turns it off).
 
     >>> [flag_of(f) for f in dataclasses.fields(TrainConfig)][:5]
-    ['--model', '--dataset', '--data-root', '--mode', '--ann']
+    ['--model', '--dataset', '--data-root', '--method', '--mode']
     """
     declared = setting_of(f).flag
     if declared is not None:

@@ -212,6 +212,7 @@ def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Measur
         "batch_size": args.batch_size,
         "device": args.device,
     }
+    changes["download"] = False  # measuring reads the files in place; it never fetches them
     try:
         cfg = run_cfg.replace(**{k: v for k, v in changes.items() if v is not None})
     except ConfigError as exc:

@@ -46,6 +46,11 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
     flag("pa", "fraction of weights REMOVED by the tickets", type=float)
     flag("max_batches", "batches per epoch (quick tests)", type=or_none(int))
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier demo in --out (default: refuse them)",
+    )
+    p.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
@@ -96,9 +101,12 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     cfg = _config_from_args(parser, args)
     res = Trainer(cfg).run()
     energy = "n/a" if res.energy_mj is None else f"{res.energy_mj:.6f} mJ"
+    ann = "n/a" if res.ann_energy_mj is None else f"{res.ann_energy_mj:.6f} mJ"
+    if res.energy_mj is not None and res.ann_energy_mj:
+        ann += f" ({100 * res.energy_mj / res.ann_energy_mj:.1f}% of ANN)"
     print(
         f"accuracy {100 * res.accuracy:.2f}% | kept {100 * res.kept_fraction:.2f}% | "
-        f"energy {energy} per sample | {res.seconds:.1f} s"
+        f"energy {energy} per sample | ANN {ann} | {res.seconds:.1f} s"
     )
     if cfg.out is not None:
         print(f"results: {cfg.out}/{RESULTS_FILE}")
@@ -118,6 +126,7 @@ def demo_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         max_batches=args.max_batches,
         progress=progress,
         echo=echo,
+        overwrite=args.overwrite,
     )
     print(format_table(records))
     if args.out is not None:

@@ -27,12 +27,16 @@ coarser grid (``x * resolution // 128``): sum pooling that keeps every event, wi
 windows of 2 or 3 pixels for 48. Processed frames are cached under
 ``root/spikelottery_cache/`` (one compressed ``.npz`` per sample, written to a temporary
 file and renamed, so an interrupted run leaves no half-written file); delete that folder
-to rebuild it.
+to rebuild it. A cached sample's name carries a fingerprint of its source files (their
+size and modification time), so a changed recording or label file is read again, and a
+cached sample of the wrong shape or dtype is refused by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import re
 import struct
 from collections.abc import Callable
@@ -61,7 +65,9 @@ __all__ = [
 
 SENSOR_SIZE = 128
 CACHE_FOLDER = "spikelottery_cache"
-_CACHE_VERSION = "v1"
+# v2: sample names carry a fingerprint of their source files.
+_CACHE_VERSION = "v2"
+_CACHE_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint32))
 
 DVS128GESTURE_CLASSES: tuple[str, ...] = (
     "hand clapping",
@@ -244,14 +250,43 @@ def _atomic_save(path: Path, frames: np.ndarray, label: int) -> None:
         np.savez_compressed(f, frames=frames, label=np.int64(label))
 
 
-def _load_cached(path: Path) -> np.ndarray:
+def _load_cached(path: Path, shape: tuple[int, ...], label: int) -> np.ndarray:
+    """The frames cached at ``path``, checked against the ``shape`` and ``label`` expected.
+
+    Raises:
+        SpikeLotteryError: The file cannot be read, or holds frames of another shape or
+            dtype, or another label; the message names the file.
+    """
     try:
         with np.load(path, allow_pickle=False) as f:
-            return f["frames"]
+            frames, saved = f["frames"], f["label"]
     except Exception as exc:
         raise SpikeLotteryError(
             f"cached frames {path} cannot be read ({exc}); delete {path.parent} to rebuild"
         ) from exc
+    problem = None
+    if frames.dtype not in _CACHE_DTYPES or frames.shape != shape:
+        problem = (
+            f"hold {frames.dtype} frames of shape {list(frames.shape)}, expected uint16 or "
+            f"uint32 of shape {list(shape)}"
+        )
+    elif saved.shape != () or not np.issubdtype(saved.dtype, np.integer) or int(saved) != label:
+        problem = f"hold the label {saved.tolist()!r}, expected {label}"
+    if problem is not None:
+        raise SpikeLotteryError(
+            f"cached frames {path} {problem} (the file was replaced or edited); delete it, or "
+            f"the folder {path.parent}, to rebuild it from the source files"
+        )
+    return frames
+
+
+def _fingerprint(*sources: Path) -> str:
+    """12 hex digits that change when any of ``sources`` changes (its size or mtime)."""
+    h = hashlib.sha256()
+    for source in sources:
+        st = source.stat()
+        h.update(f"{source.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()[:12]
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -307,26 +342,43 @@ class _EventFrames(Dataset):
         )
         return self.root / CACHE_FOLDER / name
 
-    def _add(self, key: str, label: int, frames: np.ndarray | None) -> None:
+    def _cache_path(self, key: str, source: str) -> Path:
+        """Where sample ``key`` made from files of fingerprint ``source`` is cached."""
+        return self.cache_dir / f"{key}.{source}.npz"
+
+    def _add(self, key: str, label: int, frames: np.ndarray | None, source: str) -> None:
         """Register a sample; ``frames`` is None when the cache already holds it."""
         self.targets.append(int(label))
         if self.cache:
-            path = self.cache_dir / f"{key}.npz"
+            path = self._cache_path(key, source)
             if frames is not None:
                 _atomic_save(path, frames, label)
+                self._remove_stale(path, key)
             self._paths.append(path)
         else:
             assert frames is not None
             self._memory.append(frames)
 
-    def _cached(self, key: str) -> bool:
-        return self.cache and (self.cache_dir / f"{key}.npz").is_file()
+    def _remove_stale(self, path: Path, key: str) -> None:
+        """Delete the copies of sample ``key`` made from earlier versions of its files."""
+        stale = re.compile(re.escape(Path(key).name) + r"\.[0-9a-f]{12}\.npz")
+        for old in path.parent.iterdir():
+            if old != path and stale.fullmatch(old.name):
+                with contextlib.suppress(FileNotFoundError):
+                    old.unlink()
+
+    def _cached(self, key: str, source: str) -> bool:
+        return self.cache and self._cache_path(key, source).is_file()
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        raw = _load_cached(self._paths[i]) if self.cache else self._memory[i]
+        if self.cache:
+            shape = (self.timesteps, self.in_channels, self.resolution, self.resolution)
+            raw = _load_cached(self._paths[i], shape, self.targets[i])
+        else:
+            raw = self._memory[i]
         frames: Any = torch.from_numpy(raw.astype(np.float32))
         if self.transform is not None:
             frames = self.transform(frames)
@@ -348,7 +400,8 @@ def _check_root(root: Path, title: str, source: str) -> None:
 # --- DVS128 Gesture ----------------------------------------------------------------------
 
 
-def _read_gesture_labels(path: Path) -> list[tuple[int, int, int]]:
+def _read_gesture_labels(path: Path) -> list[tuple[int, int, int, int]]:
+    """``(label, start, end, line number)`` per gesture of a ``*_labels.csv`` file."""
     rows = []
     with open(path, newline="") as f:
         for lineno, row in enumerate(csv.reader(f), start=1):
@@ -364,8 +417,37 @@ def _read_gesture_labels(path: Path) -> list[tuple[int, int, int]]:
                 ) from None
             if not 1 <= label <= len(DVS128GESTURE_CLASSES):
                 raise SpikeLotteryError(f"{path}, line {lineno}: class {label} is outside 1..11")
-            rows.append((label - 1, start, end))
+            if start < 0 or end <= start:
+                raise SpikeLotteryError(
+                    f"{path}, line {lineno}: the gesture runs from startTime_usec={start} to "
+                    f"endTime_usec={end}; the start must be >= 0 and before the end (the "
+                    "file is damaged: extract it again)"
+                )
+            rows.append((label - 1, start, end, lineno))
     return rows
+
+
+def _window(events: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Which ``events`` a label row selects: ``start <= t < end``."""
+    return (events["t"] >= start) & (events["t"] < end)
+
+
+def _check_window(
+    events: np.ndarray, row: tuple[int, int, int, int], aedat: Path, labels_csv: Path
+) -> None:
+    """A label row selects at least one event of its recording (else it names the row)."""
+    _, start, end, lineno = row
+    if not _window(events, start, end).any():
+        span = (
+            f"spans {events['t'].min()} to {events['t'].max()} us"
+            if events.size
+            else "holds no events"
+        )
+        raise SpikeLotteryError(
+            f"{labels_csv}, line {lineno}: no event of {aedat.name} lies in [{start}, {end}) us "
+            f"(the recording {span}): the label file does not belong to this recording, or "
+            "one of them is damaged"
+        )
 
 
 class DVS128Gesture(_EventFrames):
@@ -436,8 +518,9 @@ class DVS128Gesture(_EventFrames):
         for stem, aedat, labels_csv in pairs:
             rows = _read_gesture_labels(labels_csv)
             keys = [f"{stem}_{k}" for k in range(len(rows))]
+            source = _fingerprint(aedat, labels_csv)
             events = None
-            if not all(self._cached(k) for k in keys):
+            if not all(self._cached(k, source) for k in keys):
                 events = read_aedat3(aedat)
                 if events.size and (
                     events["x"].max() >= SENSOR_SIZE or events["y"].max() >= SENSOR_SIZE
@@ -446,14 +529,17 @@ class DVS128Gesture(_EventFrames):
                         f"{aedat}: event coordinates reach ({events['x'].max()}, "
                         f"{events['y'].max()}), outside the 128x128 DVS128 sensor"
                     )
-            for key, (label, start, end) in zip(keys, rows, strict=True):
+                # Every row is checked before any of this recording's samples is cached.
+                for row in rows:
+                    _check_window(events, row, aedat, labels_csv)
+            for key, (label, start, end, _) in zip(keys, rows, strict=True):
                 frames = None
                 if events is not None:
-                    inside = (events["t"] >= start) & (events["t"] < end)
+                    inside = _window(events, start, end)
                     frames = _sample_frames(
                         events[inside], self.timesteps, self.resolution, self.split_by
                     )
-                self._add(key, label, frames)
+                self._add(key, label, frames, source)
 
     def _find_folder(self) -> Path:
         candidates = [self.root / "DvsGesture", self.root, self.root / "extract" / "DvsGesture"]
@@ -542,12 +628,13 @@ class CIFAR10DVS(_EventFrames):
         for i in train_idx if train else test_idx:
             path, label = files[i]
             key = f"{self.classes[label]}/{path.stem}"
+            source = _fingerprint(path)
             frames = None
-            if not self._cached(key):
+            if not self._cached(key, source):
                 frames = _sample_frames(
                     read_aedat2(path), self.timesteps, self.resolution, self.split_by
                 )
-            self._add(key, label, frames)
+            self._add(key, label, frames, source)
             self.files.append(path)
 
     def _find_base(self) -> Path:

@@ -107,15 +107,47 @@ def _load_pickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             entry = _DataUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except OSError:
+        raise  # cannot open or read it: the error names the file already
+    except Exception as exc:
+        # Anything else the allowed constructors can be made to raise (LookupError from
+        # _codecs.encode, MemoryError from a huge ndarray, ...) means a damaged file.
         raise SpikeLotteryError(
-            f"{path} is not a CIFAR python-pickle file ({exc}); re-extract the archive "
-            f"from {_CIFAR_PAGE}"
+            f"{path} is not a CIFAR python-pickle file ({type(exc).__name__}: {exc}); "
+            f"re-extract the archive from {_CIFAR_PAGE}"
         ) from exc
     if not isinstance(entry, dict):
         raise SpikeLotteryError(f"{path} holds a {type(entry).__name__}, expected a dict")
     # Python 2 pickles decode to str keys; files re-saved from Python 3 may use bytes.
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _labels(path: Path, label_key: str, raw: Any) -> list[int]:
+    """The integer labels of a batch file; anything else is refused naming the file.
+
+    A float label (``3.7``) is not truncated, and a string is not parsed: both mean the
+    file is not an official CIFAR batch.
+    """
+    if isinstance(raw, np.ndarray):
+        if raw.ndim != 1:
+            raise SpikeLotteryError(
+                f"{path}: {label_key!r} must be a flat list of integer labels, got an array "
+                f"of shape {list(raw.shape)}; re-extract the archive from {_CIFAR_PAGE}"
+            )
+        raw = list(raw)
+    if not isinstance(raw, (list, tuple)):
+        raise SpikeLotteryError(
+            f"{path}: {label_key!r} must be a list of integer labels, got "
+            f"{type(raw).__name__}; re-extract the archive from {_CIFAR_PAGE}"
+        )
+    for i, value in enumerate(raw):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise SpikeLotteryError(
+                f"{path}: label {i} under {label_key!r} is {value!r} "
+                f"({type(value).__name__}), not an integer class index; re-extract the "
+                f"archive from {_CIFAR_PAGE}"
+            )
+    return [int(v) for v in raw]
 
 
 def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, list[int]]:
@@ -125,8 +157,14 @@ def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
             f"{path} lacks the key 'data' or {label_key!r} (it has {sorted(entry)}); "
             "is it a batch of the other CIFAR variant?"
         )
-    data = np.asarray(entry["data"])
-    labels = [int(v) for v in entry[label_key]]
+    try:
+        data = np.asarray(entry["data"])
+    except (ValueError, TypeError, MemoryError) as exc:
+        raise SpikeLotteryError(
+            f"{path}: 'data' is not an image array ({type(exc).__name__}: {exc}); re-extract "
+            f"the archive from {_CIFAR_PAGE}"
+        ) from None
+    labels = _labels(path, label_key, entry[label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise SpikeLotteryError(
             f"{path}: 'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}"
@@ -146,7 +184,7 @@ def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
 def _locate(spec: dict[str, Any], root: Path, train: bool) -> tuple[Path, list[Path]]:
     how = (
         f"download {spec['archive']} from {_CIFAR_PAGE} and extract it into {root}, or pass "
-        "download=True on a machine with internet access"
+        "download=True (spikelottery run --download) on a machine with internet access"
     )
     if not root.is_dir():
         raise FileNotFoundError(f"{spec['title']} root {str(root)!r} does not exist: {how}")
@@ -235,10 +273,11 @@ class CIFARDataset(Dataset):
         self.targets: list[int] = targets
         meta = _load_pickle(folder / spec["meta"])
         names = meta.get(spec["names_key"])
-        if names is None or len(names) != spec["num_classes"]:
+        if not isinstance(names, (list, tuple)) or len(names) != spec["num_classes"]:
             raise SpikeLotteryError(
                 f"{folder / spec['meta']}: expected {spec['num_classes']} class names under "
-                f"{spec['names_key']!r}"
+                f"{spec['names_key']!r}, got {type(names).__name__}; re-extract the archive "
+                f"from {_CIFAR_PAGE}"
             )
         self.classes: list[str] = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
         self.class_to_idx: dict[str, int] = {c: i for i, c in enumerate(self.classes)}

@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._state import reset_states
 from .checkpoint import CHECKPOINT_FILE, seed_everything
-from .config import MODES, ConfigError, TrainConfig, load_config_file
+from .config import MODES, ConfigError, TrainConfig
+from .config_file import load_config_file
 from .evaluation import evaluate
 from .results import RESULTS_FILE, TICKET_FILE, Results
 from .trainer import Trainer, run

@@ -52,15 +52,46 @@ class Loaders:
 def build_datasets(
     cfg: TrainConfig, train_set: Dataset | None = None, test_set: Dataset | None = None
 ) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """The training and test sets (the given ones, else ``cfg.dataset``'s) and its shape."""
+    """The training and test sets (the given ones, else ``cfg.dataset``'s) and its shape.
+
+    Raises:
+        ConfigError: ``cfg.dataset`` is read from files and ``cfg.data_root`` is not set.
+        SpikeLotteryError: A set is empty (checked here, before any training).
+    """
     from ..data import dataset_info
 
     info = dataset_info(cfg.dataset, resolution=cfg.resolution, timesteps=cfg.timesteps)
+    if (train_set is None or test_set is None) and info.needs_root and cfg.data_root is None:
+        fetch = " (with download=True, --download, to fetch them there)" if cfg.download else ""
+        raise ConfigError(
+            "data_root",
+            f"{cfg.dataset!r} is read from local files: set data_root (--data-root) to the "
+            f"folder that holds them{fetch}; only 'digits' and 'digits_dvs' are embedded",
+        )
+    origin = {
+        "training": "the train_set given" if train_set is not None else f"{cfg.dataset!r}",
+        "test": "the test_set given" if test_set is not None else f"{cfg.dataset!r}",
+    }
     if train_set is None:
         train_set = dataset_split(cfg, "train")
     if test_set is None:
         test_set = dataset_split(cfg, "test")
+    for split, data in (("training", train_set), ("test", test_set)):
+        _check_not_empty(data, f"the {split} set ({origin[split]})")
     return train_set, test_set, info
+
+
+def _check_not_empty(data: Dataset, what: str) -> None:
+    """Refuse an empty data set before training (its metrics would be NaN at the end)."""
+    try:
+        n = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return  # no length (an IterableDataset): the loaders find out
+    if n == 0:
+        raise SpikeLotteryError(
+            f"{what} is empty: a run needs samples to train on and to test on; check the data "
+            "files or the subset that built it"
+        )
 
 
 def dataset_split(cfg: TrainConfig, split: str) -> Dataset:
@@ -81,6 +112,8 @@ def dataset_split(cfg: TrainConfig, split: str) -> Dataset:
     cifar = cfg.dataset in ("cifar10", "cifar100")
     if cifar and cfg.resolution in (None, 32):
         kwargs.pop("resolution")
+    if cifar and cfg.download:
+        kwargs["download"] = True
     if cifar and cfg.augment and split == "train":
         kwargs["augment"] = True
     return get_dataset(cfg.dataset, cfg.data_root, split=split, **kwargs)
@@ -132,6 +165,8 @@ def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = N
             filter=cfg.filter,
             init=cfg.init,
             batchnorm=cfg.batchnorm,
+            # IMP chooses its global counts by magnitude, each round (engine/imp.py).
+            scope=cfg.scope if cfg.search == "scores" else "layer",
         )
     elif cfg.batchnorm == "nonaffine":
         freeze_batchnorm_affine(model)
@@ -144,23 +179,48 @@ def zoo_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     The model a run builds before sparsifying it: the architecture that a ticket found
     by the run loads into (:func:`~spikelottery.tickets.load_ticket`).
 
+    Raises:
+        ~spikelottery.engine.ConfigError: ``model_kwargs`` holds an argument the model does not take, one the
+            run sets itself, or a bad value; or the image size is below the model's
+            smallest (:func:`~spikelottery.models.min_img_size`), naming ``resolution``.
+
     >>> from spikelottery.data import dataset_info
     >>> cfg = TrainConfig(model="vgg_tiny", dataset="digits", resolution=8)
     >>> type(zoo_model(cfg, dataset_info("digits", resolution=8))).__name__
     'VGG'
     """
-    from ..models import create_model
+    from ..models import create_model, min_img_size
 
-    return create_model(
-        cfg.model,
-        spiking=cfg.spiking,
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        img_size=info.img_size,
-        timesteps=cfg.timesteps,
-        beta=cfg.beta,
-        **cfg.model_kwargs,
-    )
+    fixed: dict[str, Any] = {
+        "spiking": cfg.spiking,
+        "num_classes": info.num_classes,
+        "in_channels": info.in_channels,
+        "img_size": info.img_size,
+        "timesteps": cfg.timesteps,
+        "beta": cfg.beta,
+    }
+    taken = sorted(set(fixed) & set(cfg.model_kwargs))
+    if taken:
+        raise ConfigError(
+            "model_kwargs",
+            f"model_kwargs sets {', '.join(map(repr, taken))}, which a run sets itself (from "
+            "spiking, the data set, resolution, timesteps and beta): use those settings",
+        )
+    smallest = min_img_size(cfg.model, **cfg.model_kwargs)
+    if info.img_size < smallest:
+        raise ConfigError(
+            "resolution",
+            f"model {cfg.model!r} takes images of at least {smallest}x{smallest}, but the run "
+            f"feeds it {info.img_size}x{info.img_size} ({cfg.dataset!r} at resolution="
+            f"{cfg.resolution}); set resolution to {smallest} or more",
+        )
+    try:
+        return create_model(cfg.model, **fixed, **cfg.model_kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, SpikeLotteryError):
+            raise
+        field = "model_kwargs" if cfg.model_kwargs else "model"
+        raise ConfigError(field, f"cannot build model {cfg.model!r}: {exc}") from None
 
 
 def build_loaders(

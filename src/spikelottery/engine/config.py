@@ -11,13 +11,11 @@ checks, the attribute list below and the ``spikelottery run`` flags are generate
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import tomllib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +23,11 @@ import torch
 from ..errors import SpikeLotteryError
 from ..layers import INITS
 from ..layers import MODES as SUBNET_MODES
+from ..scope import SCOPES
+from .config_file import load_config_file
 from .convention import INPUT_CONVENTIONS
+from .methods import SEARCHES, check_search
+from .presets import PRESETS, check_method, resolve_method
 from .settings import (
     ConfigError,
     boolean,
@@ -48,7 +50,6 @@ __all__ = [
     "ConfigError",
     "TrainConfig",
     "field_defaults",
-    "load_config_file",
     "runtime_fields",
 ]
 
@@ -76,6 +77,16 @@ def _dataset_name(name: str, value: Any) -> str:
     return key
 
 
+def _method_name(name: str, value: Any) -> str | None:
+    key = text(optional=True)(name, value)
+    if key is None:
+        return None
+    key = str(key).strip().lower()
+    if key not in PRESETS:
+        raise ConfigError(name, f"unknown method {value!r}; valid methods: {', '.join(PRESETS)}")
+    return key
+
+
 def _device(name: str, value: Any) -> str:
     value = text()(name, value)
     try:
@@ -88,11 +99,26 @@ def _device(name: str, value: Any) -> str:
     return str(value)
 
 
+def _regex(name: str, value: Any) -> str | None:
+    pattern = text(optional=True)(name, value)
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                name, f"{name}={pattern!r} is not a valid regular expression: {exc}"
+            ) from None
+    return pattern
+
+
 _EXPERIMENT = "experiment"
 _SEARCH = "ticket search"
 _NEURONS = "spiking neurons"
 _OPTIM = "optimisation"
 _RUNNING = "running"
+
+#: The data sets that ``download=True`` fetches (torchvision's CIFAR downloads).
+_DOWNLOADABLE = ("cifar10", "cifar100")
 
 #: Training steps from which ``compile_lif="auto"`` compiles the LIF kernels: a cold
 #: compile costs about 10 s on 2 CPU cores and saves 0.03-0.07 s per step of the demo
@@ -130,6 +156,15 @@ class TrainConfig:
         group=_EXPERIMENT,
         runtime=True,
         metavar="DIR",
+    )
+    method: str | None = setting(
+        None,
+        help="A method preset of the paper's vocabulary (``mpslt``, ``multisp-lt``, ...; see "
+        ":data:`spikelottery.engine.presets.PRESETS`): it sets ``spiking``, ``mode`` and "
+        "``filter`` (and a starting ``pb``), and results record it. ``None``: set them yourself.",
+        check=_method_name,
+        group=_EXPERIMENT,
+        metavar="NAME",
     )
     mode: str = setting(
         "mp",
@@ -242,7 +277,7 @@ class TrainConfig:
         None,
         help='Regex of the layers to sparsify (``"patch_embed"`` for PEPSp/MultiSp); '
         "``None`` sparsifies every conv and linear layer.",
-        check=text(optional=True),
+        check=_regex,
         group=_SEARCH,
         metavar="REGEX",
     )
@@ -259,6 +294,59 @@ class TrainConfig:
         "(the model's own weights, e.g. pretrained ones).",
         check=choice(INITS),
         group=_SEARCH,
+    )
+    search: str = setting(
+        "scores",
+        help='How the mask is found: ``"scores"`` (edge-popup / multi-prize: scores train on '
+        'frozen weights), ``"imp"`` (iterative magnitude pruning with rewinding: the weights '
+        "train, ``imp_rounds`` times the fraction ``imp_fraction`` of the kept ones is "
+        'removed by magnitude; needs ``mode="lt"``) or ``"random"`` (a random mask at the '
+        "per-layer counts of ``pa``, its kept weights train: the control).",
+        check=choice(SEARCHES),
+        group=_SEARCH,
+    )
+    scope: str = setting(
+        "layer",
+        help='``"layer"``: each layer keeps ``n - floor(pa * n)`` weights; ``"global"``: one '
+        "threshold over all sparsified layers (scores divided by each layer's score std; "
+        "for ``imp``, raw magnitudes), at least one weight per layer.",
+        check=choice(SCOPES),
+        group=_SEARCH,
+    )
+    anneal_epochs: int = setting(
+        0,
+        help="Score search only: the kept fraction moves linearly from 0.5 to ``1 - pa`` over "
+        "the first ``anneal_epochs`` epochs (biprop), then stays; 0: ``pa`` throughout.",
+        check=integer(0),
+        group=_SEARCH,
+    )
+    imp_rounds: int = setting(
+        3,
+        help='``search="imp"``: pruning rounds ``r``; the run trains ``r + 1`` times ``epochs`` '
+        "epochs, and a layer of ``n`` weights keeps ``n - floor(p * n)`` applied ``r`` times.",
+        check=integer(1),
+        group=_SEARCH,
+    )
+    imp_fraction: float = setting(
+        0.2,
+        help='``search="imp"``: fraction ``p`` of the still-kept weights REMOVED per round.',
+        check=ratio,
+        group=_SEARCH,
+    )
+    rewind_epoch: int = setting(
+        0,
+        help='``search="imp"``: after each round the weights go back to their values after '
+        "this many epochs of the dense training (0: the initial weights).",
+        check=integer(0),
+        group=_SEARCH,
+    )
+    search_timesteps: int | None = setting(
+        None,
+        help="Early-Time tickets: find the mask (score search, or the pruning rounds of "
+        "``imp``) at this ``T``, then train and evaluate at ``timesteps``; results record "
+        "both accuracies and the search time saved. ``None``: search at ``timesteps``.",
+        check=integer(1, optional=True),
+        group=_NEURONS,
     )
     resolution: int | None = setting(
         None,
@@ -285,6 +373,22 @@ class TrainConfig:
         help="Continue from ``out/checkpoint.pt`` if it exists.",
         check=boolean,
         group=_RUNNING,
+        runtime=True,
+    )
+    overwrite: bool = setting(
+        False,
+        help="Replace the results of an earlier run in ``out``. Without it (or ``resume``) a "
+        "run refuses an ``out`` that holds ``results.json`` or ``checkpoint.pt``.",
+        check=boolean,
+        group=_RUNNING,
+        runtime=True,
+    )
+    download: bool = setting(
+        False,
+        help="Download CIFAR10/CIFAR100 into ``data_root`` first (through torchvision; needs "
+        "internet access). The other data sets cannot be downloaded automatically.",
+        check=boolean,
+        group=_EXPERIMENT,
         runtime=True,
     )
     checkpoint: bool = setting(
@@ -364,17 +468,35 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every field; raise :class:`ConfigError` naming the first bad one."""
         validate_settings(self)
+        check_method(self.to_dict())
         if self.mode == "dense" and self.finetune_epochs:
             raise ConfigError(
                 "finetune_epochs",
                 "finetune_epochs fine-tunes a found ticket; it needs mode 'lt' or 'mp', "
                 f"got mode='dense' with finetune_epochs={self.finetune_epochs}",
             )
+        check_search(self)
         if self.patch_epochs and self.pb == 0.0:
             raise ConfigError(
                 "patch_epochs",
                 f"patch_epochs={self.patch_epochs} is stage 2 (patch pruning): it needs pb > 0 "
                 "(the fraction of patches removed)",
+            )
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "overwrite",
+                "resume=True continues the run in out, overwrite=True replaces it: choose one",
+            )
+        if self.download and self.dataset not in _DOWNLOADABLE:
+            raise ConfigError(
+                "download",
+                f"download=True fetches {' and '.join(_DOWNLOADABLE)} only; {self.dataset!r} "
+                + (
+                    "is embedded: nothing to download"
+                    if self.dataset.startswith("digits")
+                    else "cannot be downloaded automatically: put its files in data_root "
+                    "(docs/data.md gives the sources and the layout)"
+                ),
             )
         return self
 
@@ -402,7 +524,17 @@ class TrainConfig:
                 f"{source}: unknown field(s) {', '.join(map(repr, unknown))}; "
                 f"valid fields are: {', '.join(names)}"
             )
-        return cls(**dict(values))
+        return cls(**resolve_method(values))
+
+    @classmethod
+    def for_method(cls, method: str, **values: Any) -> TrainConfig:
+        """A config of a method preset; ``values`` set the rest (and must not contradict it).
+
+        >>> cfg = TrainConfig.for_method("slt", pa=0.5, out=None)
+        >>> cfg.mode, cfg.spiking, cfg.method
+        ('lt', True, 'slt')
+        """
+        return cls.from_dict({"method": method, **values}, source=f"method {method!r}")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
@@ -441,42 +573,6 @@ def runtime_fields(cls: type[TrainConfig] = TrainConfig) -> frozenset[str]:
     They change where and how fast the run goes, never what it computes.
 
     >>> sorted(runtime_fields())
-    ['check_ticket', 'checkpoint', 'data_root', 'device', 'num_workers', 'out', 'progress', 'resume']
+    ['check_ticket', 'checkpoint', 'data_root', 'device', 'download', 'num_workers', 'out', 'overwrite', 'progress', 'resume']
     """
     return runtime_settings(cls)
-
-
-def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a TOML or JSON config file into a dict of fields (not yet validated).
-
-    Raises:
-        SpikeLotteryError: The file is missing, unreadable, not TOML/JSON, or not a table.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise SpikeLotteryError(f"config file {str(p)!r} does not exist")
-    suffix = p.suffix.lower()
-    try:
-        content = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpikeLotteryError(f"cannot read config file {str(p)!r}: {exc}") from None
-    try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(content)
-        elif suffix == ".json":
-            data = json.loads(content)
-        else:
-            raise SpikeLotteryError(
-                f"config file {str(p)!r}: unknown extension {suffix!r}; use .toml or .json"
-            )
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise SpikeLotteryError(
-            f"config file {str(p)!r} is not valid {suffix[1:].upper()}: {exc}"
-        ) from None
-    if not isinstance(data, dict):
-        raise SpikeLotteryError(
-            f"config file {str(p)!r} must hold a table of fields, got {type(data).__name__}"
-        )
-    if set(data) == {"train"} and isinstance(data["train"], dict):
-        data = data["train"]
-    return dict(data)

@@ -40,8 +40,19 @@ class Results:
         history: One dict per epoch: ``epoch``, ``stage``, ``stage_epoch``,
             ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``, ``lr``,
             ``seconds``.
-        energy: The energy report's totals, options and conventions.
+        energy: The energy report (:meth:`~spikelottery.energy.EnergyReport.to_dict`):
+            the per-layer ``rows`` (paper formula, exact synaptic operations and
+            memory-aware columns), ``totals``, the three ``views`` against a dense fp32
+            and an int8 ANN, ``neurons``, ``per_step_synops``, ``options`` and the
+            disclosure line ``conventions``.
         loss: Mean test cross-entropy of the final model (``None`` if not finite).
+        early_time: For an Early-Time ticket (``search_timesteps``), the found ticket
+            right after the search: ``search_accuracy`` / ``search_loss`` at
+            ``search_timesteps``, ``accuracy`` / ``loss`` at ``timesteps``, the
+            ``search_epochs`` and their ``search_seconds``, the measured ``time_ratio``
+            of one evaluation at ``timesteps`` to one at ``search_timesteps``, the
+            estimate ``search_seconds_at_timesteps`` (``search_seconds * time_ratio``)
+            and ``seconds_saved``; ``None`` otherwise.
         model: The trained model (not serialised).
     """
 
@@ -56,6 +67,7 @@ class Results:
     history: list[dict[str, Any]]
     energy: dict[str, Any] | None = None
     loss: float | None = None
+    early_time: dict[str, Any] | None = None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,6 +4,11 @@
   trainable parameter;
 * ``patch`` (with ``pb > 0``), ``patch_epochs``: all but the masks and the patch embedding;
 * ``finetune``, ``finetune_epochs``: the kept weights, with the masks fixed.
+
+``search="imp"`` replaces stage 1 by ``imp_rounds + 1`` stages ``imp0`` (the dense
+weights) to ``imp<r>`` (the weights of the mask after ``r`` rounds), ``epochs`` each
+(:mod:`~spikelottery.engine.imp`); ``search="random"`` by ``train`` (the kept weights of a
+random mask).
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from .config import TrainConfig
 
-__all__ = ["Stage", "enter_stage", "make_optimizer", "stage_plan", "train_mode"]
+__all__ = [
+    "Stage",
+    "enter_stage",
+    "make_optimizer",
+    "stage_plan",
+    "train_kept_weights",
+    "train_mode",
+]
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,11 @@ def stage_plan(cfg: TrainConfig) -> list[Stage]:
     >>> [(s.name, s.first_epoch, s.epochs) for s in stage_plan(TrainConfig(out=None, epochs=3))]
     [('search', 0, 3)]
     """
-    plan = [("train" if cfg.mode == "dense" else "search", cfg.epochs)]
+    if cfg.search == "imp":
+        plan = [(f"imp{k}", cfg.epochs) for k in range(cfg.imp_rounds + 1)]
+    else:
+        weights = cfg.mode == "dense" or cfg.search == "random"
+        plan = [("train" if weights else "search", cfg.epochs)]
     if cfg.pb > 0:
         plan.append(("patch", cfg.patch_epochs))
     if cfg.finetune_epochs:
@@ -78,15 +94,22 @@ def enter_stage(model: nn.Module, stage: str, *, pb: float) -> str | None:
                 _freeze(m.scores)
         return name
     if stage == "finetune":
-        # The ticket is found: its masks stay fixed and the kept weights train (the subnet
-        # layer passes dL/dw only to kept entries), the patch embedding's included.
-        for m in model.modules():
-            if isinstance(m, SubnetLayer):
-                _freeze(m.scores)
-                m.frozen_weight.requires_grad_(True)  # `weight` is the masked product
-                if m.bias is not None:
-                    m.bias.requires_grad_(True)
+        train_kept_weights(model)
     return None
+
+
+def train_kept_weights(model: nn.Module) -> None:
+    """Fix every mask and train the kept weights (and biases) of the score-mask layers.
+
+    The ticket is found (or its mask is fixed, as in magnitude pruning): the subnet layer
+    passes ``dL/dw`` only to kept entries, the patch embedding's included.
+    """
+    for m in model.modules():
+        if isinstance(m, SubnetLayer):
+            _freeze(m.scores)
+            m.frozen_weight.requires_grad_(True)  # `weight` is the masked product
+            if m.bias is not None:
+                m.bias.requires_grad_(True)
 
 
 def train_mode(model: nn.Module, frozen: str | None) -> None:

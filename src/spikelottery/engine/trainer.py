@@ -34,6 +34,7 @@ from .checkpoint import (
     Checkpoint,
     checkpoint_path,
     load_for_resume,
+    restore_optimizer,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -49,7 +50,9 @@ from .distributed import (
     restore_batchnorm,
 )
 from .evaluation import evaluate, input_and_label, measure_energy
+from .outputs import check_out
 from .results import RESULTS_FILE, TICKET_FILE, Results, write_json
+from .search import SearchSteps
 from .stages import Stage, enter_stage, make_optimizer, stage_plan, train_mode
 
 __all__ = ["RunState", "StageRun", "Trainer", "run"]
@@ -182,6 +185,7 @@ class Trainer:
         """
         cfg = self.config
         started = time.perf_counter()
+        check_out(cfg)  # before any work: a bad out would fail only after the first epoch
         with process_group(cfg.device) as info, _deterministic(cfg.deterministic):
             device = resolve_device(cfg.device, info)
             sync_bn = cfg.sync_batchnorm and info.enabled
@@ -207,7 +211,7 @@ class Trainer:
                         isinstance(m, SubnetLayer) for m in model.modules()
                     ):
                         check_first_batch(net, loaders.test, device)
-                    resume = load_for_resume(cfg)
+                    resume = load_for_resume(cfg, model=model)
                     self._state = RunState(
                         dist=info,
                         device=device,
@@ -218,11 +222,14 @@ class Trainer:
                         elapsed_before=resume.elapsed if resume is not None else 0.0,
                         history=list(resume.history) if resume is not None else [],
                     )
-                    return self._run_stages(self._state, resume)
+                    steps = SearchSteps(cfg, event=data_info.is_event, main=info.main)
+                    return self._run_stages(self._state, resume, steps)
             finally:
                 restore_batchnorm(converted)  # the caller gets the model's own classes back
 
-    def _run_stages(self, state: RunState, resume: Checkpoint | None) -> Results:
+    def _run_stages(
+        self, state: RunState, resume: Checkpoint | None, steps: SearchSteps
+    ) -> Results:
         cfg = self.config
         plan = stage_plan(cfg)
         done = resume.epoch if resume is not None else 0
@@ -230,6 +237,10 @@ class Trainer:
             logger.info("resuming %s after epoch %d of %d", cfg.out, done, plan[-1].last_epoch)
         for stage in plan:
             frozen = enter_stage(state.model, stage.name, pb=cfg.pb)
+            # The search method's part (IMP rounds, random masks, T).
+            loaded = steps.enter(
+                state, stage, done=done, checkpoint_model=resume.model if resume else None
+            )
             if done >= stage.last_epoch:  # finished before the restart: only replay its setup
                 continue
             opt, sched = make_optimizer(
@@ -241,15 +252,18 @@ class Trainer:
             if resume is not None and done > 0:
                 # Weights and RNG carry over; a checkpoint inside this stage also holds its
                 # optimizer (one that closed the previous stage does not).
-                state.model.load_state_dict(resume.model)
+                if not loaded:
+                    state.model.load_state_dict(resume.model)
+                    steps.after_load(state)
                 if resume.stage == stage.name and done > stage.first_epoch:
-                    opt.load_state_dict(resume.optimizer)
-                    sched.load_state_dict(resume.scheduler)
+                    restore_optimizer(checkpoint_path(cfg), resume, opt, sched)
                 set_rng_state(resume.rng)
             resume = None
             current = StageRun(stage, self._wrap(state), opt, sched, frozen)
             for epoch in range(max(done, stage.first_epoch), stage.last_epoch):
+                steps.before_epoch(state, stage, epoch)
                 record = self._train_epoch(state, current, epoch)
+                steps.after_epoch(state, stage, epoch, record)
                 state.history.append(record)
                 self._save_checkpoint(state, current, epochs_done=epoch + 1)
                 if state.dist.enabled:
@@ -259,15 +273,20 @@ class Trainer:
             done = stage.last_epoch
         if resume is not None:  # every epoch was done before this session
             state.model.load_state_dict(resume.model)
-        return self._finish(state, plan)
+            steps.after_load(state)
+        return self._finish(state, plan, steps)
 
-    def _finish(self, state: RunState, plan: list[Stage]) -> Results:
+    def _finish(self, state: RunState, plan: list[Stage], steps: SearchSteps) -> Results:
         """Measure the final model, write the outputs, return the results."""
         cfg = self.config
         if plan[-1].last_epoch == 0:
             logger.info("epochs=0: evaluating the untrained network")
+        early_time, ends_with_search = steps.finish(state)  # Early-Time: back at `timesteps`
         last = state.history[-1] if state.history else None
-        if (
+        if early_time is not None and ends_with_search:
+            # The last epoch was evaluated at search_timesteps; its record holds T's figures.
+            accuracy, loss = early_time["accuracy"], early_time["loss"]
+        elif (
             last is not None
             and last["stage"] == plan[-1].name
             and last["test_accuracy"] is not None
@@ -301,6 +320,7 @@ class Trainer:
             config=cfg.to_dict(),
             history=list(state.history),
             energy=energy["report"] if energy else None,
+            early_time=early_time,
             model=state.model,
         )
         if state.dist.main:

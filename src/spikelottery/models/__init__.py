@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from ._blocks import ConvBNAct, LinearBNAct, SpikingModel, encode_input, make_activation
-from ._registry import create_model, list_models
+from ._registry import create_model, list_models, min_img_size
 from .resnet import RESIDUALS, BasicBlock, SpikingResNet
 from .spikformer import (
     ConvPEP,
@@ -39,4 +39,5 @@ __all__ = [
     "encode_input",
     "list_models",
     "make_activation",
+    "min_img_size",
 ]

@@ -18,6 +18,7 @@ from .._validation import check_int
 from ..encoding import direct_encode
 from ..multistep import SeqBatchNorm1d, SeqBatchNorm2d, seq_apply
 from ..neuron import LIFNeuron
+from ._input import InputSpec, check_input
 
 __all__ = [
     "ConvBNAct",
@@ -103,30 +104,24 @@ def encode_input(
     >>> encode_input(torch.zeros(8, 10, 2, 48, 48), 4, 2).shape
     torch.Size([10, 8, 2, 48, 48])
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"the model input must be a torch.Tensor, got {type(x).__name__}")
-    shape = tuple(x.shape)
+    check_input(x, InputSpec("the model", in_channels, time_first))
+    return _time_first(x, timesteps, time_first)
+
+
+def _time_first(x: Tensor, timesteps: int, time_first: bool) -> Tensor:
+    """A checked 4-D or 5-D input as ``[T, B, C, H, W]`` (see :func:`encode_input`)."""
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     if x.dim() == 4:
-        x = direct_encode(x, timesteps)
-    elif x.dim() == 5:
-        if not time_first:
-            x = x.transpose(0, 1)
-    else:
-        raise ValueError(
-            f"the model input must be [B, C, H, W] (static image, repeated T times), "
-            f"[B, T, C, H, W] (event frames) or [T, B, C, H, W] (with time_first=True); "
-            f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
-        )
-    if x.shape[2] != in_channels:
-        read_as = {4: "[B, C, H, W]", 5: "[T, B, C, H, W]" if time_first else "[B, T, C, H, W]"}
-        raise ValueError(
-            f"the model expects in_channels={in_channels}, but the input of shape {shape}, read "
-            f"as {read_as[len(shape)]}, has C={x.shape[2]}; build the model with "
-            f"in_channels={x.shape[2]} or check the input layout (time_first={time_first})"
-        )
-    return x
+        return direct_encode(x, timesteps)
+    return x if time_first else x.transpose(0, 1)
+
+
+def _parameter_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first parameter (``None`` if it holds none, e.g. a replica)."""
+    for p in model.parameters():
+        return p.dtype
+    return None
 
 
 class ConvBNAct(nn.Module):
@@ -219,9 +214,25 @@ class SpikingModel(nn.Module):
         self.beta = float(beta)
         self.time_first = bool(time_first)
 
+    def input_spec(self) -> InputSpec:
+        """What :meth:`forward` takes: ``C``, the layout and the image sizes (see :class:`InputSpec`)."""
+        return InputSpec(type(self).__name__, self.in_channels, self.time_first)
+
     def encode(self, x: Tensor) -> Tensor:
-        """The input as ``[T, B, C, H, W]`` (see :func:`encode_input`)."""
-        return encode_input(x, self.timesteps, self.in_channels, time_first=self.time_first)
+        """The input, checked against :meth:`input_spec`, as ``[T, B, C, H, W]``.
+
+        Integer and bool input (event counts) is cast to the parameters' dtype.
+
+        Raises:
+            TypeError: ``x`` is not a real tensor of the parameters' float dtype.
+            ValueError: Its layout, channels or image size does not fit the model; the
+                message names the model and the shape it takes.
+        """
+        dtype = _parameter_dtype(self)
+        check_input(x, self.input_spec(), dtype)
+        if dtype is not None and not x.is_floating_point():
+            x = x.to(dtype)
+        return _time_first(x, self.timesteps, self.time_first)
 
     def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from .resnet import SpikingResNet
 from .spikformer import Spikformer
 from .vgg import VGG, VGG9_CONFIG
 
-__all__ = ["create_model", "list_models"]
+__all__ = ["create_model", "list_models", "min_img_size"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ _PRESETS: dict[str, _Preset] = {
 }
 
 
+# Arguments create_model passes itself (shown apart from the model's own options).
+_SET_BY_CREATE_MODEL = ("spiking", "num_classes", "in_channels", "img_size", "timesteps", "beta")
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted.
 
@@ -90,6 +95,32 @@ def list_models() -> list[str]:
     True
     """
     return sorted(_PRESETS)
+
+
+def _preset(name: Any) -> tuple[str, _Preset]:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    key = name.strip().lower()
+    preset = _PRESETS.get(key)
+    if preset is None:
+        raise ValueError(
+            f"unknown model name {name!r}; valid names are: {', '.join(list_models())}"
+        )
+    return key, preset
+
+
+def min_img_size(name: str, **kwargs: Any) -> int:
+    """The smallest ``img_size`` that :func:`create_model` accepts for ``name`` and ``kwargs``.
+
+    A VGG needs 2 pixels per pooling stage, a Spikformer its ``patch_size``; a ResNet
+    pools globally and takes any size.
+
+    >>> min_img_size("vgg9"), min_img_size("vgg_tiny"), min_img_size("resnet19")
+    (8, 4, 1)
+    """
+    _, preset = _preset(name)
+    builder: Any = preset.builder
+    return int(builder.min_img_size(**{**preset.kwargs, **kwargs}))
 
 
 def create_model(
@@ -127,19 +158,21 @@ def create_model(
 
     Raises:
         ValueError: Unknown ``name`` (the message lists the valid names) or a bad argument.
+        TypeError: An argument the model class does not take (the message lists those it does).
 
     >>> import torch
     >>> net = create_model("vgg_tiny", in_channels=1, img_size=8, timesteps=2)
     >>> net(torch.rand(5, 1, 8, 8)).shape
     torch.Size([5, 10])
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
-    key = name.strip().lower()
-    preset = _PRESETS.get(key)
-    if preset is None:
-        raise ValueError(
-            f"unknown model name {name!r}; valid names are: {', '.join(list_models())}"
+    key, preset = _preset(name)
+    accepted = inspect.signature(preset.builder).parameters
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:
+        valid = sorted(k for k in accepted if k not in _SET_BY_CREATE_MODEL)
+        raise TypeError(
+            f"create_model({key!r}): unknown argument(s) {', '.join(map(repr, unknown))} of "
+            f"{getattr(preset.builder, '__name__', key)}; valid ones: {', '.join(valid)}"
         )
     options = {**preset.kwargs, **kwargs}
     return preset.builder(

@@ -174,6 +174,15 @@ class SpikingResNet(SpikingModel):
         self.hidden = nn.Sequential(*hidden_layers)
         self.head = nn.Linear(channels, num_classes)
 
+    @staticmethod
+    def min_img_size(**_: Any) -> int:
+        """The smallest ``img_size`` of a SpikingResNet: 1 (the pooling is global).
+
+        >>> SpikingResNet.min_img_size()
+        1
+        """
+        return 1
+
     def forward_features(self, x: Tensor) -> Tensor:
         """``[T, B, C, H, W]`` -> last stage's maps ``[T, B, C', H', W']``."""
         return self.stages(self.stem(x))

@@ -16,6 +16,7 @@ from ._blocks import (
     make_activation,
     pair,
 )
+from ._input import InputSpec
 
 __all__ = [
     "ConvPEP",
@@ -309,6 +310,28 @@ class Spikformer(SpikingModel):
             )
         )
         self.head = nn.Linear(embed_dim, num_classes)
+
+    @staticmethod
+    def min_img_size(patch_size: int | None = None, **_: Any) -> int:
+        """The smallest ``img_size`` of a Spikformer: its ``patch_size`` (1 when chosen from it).
+
+        Takes the constructor's arguments (only ``patch_size`` matters).
+
+        >>> Spikformer.min_img_size(), Spikformer.min_img_size(patch_size=4)
+        (1, 4)
+        """
+        return 1 if patch_size is None else int(patch_size)
+
+    def input_spec(self) -> InputSpec:
+        """Any size from ``patch_size`` on: every layer after the patch embedding is token-wise."""
+        p = self.patch_embed.patch_size
+        return InputSpec(
+            type(self).__name__,
+            self.in_channels,
+            self.time_first,
+            min_size=(p, p),
+            why=f"the patch embedding downsamples by {p}",
+        )
 
     @property
     def num_patches(self) -> int:

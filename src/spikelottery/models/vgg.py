@@ -16,6 +16,7 @@ from ._blocks import (
     make_activation,
     pair,
 )
+from ._input import InputSpec
 
 __all__ = ["VGG", "VGG9_CONFIG"]
 
@@ -119,6 +120,28 @@ class VGG(SpikingModel):
             features = width_
         self.hidden = nn.Sequential(*hidden_layers)
         self.head = nn.Linear(features, num_classes)
+
+    @staticmethod
+    def min_img_size(config: Sequence[int | str] = VGG9_CONFIG, **_: Any) -> int:
+        """The smallest ``img_size`` of a VGG with these feature layers: 2 per pool.
+
+        Takes the constructor's arguments (only ``config`` matters).
+
+        >>> VGG.min_img_size(), VGG.min_img_size((8, "A", 16, "A"))
+        (8, 4)
+        """
+        return 2 ** sum(1 for item in config if item in ("A", "M"))
+
+    def input_spec(self) -> InputSpec:
+        """Only ``img_size`` fits: the classifier reads a fixed number of features."""
+        channels, height, width = self.feature_shape
+        return InputSpec(
+            type(self).__name__,
+            self.in_channels,
+            self.time_first,
+            img_size=self.img_size,
+            why=f"its classifier reads {channels}x{height}x{width} features",
+        )
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``[T, B, C, H, W]`` -> feature maps ``[T, B, C', H', W']``."""

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from .._io import atomic_path
 from .._modules import invalidate_spikingjelly_cache
 from ..layers import SubnetLayer
 from ..neuron import LIFNeuron
@@ -84,6 +85,11 @@ def export_onnx(
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
+    Raises:
+        OSError: ``path`` cannot be written (a missing folder, a full disk); the message
+            names it. The file is written to a temporary name and renamed, so a failed
+            export leaves no partial file and an existing one unchanged.
+
     >>> export_onnx(net, "ticket.onnx", torch.rand(1, 3, 32, 32))  # doctest: +SKIP
     PosixPath('ticket.onnx')
     """
@@ -108,6 +114,6 @@ def export_onnx(
             "ignore", message=r".*legacy TorchScript-based ONNX export", category=DeprecationWarning
         )
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
-        with torch.no_grad():
-            torch.onnx.export(dense, args, str(path), **kwargs)
+        with torch.no_grad(), atomic_path(path) as tmp:
+            torch.onnx.export(dense, args, str(tmp), **kwargs)
     return path

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import struct
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ _READABLE_VERSIONS = ("1",)
 USER_PREFIX = "user."
 # A safetensors header larger than this is not a ticket (ours are a few hundred KB at most).
 _MAX_HEADER = 256 * 1024 * 1024
+# JSON nesting deeper than this is not a ticket (ours nest 3 deep): refuse it by name
+# before Python's recursion limit does.
+_MAX_JSON_DEPTH = 16
 
 
 # ----------------------------------------------------------------------------- bits
@@ -177,6 +181,45 @@ def _not_safetensors(path: Path, data: bytes, why: str) -> SpikeLotteryError:
     return invalid_ticket(path, why)
 
 
+def _json_depth(value: Any) -> int:
+    """How deeply ``value`` nests (a scalar is 0, ``[1]`` is 1); stops past the limit."""
+    depth, level = 0, [value]
+    while level and depth <= _MAX_JSON_DEPTH:
+        nxt: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        if not nxt and not any(isinstance(i, (dict, list)) for i in level):
+            break
+        depth += 1
+        level = nxt
+    return depth
+
+
+def _loads(path: Path, text: str | bytes, what: str) -> Any:
+    """``json.loads`` of ``what`` with the nesting depth bounded by ``_MAX_JSON_DEPTH``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise invalid_ticket(path, f"its {what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        value = None
+        deep = True
+    else:
+        deep = _json_depth(value) > _MAX_JSON_DEPTH
+    if deep:
+        raise invalid_ticket(
+            path,
+            f"its {what} nests JSON more than {_MAX_JSON_DEPTH} levels deep (a ticket's nests "
+            "3); the file is corrupted or crafted",
+        )
+    return value
+
+
 def _parse_header(path: Path, data: bytes) -> dict[str, Any]:
     """Validate the safetensors framing and return the JSON header."""
     if len(data) < 8:
@@ -192,7 +235,7 @@ def _parse_header(path: Path, data: bytes) -> dict[str, Any]:
             f"{len(data):,}",
         )
     try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        header = _loads(path, data[8 : 8 + n].decode("utf-8"), "header")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise invalid_ticket(
             path, f"its header is not valid JSON ({exc}); the file is corrupted"
@@ -244,11 +287,15 @@ def _parse_info(path: Path, meta: Mapping[str, str], size: int) -> TicketInfo:
             f"{version!r} (e.g. pip install 'spikelottery>={library}')"
         )
     try:
-        layers = json.loads(_meta(path, meta, "layers"))
+        layers = _loads(path, _meta(path, meta, "layers"), "layer table")
+        if not isinstance(layers, list):
+            raise TypeError(f"the layer table is a {type(layers).__name__}, not a list")
         pa, pb = float(_meta(path, meta, "pa")), float(_meta(path, meta, "pb"))
         if not (0.0 <= pa < 1.0 and 0.0 <= pb < 1.0) or meta.get("mode") not in ("lt", "mp"):
             raise ValueError(f"pa={pa!r}, pb={pb!r}, mode={meta.get('mode')!r}")
         for rec in layers:
+            if not isinstance(rec, dict):
+                raise TypeError(f"a layer record is a {type(rec).__name__}, not an object")
             rec["shape"] = [int(s) for s in rec["shape"]]
             rec["pa"] = float(rec["pa"])
             rec["kept"] = int(rec["kept"])
@@ -264,6 +311,8 @@ def _parse_info(path: Path, meta: Mapping[str, str], size: int) -> TicketInfo:
         patch_layout = meta.get("patch_layout")
         if patch_layout is not None and patch_layout not in LAYOUTS:
             raise ValueError(f"patch_layout={patch_layout!r}")
+    except SpikeLotteryError:
+        raise  # already says what is wrong (JSON nested too deep)
     except (TypeError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise invalid_ticket(path, f"its settings or layer table are malformed ({exc!r})") from None
     user = {k[len(USER_PREFIX) :]: v for k, v in meta.items() if k.startswith(USER_PREFIX)}
@@ -283,6 +332,30 @@ def _parse_info(path: Path, meta: Mapping[str, str], size: int) -> TicketInfo:
         num_prefix_tokens=num_prefix_tokens,
         patch_layout=patch_layout,
     )
+
+
+def _check_model_settings(path: Path, info: TicketInfo) -> None:
+    """The model-level ``pa`` and ``mode`` are the layers' most common ones (as saved).
+
+    ``save_ticket`` derives them from the layers; a header that says otherwise (edited
+    and re-signed) would make :class:`TicketInfo` report one ticket while the layers
+    load as another.
+    """
+    if not info.layers:
+        return  # load_ticket refuses a ticket without layers by name
+    want_pa = Counter(rec["pa"] for rec in info.layers).most_common(1)[0][0]
+    want_mode = Counter(rec["mode"] for rec in info.layers).most_common(1)[0][0]
+    bad = []
+    if info.pa != want_pa:
+        bad.append(f"pa={info.pa!r} but its layers' pa is mostly {want_pa!r}")
+    if info.mode != want_mode:
+        bad.append(f"mode={info.mode!r} but its layers' mode is mostly {want_mode!r}")
+    if bad:
+        raise invalid_ticket(
+            path,
+            "its header says " + " and ".join(bad) + " (the metadata was edited after saving); "
+            "save the ticket again with save_ticket()",
+        )
 
 
 def read_ticket_file(path: PathLike) -> tuple[TicketInfo, dict[str, Tensor]]:
@@ -310,6 +383,7 @@ def read_ticket_file(path: PathLike) -> tuple[TicketInfo, dict[str, Tensor]]:
             "the SHA-256 of its tensors and metadata does not match the one recorded when it "
             "was saved (the file was corrupted or edited)",
         )
+    _check_model_settings(path, info)
     _check_keys(path, info, tensors)
     return info, tensors
 

@@ -65,7 +65,12 @@ def _ticket_tensors(
     aliases = names_of(model)
     with torch.no_grad():
         for name, layer in layers:
-            mask = layer.mask()
+            try:
+                mask = layer.mask()
+            except SpikeLotteryError as exc:  # NaN or infinite scores: no mask to save
+                raise SpikeLotteryError(
+                    f"cannot save the ticket: layer {name!r} has no valid mask: {exc}"
+                ) from None
             weight = layer.frozen_weight.detach()
             tensors[f"mask/{name}"] = pack_bits(mask)
             if layer.mode == "mp":
@@ -146,7 +151,9 @@ def save_ticket(
         The path written, as a :class:`~pathlib.Path`.
 
     Raises:
-        SpikeLotteryError: ``model`` has no score-mask layer.
+        SpikeLotteryError: ``model`` has no score-mask layer, or a layer's scores hold
+            NaN or infinite values (no exact mask exists; the message names the layer).
+            Nothing is written then.
         OSError: ``path`` cannot be written (the message names it).
 
     >>> net = sparsify(nn.Sequential(nn.Linear(16, 4)), pa=0.4, mode="mp")  # doctest: +SKIP
