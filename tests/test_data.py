@@ -724,6 +724,11 @@ def test_dataset_info_for_every_name():
         "cifar100": (100, 3, 32, False, (3, 32, 32)),
         "dvs128_gesture": (11, 2, 128, True, (16, 2, 128, 128)),
         "cifar10_dvs": (10, 2, 128, True, (10, 2, 128, 128)),
+        "digits_noisy": (10, 1, 8, False, (1, 8, 8)),
+        "digits_occluded": (10, 1, 8, False, (1, 8, 8)),
+        "digits_lowcontrast": (10, 1, 8, False, (1, 8, 8)),
+        "digits_few": (10, 1, 8, False, (1, 8, 8)),
+        "digits_dvs_noisy": (10, 2, 16, True, (4, 2, 16, 16)),
     }
     assert set(DATASETS) == set(expected)
     for name, (classes, channels, size, is_event, shape) in expected.items():

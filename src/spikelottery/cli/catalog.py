@@ -20,6 +20,11 @@ _SPLIT_SIZES: dict[str, tuple[int, int]] = {
     "cifar100": (50_000, 10_000),
     "dvs128_gesture": (1176, 288),
     "cifar10_dvs": (9000, 1000),
+    "digits_noisy": (1438, 359),
+    "digits_occluded": (1438, 359),
+    "digits_lowcontrast": (1438, 359),
+    "digits_few": (143, 359),
+    "digits_dvs_noisy": (1438, 359),
 }
 
 

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -212,10 +213,15 @@ def export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     out = Path(args.out)
     if not out.parent.is_dir():
         parser.error(f"argument --out: the folder {str(out.parent)!r} does not exist")
-    if out.is_dir():
+    if out.is_dir() or str(args.out).endswith(("/", os.sep)):
         parser.error(f"argument --out: {args.out!r} is a folder; give a file name")
     if out.exists() and out.resolve() == Path(args.ticket).resolve():
         parser.error(f"argument --out: {args.out!r} is the ticket itself")
+    if out.exists() and not _is_export(out, args.to):
+        parser.error(
+            f"argument --out: {args.out!r} exists and is not an earlier --to {args.to} export "
+            "(a run's results, a ticket?); choose a new file name or delete it first"
+        )
     rebuilt = rebuild(args.ticket, *read_run(parser, args.ticket))
     note = " (patch pruning is not applied)" if rebuilt.ticket.pb > 0 else ""
     if args.to == "dense":
@@ -232,6 +238,20 @@ def export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             f"{list(example.shape)} (one sample), output 'logits'{note}"
         )
     return 0
+
+
+def _is_export(path: Path, to: str) -> bool:
+    """``path`` is a file that ``spikelottery export --to <to>`` wrote (safe to replace)."""
+    if to == "onnx":
+        return path.suffix.lower() == ".onnx"
+    import safetensors
+
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # not safetensors at all: results.json, checkpoint.pt, ...
+        return False
+    return meta.get("format") == "spikelottery.dense"
 
 
 def _export_dense(rebuilt: Rebuilt, out: Path, ticket_path: str) -> tuple[int, int]:

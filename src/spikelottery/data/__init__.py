@@ -19,7 +19,7 @@ from .neuromorphic import (
     read_aedat2,
     read_aedat3,
 )
-from .registry import DATASETS, DatasetInfo, dataset_info, get_dataset
+from .registry import DATASETS, VARIANTS, DatasetInfo, dataset_info, get_dataset
 from .vision import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -43,6 +43,7 @@ __all__ = [
     "DIGITS_ATTRIBUTION",
     "DVS128GESTURE_CLASSES",
     "EVENT_DTYPE",
+    "VARIANTS",
     "CIFARDataset",
     "DVS128Gesture",
     "DatasetInfo",

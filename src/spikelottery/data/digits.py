@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import math
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
@@ -27,6 +28,7 @@ from torch.utils.data import Dataset
 
 from ..errors import SpikeLotteryError
 from ._checks import check_fraction, check_int, check_split
+from .corrupt import add_noise, corruption_generator, fewer_samples, lower_contrast, occlude
 
 __all__ = [
     "DIGITS_ATTRIBUTION",
@@ -138,6 +140,23 @@ def _digits_split(split: str, test_fraction: float, seed: int) -> np.ndarray:
     return train if split == "train" else test
 
 
+def _check_float(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False
+) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if (
+        ok
+        and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and value <= high
+    ):
+        return float(value)
+    bracket = "(" if low_open else "["
+    raise ValueError(
+        f"{name} must be a number in {bracket}{low:g}, {high:g}], got {name}={value!r}"
+    )
+
+
 def _resize(images: Tensor, resolution: int) -> Tensor:
     """``[N, C, h, w]`` to ``[N, C, resolution, resolution]``, bilinear, clamped to [0, 1]."""
     if images.shape[-1] == resolution and images.shape[-2] == resolution:
@@ -161,6 +180,17 @@ class DigitsDataset(Dataset):
         test_fraction: Fraction of each class in the test split.
         seed: Seed of the stratified split (numpy ``default_rng``).
         transform: Optional callable applied to each image tensor on access.
+        contrast: Harder variant: pull the images towards mid-grey by this factor in
+            ``(0, 1]`` (1: unchanged; see :mod:`spikelottery.data.corrupt`).
+        noise: Harder variant: Gaussian noise of this standard deviation (0: none).
+        occlusion: Harder variant: one random square of this fraction of the image side
+            set to 0 in every image (0: none).
+        train_fraction: Harder variant: keep this stratified fraction of the training
+            split (the test split is never reduced).
+
+    The variants are applied in the order contrast, noise, occlusion, at the final
+    resolution; their random draws depend on the variant, the split and ``seed`` only,
+    so every run sees the same images.
 
     >>> ds = DigitsDataset("test", resolution=16)
     >>> image, label = ds[0]
@@ -180,9 +210,19 @@ class DigitsDataset(Dataset):
         test_fraction: float = 0.2,
         seed: int = 0,
         transform: Callable[[Tensor], Any] | None = None,
+        contrast: float = 1.0,
+        noise: float = 0.0,
+        occlusion: float = 0.0,
+        train_fraction: float = 1.0,
     ) -> None:
         self.split = check_split(split)
         self.resolution = check_int("resolution", resolution)
+        self.contrast = _check_float("contrast", contrast, 0.0, 1.0, low_open=True)
+        self.noise = _check_float("noise", noise, 0.0, 1.0)
+        self.occlusion = _check_float("occlusion", occlusion, 0.0, 1.0)
+        self.train_fraction = _check_float(
+            "train_fraction", train_fraction, 0.0, 1.0, low_open=True
+        )
         if channels not in (1, 3) or isinstance(channels, bool):
             raise ValueError(f"channels must be 1 or 3, got channels={channels!r}")
         self.channels = int(channels)
@@ -194,13 +234,35 @@ class DigitsDataset(Dataset):
 
         raw_images, raw_labels = _load_raw()
         index = _digits_split(self.split, self.test_fraction, self.seed)
+        if self.split == "train" and self.train_fraction < 1.0:
+            index = index[fewer_samples(raw_labels[index], self.train_fraction, self.seed)]
         images = torch.from_numpy(raw_images[index].astype(np.float32) / 16.0).unsqueeze(1)
         images = _resize(images, self.resolution)
+        images = self._corrupt(images)
         if self.channels == 3:
             images = images.expand(-1, 3, -1, -1)
         self.images: Tensor = images.contiguous()
         self.labels: Tensor = torch.from_numpy(raw_labels[index].copy())
         self.indices: np.ndarray = index  # rows of the embedded file, for provenance
+
+    def _corrupt(self, images: Tensor) -> Tensor:
+        if self.contrast < 1.0:
+            images = lower_contrast(images, self.contrast)
+        if self.noise > 0.0:
+            images = add_noise(
+                images, self.noise, corruption_generator("noise", self.split, self.seed)
+            )
+        if self.occlusion > 0.0:
+            size = max(1, round(self.occlusion * self.resolution))
+            draws = corruption_generator("occlusion", self.split, self.seed)
+            images = occlude(images, size, draws)
+        return images
+
+    @property
+    def variant(self) -> dict[str, float]:
+        """The harder-variant settings that differ from the plain digits."""
+        plain = {"contrast": 1.0, "noise": 0.0, "occlusion": 0.0, "train_fraction": 1.0}
+        return {k: getattr(self, k) for k, v in plain.items() if getattr(self, k) != v}
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -215,5 +277,7 @@ class DigitsDataset(Dataset):
         return (
             f"{type(self).__name__}(split={self.split!r}, n={len(self)}, "
             f"resolution={self.resolution}, channels={self.channels}, "
-            f"test_fraction={self.test_fraction:g}, seed={self.seed})"
+            f"test_fraction={self.test_fraction:g}, seed={self.seed}"
+            + "".join(f", {k}={v:g}" for k, v in self.variant.items())
+            + ")"
         )

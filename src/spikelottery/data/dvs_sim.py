@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ._checks import check_fraction, check_int, check_split
+from .corrupt import corruption_generator, event_noise
 from .digits import DigitsDataset
 
 __all__ = [
@@ -371,6 +372,11 @@ class DigitsDVSDataset(Dataset):
         steps_per_saccade: Simulation sub-steps per saccade.
         log_eps: Offset in ``log(I + log_eps)``.
         transform: Optional callable applied to each ``[T, 2, H, W]`` frame tensor.
+        noise_rate: Harder variant: background-activity events, a Poisson count of this
+            mean per pixel, polarity and frame (the sensor noise of a real camera; the
+            recordings themselves hold about 0.56 events per pixel, polarity and frame
+            at the defaults). Drawn per split and ``seed`` only
+            (:func:`spikelottery.data.corrupt.event_noise`).
 
     >>> ds = DigitsDVSDataset("test", timesteps=4, resolution=16)
     >>> frames, label = ds[0]
@@ -395,9 +401,17 @@ class DigitsDVSDataset(Dataset):
         steps_per_saccade: int = 8,
         log_eps: float = 0.1,
         transform: Callable[[Tensor], Any] | None = None,
+        noise_rate: float = 0.0,
     ) -> None:
         self.split = check_split(split)
         self.timesteps = check_int("timesteps", timesteps)
+        if (
+            isinstance(noise_rate, bool)
+            or not isinstance(noise_rate, (int, float))
+            or not 0 <= noise_rate < float("inf")
+        ):
+            raise ValueError(f"noise_rate must be a number >= 0, got noise_rate={noise_rate!r}")
+        self.noise_rate = float(noise_rate)
         self.resolution = check_int("resolution", resolution, minimum=2)
         self.test_fraction = check_fraction("test_fraction", test_fraction)
         self.seed = check_int("seed", seed, minimum=0)
@@ -420,6 +434,9 @@ class DigitsDVSDataset(Dataset):
             self.steps_per_saccade,
             self.log_eps,
         )
+        if self.noise_rate > 0:
+            draws = corruption_generator("events", self.split, self.seed)
+            self.frames = event_noise(self.frames, self.noise_rate, draws)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -434,5 +451,7 @@ class DigitsDVSDataset(Dataset):
         return (
             f"{type(self).__name__}(split={self.split!r}, n={len(self)}, "
             f"timesteps={self.timesteps}, resolution={self.resolution}, "
-            f"threshold={self.threshold:g}, amplitude={self.amplitude:g})"
+            f"threshold={self.threshold:g}, amplitude={self.amplitude:g}"
+            + (f", noise_rate={self.noise_rate:g}" if self.noise_rate else "")
+            + ")"
         )

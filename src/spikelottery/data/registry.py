@@ -19,7 +19,7 @@ from .dvs_sim import DigitsDVSDataset
 from .neuromorphic import CIFAR10DVS, DVS128Gesture
 from .vision import cifar10, cifar100
 
-__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "get_dataset"]
+__all__ = ["DATASETS", "VARIANTS", "DatasetInfo", "dataset_info", "get_dataset"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,18 @@ _TABLE: dict[str, tuple[int, int, int, bool, int | None, bool]] = {
     "dvs128_gesture": (11, 2, 128, True, 16, True),
     "cifar10_dvs": (10, 2, 128, True, 10, True),
 }
+#: The harder variants of the embedded data (:mod:`spikelottery.data.corrupt`): name ->
+#: (the data set they vary, its constructor arguments). Deterministic: every run sees the
+#: same images.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "digits_noisy": ("digits", {"noise": 0.35}),
+    "digits_occluded": ("digits", {"occlusion": 0.5}),
+    "digits_lowcontrast": ("digits", {"contrast": 0.25, "noise": 0.1}),
+    "digits_few": ("digits", {"train_fraction": 0.1}),
+    "digits_dvs_noisy": ("digits_dvs", {"noise_rate": 1.0}),
+}
+for _name, (_base, _) in VARIANTS.items():
+    _TABLE[_name] = _TABLE[_base]
 DATASETS: tuple[str, ...] = tuple(_TABLE)
 
 
@@ -95,7 +107,7 @@ def dataset_info(
     if is_event and timesteps is not None:
         steps = check_int("timesteps", timesteps)
     if channels is not None:
-        if key != "digits":
+        if VARIANTS.get(key, (key,))[0] != "digits":
             raise ValueError(f"channels can only be chosen for 'digits', not for {key!r}")
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
@@ -114,7 +126,9 @@ def get_dataset(
 ) -> Dataset:
     """Build a data set by name.
 
-    ``"digits"`` and ``"digits_dvs"`` are embedded (``root`` is ignored); the others read
+    ``"digits"`` and ``"digits_dvs"`` are embedded (``root`` is ignored), and so are their
+    harder variants (:data:`VARIANTS`: ``"digits_noisy"``, ``"digits_occluded"``,
+    ``"digits_lowcontrast"``, ``"digits_few"``, ``"digits_dvs_noisy"``); the others read
     local files under ``root`` (see their classes for the layout).
 
     Args:
@@ -147,6 +161,9 @@ def get_dataset(
     if timesteps is not None:
         sized["timesteps"] = timesteps
     train = split == "train"
+    if key in VARIANTS:  # a harder variant: its arguments, which explicit ones override
+        key, variant = VARIANTS[key]
+        kwargs = {**variant, **kwargs}
     if key == "digits":
         return DigitsDataset(split, **sized, **kwargs)
     if key == "digits_dvs":

@@ -4,7 +4,7 @@ density, and reads the batch size ``B`` and the time steps ``T``."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +61,11 @@ def count_ops(
     layers see ``[T * B, C, ...]``); for linear and matmul ops the output's leading dims
     (``[B, ...]`` is one step per sample, ``[T, B, ...]`` and ``[T * B, ...]`` are ``T``);
     a single-step loop calls the layer ``T`` times. A layer's ``steps`` is its
-    sample-steps per sample (capped at ``T`` for linear and matmul ops, whose token dims
-    can look like time). ``T`` is ``timesteps`` if given, else the largest ``steps`` of any
-    conv, or, in a model without convs, the first layer's ``steps``. If a row's ``steps``
+    sample-steps per sample, capped at ``T`` (token dims can look like time, and a layer
+    applied ``k`` times per step has ``k`` times the MACs per step instead). ``T`` is
+    ``timesteps`` if given, else the largest step count of any conv (the sample-steps of
+    one call of a multi-step conv, all calls of a single-step one), or, in a model
+    without convs, the first layer's ``steps``. If a row's ``steps``
     looks wrong (sizes that coincide, e.g. ``B`` equal to ``T`` and to the token count),
     measure with another batch size.
 
@@ -188,6 +190,11 @@ def _split_batch(batch: Any) -> tuple[Tensor, int | None]:
 
 
 def _batches(inputs: Any) -> Iterator[Any]:
+    if isinstance(inputs, Mapping):
+        raise TypeError(
+            f"inputs must be a tensor, an (x, y) batch or an iterable of batches (e.g. a DataLoader), "
+            f"got a {type(inputs).__name__} (iterating it gives its keys); pass inputs[key] instead"
+        )
     if isinstance(inputs, (Tensor, tuple)):
         yield inputs
         return
@@ -221,8 +228,18 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
         )
         return (a.sample_steps + from_leads) / samples
 
+    batches = max(rec.batch_id + 1, 1)
+
+    def conv_steps(a: Tally) -> float:
+        # A multi-step conv sees [T * B, ...] on each call, a single-step loop calls it T
+        # times with [B, ...]: a module applied k times per step (weight tying) has k
+        # times the sample-steps, but its calls still show T.
+        total = per_sample(a, 1.0)
+        per_call = _near_int(total * batches / a.calls) if a.calls else total
+        return per_call if per_call > 1 else total
+
     if timesteps is None:
-        convs = [per_sample(a, 1.0) for a in tallies if a.kind == "conv"]
+        convs = [conv_steps(a) for a in tallies if a.kind == "conv"]
         t_est = max(convs) if convs else per_sample(tallies[0], 1.0)
         t_round = _near_int(t_est)
         if t_round != round(t_round) or t_round < 1:
@@ -236,8 +253,8 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
         t = float(timesteps)
 
     def steps_of(a: Tally) -> float:
-        r = _near_int(per_sample(a, t))
-        return r if a.kind == "conv" else min(t, r)
+        # At most T: a layer applied k times per step has k times the MACs per step.
+        return min(t, _near_int(per_sample(a, t)))
 
     def to_count(a: Tally, name: str, steps: float, module: str) -> OpCount:
         macs = _near_int(a.macs / samples / steps) if steps else 0.0
@@ -249,7 +266,7 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
         else:
             rate = a.act_sum / a.act_numel if a.act_numel else 0.0
         density = a.w_nnz / a.w_numel if a.w_nnz is not None and a.w_numel else 1.0
-        synops, values, per_step = _exact_counts(a, samples, t)
+        synops, values, per_step, values_per_step = _exact_counts(a, samples, t)
         return OpCount(
             name=name,
             kind=a.kind,
@@ -265,6 +282,7 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
             synops=synops,
             synops_values=values,
             synops_per_step=per_step,
+            synops_values_per_step=values_per_step,
             binarised=a.w_binarised,
         )
 
@@ -285,19 +303,22 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
 
 def _exact_counts(
     a: Tally, samples: int, t: float
-) -> tuple[float | None, float | None, tuple[float, ...]]:
-    """``(synops, synops_values, synops_per_step)`` per sample of a tally (``None`` and
-    ``()`` when some call could not be counted exactly)."""
+) -> tuple[float | None, float | None, tuple[float, ...], tuple[float, ...]]:
+    """``(synops, synops_values, synops_per_step, synops_values_per_step)`` per sample of
+    a tally (``None`` and ``()`` when some call could not be counted exactly)."""
     if a.syn_missing or not a.syn_steps or a.syn_values is None:
-        return None, None, ()
+        return None, None, (), ()
     steps = max(round(t), 1)
-    profile = torch.zeros(steps, dtype=torch.float64)
-    for (index, _shape, b), events in a.syn_steps.items():
-        profile += step_profile(events.detach().to("cpu", torch.float64), index, b, steps)
-    profile /= samples
-    synops = float(profile.sum())
+    profiles = []
+    for counts in (a.syn_steps, a.syn_value_steps):
+        profile = torch.zeros(steps, dtype=torch.float64)
+        for (index, _shape, b), events in counts.items():
+            profile += step_profile(events.detach().to("cpu", torch.float64), index, b, steps)
+        profiles.append(profile / samples)
+    synops = float(profiles[0].sum())
     values = float(a.syn_values) / samples
-    return synops, values, tuple(float(v) for v in profile)
+    events_steps, value_steps = (tuple(float(v) for v in p) for p in profiles)
+    return synops, values, events_steps, value_steps
 
 
 def step_profile(events: Tensor, index: int, b: int, t: int) -> Tensor:

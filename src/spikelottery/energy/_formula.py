@@ -76,6 +76,7 @@ def exact_view(
     108.0
     """
     o = options
+    per_step = count.synops_per_step
     if count.synops is None:
         (op, ops), reads, exact = formula, formula[1], False
     else:
@@ -92,6 +93,8 @@ def exact_view(
         else:
             values = count.synops_values
             op, ops = "AC", count.synops if values is None else values
+            if values is not None and count.synops_values_per_step:
+                per_step = count.synops_values_per_step  # split what is priced
     bits = 1 if count.binarised else o.weight_bits
     return {
         "exact_op": op,
@@ -100,7 +103,7 @@ def exact_view(
         "memory_pj": reads * bits * o.e_mem_bit,
         "exact": exact,
         "binarised": count.binarised,
-        "per_step": count.synops_per_step,
+        "per_step": per_step,
     }
 
 

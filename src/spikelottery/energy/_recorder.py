@@ -25,7 +25,7 @@ __all__ = ["NeuronTally", "Pair", "Recorder", "Steps", "SynCount", "Tally", "mat
 
 # The exact synaptic operations of one call (``_synops``): the non-zero-pair count per
 # leading row (at most two leading dims kept, e.g. ``[T * B]`` or ``[T, B]``) and the
-# count weighted by the input's absolute values (a 0-dim tensor, or ``None`` when equal).
+# count weighted by the input's absolute values, per row as well (``None`` when equal).
 SynCount = tuple[Tensor, Tensor | None]
 
 # Sample-steps of one call: a conv's batch dim, or (leading dims, B) of a linear / matmul
@@ -61,6 +61,8 @@ class Tally:
     # Exact synaptic operations: (call index in its batch, count shape, B) -> summed counts.
     syn_steps: dict[tuple[int, tuple[int, ...], int], Tensor] = field(default_factory=dict)
     syn_values: Tensor | None = None
+    # The same split of the counts weighted by the input's absolute values.
+    syn_value_steps: dict[tuple[int, tuple[int, ...], int], Tensor] = field(default_factory=dict)
     syn_missing: bool = False
     batch_id: int = -1
     batch_calls: int = 0
@@ -77,10 +79,15 @@ class Tally:
         events, values = syn
         if events.dim() > 2:
             events = events.flatten(2).sum(dim=2)
+        if values is None:
+            values = events
+        elif values.dim() > 2:
+            values = values.flatten(2).sum(dim=2)
         key = (index, tuple(events.shape), batch)
-        prev = self.syn_steps.get(key)
-        self.syn_steps[key] = events if prev is None else prev + events
-        total = events.sum() if values is None else values
+        for steps, rows in ((self.syn_steps, events), (self.syn_value_steps, values)):
+            prev = steps.get(key)
+            steps[key] = rows if prev is None else prev + rows
+        total = values.sum()
         self.syn_values = total if self.syn_values is None else self.syn_values + total
 
     def add(
@@ -122,14 +129,14 @@ class Tally:
 
 def matmul_count(a: Tensor, b: Tensor, spike_driven: bool) -> SynCount:
     """The :data:`SynCount` of ``a @ b``: non-zero pairs per product, and, when neither
-    operand is binary, the pairs weighted by ``|a|`` (the graded input).
+    operand is binary, the pairs weighted by ``|a|`` (the graded input), per product too.
 
     >>> ev, vals = matmul_count(torch.ones(2, 3), torch.ones(3, 4), True)
     >>> float(ev), vals
     (24.0, None)
     """
     events = matmul_synops(a, b)
-    return events, (None if spike_driven else matmul_synops(a, b, values_of="a").sum())
+    return events, (None if spike_driven else matmul_synops(a, b, values_of="a"))
 
 
 @dataclass

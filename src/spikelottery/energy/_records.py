@@ -42,6 +42,7 @@ class OpCount:
             binary input.
         synops_per_step: ``synops`` split over the time steps ``0 .. T-1`` (empty when
             not counted).
+        synops_values_per_step: ``synops_values`` split the same way.
         binarised: Every non-zero weight has the same magnitude (a binarised ``"mp"``
             ticket): stored at 1 bit in the memory-aware view.
 
@@ -65,6 +66,7 @@ class OpCount:
     synops_values: float | None = None
     synops_per_step: tuple[float, ...] = ()
     binarised: bool = False
+    synops_values_per_step: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,9 @@ class LayerEnergy:
             synaptic op at ``weight_bits`` (1 bit when ``binarised``) times ``e_mem_bit``.
         exact: The layer was counted exactly (else the exact view uses ``ops``).
         binarised: The weights are binarised (read at 1 bit).
-        per_step: Exact synaptic operations per time step (empty when not counted).
+        per_step: The exact view's operations per time step: ``exact_ops`` split over
+            the steps (a graded input weighted by its values, as ``exact_ops``), the first
+            layer at every step it ran (empty when not counted).
     """
 
     name: str

@@ -83,7 +83,7 @@ def _conv_count(
             "groups": _arg(args, kwargs, 6, "groups", 1),
         }
     events = conv_synops(x, w, **settings)
-    values = None if binary else conv_synops(x, w, values=True, **settings).sum()
+    values = None if binary else conv_synops(x, w, values=True, **settings)
     return events, values
 
 
@@ -124,7 +124,7 @@ def _rule_linear(
     stats = operand_stats(x)
     syn: SynCount | None = None
     if rec.exact and math.isfinite(stats[1]):
-        values = None if stats[0] else linear_synops(x, w, values=True).sum()
+        values = None if stats[0] else linear_synops(x, w, values=True)
         syn = (linear_synops(x, w), values)
     rec.record(
         "linear",
@@ -175,12 +175,12 @@ def _record_product(
         spike = sl[0] or (sr[0] and weight is None)
         if weight is b and a.dim() >= 1 and b.dim() == 2:  # x @ W: one count per row of x
             events = linear_synops(a, b.T)
-            syn = events, (None if spike else linear_synops(a, b.T, values=True).sum())
+            syn = events, (None if spike else linear_synops(a, b.T, values=True))
         elif left is a:
             syn = matmul_count(a, b, spike)
         else:  # x on the right of a weight: count W @ x with x as the graded input
             events = matmul_synops(a, b)
-            syn = events, (None if spike else matmul_synops(a, b, values_of="b").sum())
+            syn = events, (None if spike else matmul_synops(a, b, values_of="b"))
     rec.record(
         "matmul",
         shape,

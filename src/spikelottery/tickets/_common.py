@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from torch import nn
 
@@ -14,6 +15,7 @@ __all__ = [
     "DENSE_BASES",
     "PathLike",
     "active_patch_selector",
+    "as_path",
     "dense_base",
     "patch_pruning",
     "quote_names",
@@ -21,6 +23,24 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
+
+
+def as_path(path: object, *, what: str = "path") -> Path:
+    """``path`` as a :class:`~pathlib.Path`, or a ``TypeError`` that names the argument.
+
+    >>> as_path(5)
+    Traceback (most recent call last):
+    ...
+    TypeError: path must be a str or an os.PathLike (a file name), got int 5
+    """
+    if isinstance(path, str) or (
+        isinstance(path, os.PathLike) and isinstance(os.fspath(path), str)
+    ):
+        return Path(path)
+    raise TypeError(
+        f"{what} must be a str or an os.PathLike (a file name), got {type(path).__name__} {path!r}"
+    )
+
 
 # The PyTorch layer types a ticket records (its ``dense`` field) and loads into.
 DENSE_BASES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)

@@ -17,7 +17,7 @@ from ..layers import SubnetLayer
 from ..neuron import LIFNeuron
 from ..patch import attach_patch_selector
 from ..sparsify import densify
-from ._common import PathLike
+from ._common import PathLike, as_path
 
 __all__ = ["export_dense", "export_onnx"]
 
@@ -93,7 +93,7 @@ def export_onnx(
     >>> export_onnx(net, "ticket.onnx", torch.rand(1, 3, 32, 32))  # doctest: +SKIP
     PosixPath('ticket.onnx')
     """
-    path = Path(path)
+    path = as_path(path)
     dense = export_dense(model).eval()
     for module in dense.modules():
         if isinstance(module, LIFNeuron):

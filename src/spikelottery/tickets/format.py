@@ -29,7 +29,7 @@ from torch import Tensor
 from .._version import __version__
 from ..errors import SpikeLotteryError
 from ..patch.select import LAYOUTS
-from ._common import PathLike, quote_names
+from ._common import PathLike, as_path, quote_names
 
 __all__ = [
     "FORMAT_NAME",
@@ -365,7 +365,13 @@ def read_ticket_file(path: PathLike) -> tuple[TicketInfo, dict[str, Tensor]]:
         SpikeLotteryError: The file is not a ticket, is truncated or corrupted (the SHA-256
             does not match), is of another format version, or lacks a layer's tensors.
     """
-    path = Path(path)
+    path = as_path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            21,
+            f"cannot read the ticket: {str(path)!r} is a folder; give the ticket file",
+            str(path),
+        )
     data = path.read_bytes()
     header = _parse_header(path, data)
     meta = header.get("__metadata__") or {}

@@ -23,7 +23,7 @@ from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from ..masks import topk_mask
 from ..sparsify import sparsify
-from ._common import DENSE_BASES, PathLike, dense_base, quote_names, subnet_layers
+from ._common import DENSE_BASES, PathLike, as_path, dense_base, quote_names, subnet_layers
 from .format import TicketInfo, invalid_ticket, read_ticket_file, unpack_bits
 
 __all__ = ["load_ticket"]
@@ -308,7 +308,7 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    path = Path(path)
+    path = as_path(path)
     info, tensors = read_ticket_file(path)
     if not info.layers:
         raise invalid_ticket(path, "it lists no score-mask layer")

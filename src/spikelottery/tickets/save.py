@@ -17,7 +17,14 @@ from .._modules import names_of
 from .._version import __version__
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
-from ._common import PathLike, active_patch_selector, dense_base, patch_pruning, subnet_layers
+from ._common import (
+    PathLike,
+    active_patch_selector,
+    as_path,
+    dense_base,
+    patch_pruning,
+    subnet_layers,
+)
 from .format import FORMAT_NAME, FORMAT_VERSION, USER_PREFIX, pack_bits, ticket_digest
 
 __all__ = ["save_ticket"]
@@ -169,7 +176,7 @@ def save_ticket(
     if not isinstance(include_scores, bool):
         raise TypeError(f"include_scores must be a bool, got {include_scores!r}")
     user = _check_user_metadata(metadata)
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir():
         raise IsADirectoryError(
             21, f"cannot save the ticket: {str(path)!r} is a folder; give a file name", str(path)
