@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 
 import spikelottery._compat
 from _engine_testing import EAGER, tiny
-from spikelottery import SpikeLotteryError, densify, sparsify, summary
+from spikelottery import SpikeLotteryError, check_ticket, densify, sparsify, summary
 from spikelottery._compat import quiet_cuda_home_probe
 from spikelottery.engine import ConfigError, TrainConfig, Trainer, load_config_file
 from spikelottery.engine.outputs import check_out
@@ -513,3 +513,32 @@ def test_the_cuda_home_log_line_is_hidden_until_its_module_is_imported(monkeypat
     monkeypatch.setitem(sys.modules, name, sys)  # imported: nothing is changed any more
     with quiet_cuda_home_probe():
         assert logger.isEnabledFor(logging.WARNING)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--timesteps", "100000000000000000000", "timesteps must be at most 4096"),
+        ("--resolution", "1000000000", "resolution must be at most 4096"),
+    ],
+)
+def test_huge_sizes_are_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    from spikelottery.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main(["run", flag, value, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and flag in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("example", ["x", 3, None, ("a", 1)])
+def test_check_ticket_needs_a_tensor(example: object) -> None:
+    net = sparsify(nn.Sequential(nn.Linear(3, 3)), 0.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(TypeError, match="example_inputs must hold a tensor"):
+        check_ticket(net, example)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())

@@ -77,3 +77,12 @@ def test_cli_method_flag(tmp_path, capsys) -> None:
     assert exit_info.value.code == 2
     assert "--mode" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_docs_preset_table_is_current() -> None:
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "experiments.md"
+    assert preset_table() in docs.read_text(encoding="utf-8"), (
+        "docs/experiments.md: paste spikelottery.engine.presets.preset_table() again"
+    )

@@ -118,7 +118,7 @@ def test_summary_means_and_intervals(runs: Path, tmp_path: Path) -> None:
         assert float(row["accuracy_ci_high"]) == pytest.approx(mean + half, abs=1e-4)
         assert float(row["energy_mj_mean"]) == pytest.approx(3e-3)
         assert float(row["seconds_per_epoch_mean"]) == pytest.approx(2.0)
-        assert float(row["epochs_mean"]) == 2  # the training cost, beside the accuracy
+        assert float(row["epochs_run_mean"]) == 2  # the training cost, beside the accuracy
     with open(tmp_path / "report" / "runs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 20
     md = (tmp_path / "report" / "summary.md").read_text()
@@ -188,3 +188,36 @@ def test_cli(runs: Path, tmp_path: Path, capsys, args: list[str], message: str |
 def test_cli_empty_folder(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_energy_views_per_layer_and_the_epochs_setting(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for method, seed, scale in [("mpslt", 0, 1.0), ("mpslt", 1, 3.0), ("mplt", 0, 2.0)]:
+        folder = _write_run(
+            root,
+            f"{method}-{seed}",
+            method=method,
+            spiking=method == "mpslt",
+            seed=seed,
+            accuracy=0.8,
+            epochs=7,
+        )
+        data = json.loads((folder / "results.json").read_text())
+        data["energy"] = {
+            "totals": {"exact_snn_mj": 2e-4 * scale, "memory_snn_mj": 5e-4, "ann_int8_mj": 1e-5},
+            "rows": [
+                {"name": "conv1", "snn_mj": 1e-4 * scale, "exact_mj": 5e-5 * scale},
+                {"name": "fc", "snn_mj": 2e-4, "exact_mj": 1e-4},
+            ],
+        }
+        (folder / "results.json").write_text(json.dumps(data))
+    report = make_report([root], tmp_path / "report")
+    with open(tmp_path / "report" / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["epochs"] for r in rows} == {"7"}  # the setting, not the epochs that ran
+    assert {r["epochs_run"] for r in rows} == {"2"}
+    by = {(r["method"], r["seed"]): r for r in rows}
+    assert float(by[("mpslt", "1")]["energy_exact_mj"]) == pytest.approx(6e-4)
+    assert float(by[("mplt", "0")]["ann_int8_energy_mj"]) == pytest.approx(1e-5)
+    assert (tmp_path / "report" / "energy_per_layer.svg").is_file()
+    assert any(p.name == "energy_per_layer.png" for p in report.files)

@@ -20,9 +20,11 @@ from spikelottery import (
     densify,
     find_patch_selectors,
     kept_count,
+    kept_fraction,
     load_ticket,
     save_ticket,
     sparsify,
+    summary,
 )
 
 
@@ -408,3 +410,18 @@ def test_r2_dataparallel_replicas_compute_the_ticket() -> None:
     for name in ("weight", "bias", "scores"):  # what torch.nn.parallel.replicate does
         setattr(replica, name, layer._parameters[name])
     torch.testing.assert_close(replica(x), layer(x))
+
+
+def test_tied_layers_count_once_in_summary_and_kept_fraction() -> None:
+    # Third review: two Linear layers tied to one weight were counted twice in the totals.
+    torch.manual_seed(0)
+    a, b = nn.Linear(8, 16), nn.Linear(8, 16)
+    b.weight = a.weight
+    net = nn.ModuleDict({"a": a, "b": b, "c": nn.Linear(16, 4)})
+    sparsify(net, 0.6)
+    unique = 16 * 8 + 4 * 16
+    kept = (16 * 8 - int(0.6 * 16 * 8)) + (4 * 16 - int(0.6 * 4 * 16))
+    s = summary(net)
+    assert [r["name"] for r in s.rows] == ["a", "b", "c"]  # each tied layer listed
+    assert (s.total_weights, s.kept_weights) == (unique, kept)
+    assert kept_fraction(net) == kept / unique

@@ -238,6 +238,7 @@ def check_ticket(
         bypass into an error.
 
     Raises:
+        TypeError: ``model`` is not a module, or ``example_inputs`` holds no tensor.
         SpikeLotteryError: ``model`` has no score-mask layer, or its output has no tensor.
 
     >>> from spikelottery import sparsify
@@ -256,6 +257,11 @@ def check_ticket(
             "check_ticket(model): the model has no score-mask layer; call sparsify(model, pa) first"
         )
     args = _args(example_inputs)
+    if not _tensors(list(args)):
+        raise TypeError(
+            "check_ticket: example_inputs must hold a tensor (an input batch, or a tuple of "
+            f"forward arguments with one), got {type(example_inputs).__name__}"
+        )
     result = TicketCheck(layers=[name for name, _ in layers.values()])
     modes = [(m, m.training) for m in model.modules()]  # per module: frozen BN, MC dropout
     flags = [(layer.scores, layer.scores.requires_grad) for _, layer in layers.values()]

@@ -75,7 +75,8 @@ class TicketSummary:
 def summary(model: nn.Module) -> TicketSummary:
     """Kept count, alpha and mode per score-mask layer, and the total sparsity.
 
-    A layer used at several places in the model is listed once.
+    A layer used at several places in the model is listed once; layers tied to one
+    frozen weight (and so one set of scores) are listed each and counted once in the totals.
 
     >>> from spikelottery import sparsify
     >>> print(summary(sparsify(nn.Sequential(nn.Linear(10, 10)), pa=0.3)))  # doctest: +ELLIPSIS
@@ -98,14 +99,17 @@ def summary(model: nn.Module) -> TicketSummary:
                     "kept": int(module.mask().sum()),
                     "total": weight.numel(),
                     "alpha": None if alpha is None else float(alpha),
+                    "_scores": id(module.scores),
                 }
             )
     if not rows:
         raise SpikeLotteryError(
             "summary(model): the model has no score-mask layer; call sparsify(model, pa) first"
         )
-    total = sum(r["total"] for r in rows)
-    kept = sum(r["kept"] for r in rows)
+    # Layers tied to one frozen weight and one set of scores are listed each, counted once.
+    unique = {r.pop("_scores"): r for r in rows}.values()
+    total = sum(r["total"] for r in unique)
+    kept = sum(r["kept"] for r in unique)
     n_params = sum(p.numel() for p in model.parameters())
     return TicketSummary(rows=rows, total_weights=total, kept_weights=kept, total_params=n_params)
 
@@ -117,8 +121,10 @@ def kept_fraction(model: nn.Module) -> float:
             f"kept_fraction(model): model must be an nn.Module, got {type(model).__name__}"
         )
     total = kept = 0
+    seen: set[int] = set()  # tied layers share their scores: their weights count once
     for module in model.modules():
-        if isinstance(module, SubnetLayer):
+        if isinstance(module, SubnetLayer) and id(module.scores) not in seen:
+            seen.add(id(module.scores))
             total += module.frozen_weight.numel()
             kept += module.kept  # under a global scope, the count its scores give now
     return kept / total if total else 1.0

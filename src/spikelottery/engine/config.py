@@ -124,6 +124,10 @@ _DOWNLOADABLE = ("cifar10", "cifar100")
 #: compile costs about 10 s on 2 CPU cores and saves 0.03-0.07 s per step of the demo
 #: network (benchmarks/bench_startup.py).
 COMPILE_MIN_STEPS = 300
+#: Upper bounds of ``timesteps`` and ``resolution``: far above any paper's values, low
+#: enough that a typo fails here, naming the setting, not deep inside torch.
+MAX_TIMESTEPS = 4096
+MAX_RESOLUTION = 4096
 
 
 @document_settings
@@ -193,8 +197,8 @@ class TrainConfig:
     )
     timesteps: int = setting(
         4,
-        help="``T``: repeats of a static image, or frames of event data.",
-        check=integer(1),
+        help="``T``: repeats of a static image, or frames of event data (at most 4096).",
+        check=integer(1, maximum=MAX_TIMESTEPS),
         group=_NEURONS,
     )
     beta: float = setting(
@@ -350,8 +354,9 @@ class TrainConfig:
     )
     resolution: int | None = setting(
         None,
-        help="Image side in pixels; ``None``: the data set's own (the digits are 8x8).",
-        check=integer(1, optional=True),
+        help="Image side in pixels (at most 4096); ``None``: the data set's own (the digits "
+        "are 8x8).",
+        check=integer(1, optional=True, maximum=MAX_RESOLUTION),
         group=_EXPERIMENT,
     )
     augment: bool = setting(

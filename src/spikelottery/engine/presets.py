@@ -26,7 +26,14 @@ from typing import Any
 
 from .settings import ConfigError
 
-__all__ = ["PRESETS", "Preset", "check_method", "preset_table", "resolve_method"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "check_method",
+    "preset_problem",
+    "preset_table",
+    "resolve_method",
+]
 
 #: The regex of the paper's ConvPEP patch embedding (the zoo's Spikformers).
 PATCH_EMBED = "patch_embed"
@@ -41,8 +48,10 @@ class Preset:
         defaults: Settings the method starts from; a run or a sweep may change them.
         column: Where the method appears in the paper (table column or figure legend).
         description: One line: what trains and what is sparse.
-        requires: Optional check of the resolved settings; returns an error message
-            (naming the setting) or ``None``.
+        requires: Optional check of the resolved settings (of ``pb``); returns an error
+            message or ``None``.
+        early_time: Whether the method searches at ``search_timesteps`` (an Early-Time
+            ticket): ``True`` needs it set, ``False`` needs it unset.
     """
 
     fixed: Mapping[str, Any]
@@ -50,6 +59,7 @@ class Preset:
     column: str = ""
     description: str = ""
     requires: Callable[[Mapping[str, Any]], str | None] | None = None
+    early_time: bool = False
 
 
 def _no_patches(values: Mapping[str, Any]) -> str | None:
@@ -64,7 +74,10 @@ def _some_patches(values: Mapping[str, Any]) -> str | None:
     return None
 
 
-_MP_EMBED = {"mode": "mp", "filter": PATCH_EMBED}
+#: A score search (edge-popup) with one threshold per layer: what the paper's columns use;
+#: ``imp``, ``random`` and ``scope="global"`` are other methods with presets of their own.
+_SCORES = {"search": "scores", "scope": "layer"}
+_MP_EMBED = {"mode": "mp", "filter": PATCH_EMBED, **_SCORES}
 
 #: Every preset by name. The first ten are the paper's columns (DESIGN "Method names"),
 #: the rest the baselines of ``search`` and ``scope`` (docs/methods.md).
@@ -81,25 +94,25 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             description="the spiking network, dense weights trained",
         ),
         "lt": Preset(
-            {"spiking": False, "mode": "lt"},
+            {"spiking": False, "mode": "lt", "filter": None, **_SCORES},
             column="Table I 'LTs'",
             description="ANN ticket: scores train, frozen random weights W*M (edge-popup)",
             requires=_no_patches,
         ),
         "slt": Preset(
-            {"spiking": True, "mode": "lt"},
+            {"spiking": True, "mode": "lt", "filter": None, **_SCORES},
             column="Table I 'SLTs'",
             description="spiking ticket: scores train, frozen random weights W*M",
             requires=_no_patches,
         ),
         "mplt": Preset(
-            {"spiking": False, "mode": "mp"},
+            {"spiking": False, "mode": "mp", "filter": None, **_SCORES},
             column="Table I 'MPLTs'",
             description="binarised ANN ticket: alpha*sign(W)*M",
             requires=_no_patches,
         ),
         "mpslt": Preset(
-            {"spiking": True, "mode": "mp"},
+            {"spiking": True, "mode": "mp", "filter": None, **_SCORES},
             column="Table I 'MPSLTs'",
             description="binarised spiking ticket: alpha*sign(W)*M",
             requires=_no_patches,
@@ -152,6 +165,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             column="baseline (Kim et al. ECCV 2022, Early-Time)",
             description="spiking IMP whose pruning rounds run at search_timesteps",
             requires=_no_patches,
+            early_time=True,
         ),
         "et-slt": Preset(
             {"spiking": True, "mode": "lt", "search": "scores"},
@@ -159,6 +173,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             column="Early-Time (Kim et al.) for SLTs",
             description="spiking ticket whose scores are searched at search_timesteps",
             requires=_no_patches,
+            early_time=True,
         ),
         "random": Preset(
             {"spiking": True, "mode": "lt", "search": "random"},
@@ -221,6 +236,51 @@ def resolve_method(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def preset_problem(name: str, values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first setting of complete ``values`` that contradicts the method ``name``.
+
+    Args:
+        name: A preset name.
+        values: Complete run settings (missing keys count as ``None``).
+
+    Returns:
+        ``(setting, message)``, or ``None`` when the settings are a run of the method.
+
+    >>> preset_problem("slt", {"spiking": True, "mode": "lt", "filter": None,
+    ...                        "search": "scores", "scope": "layer", "search_timesteps": 2})[0]
+    'search_timesteps'
+    """
+    preset = _preset(name)
+    for key, value in preset.fixed.items():
+        if values.get(key) != value:
+            return key, (
+                f"method {name!r} sets {key}={value!r}, got {key}={values.get(key)!r}; build "
+                f"the config with TrainConfig.for_method({name!r}, ...) or leave {key} out"
+            )
+    steps = values.get("search_timesteps")
+    if preset.early_time and steps is None:
+        return "search_timesteps", (
+            f"method {name!r} is an Early-Time ticket: it searches at search_timesteps, "
+            "got search_timesteps=None; set it (e.g. 2) or choose the method without 'et-'"
+        )
+    if not preset.early_time and steps is not None:
+        early = [
+            n
+            for n, p in PRESETS.items()
+            if p.early_time and p.fixed.items() <= preset.fixed.items()
+        ]
+        instead = f"use method {early[0]!r}" if early else "leave it out"
+        return "search_timesteps", (
+            f"method {name!r} searches at timesteps, got search_timesteps={steps!r} (an "
+            f"Early-Time ticket); {instead}"
+        )
+    if preset.requires is not None:
+        problem = preset.requires(values)
+        if problem is not None:
+            return "pb", f"method {name!r} {problem}"
+    return None
+
+
 def check_method(values: Mapping[str, Any]) -> None:
     """Check that complete settings agree with their ``method`` (if any).
 
@@ -230,18 +290,9 @@ def check_method(values: Mapping[str, Any]) -> None:
     name = values.get("method")
     if name is None:
         return
-    preset = _preset(name)
-    for key, value in preset.fixed.items():
-        if values.get(key) != value:
-            raise ConfigError(
-                key,
-                f"method {name!r} sets {key}={value!r}, got {key}={values.get(key)!r}; build "
-                f"the config with TrainConfig.for_method({name!r}, ...) or leave {key} out",
-            )
-    if preset.requires is not None:
-        problem = preset.requires(values)
-        if problem is not None:
-            raise ConfigError("pb", f"method {name!r} {problem}")
+    problem = preset_problem(name, values)
+    if problem is not None:
+        raise ConfigError(*problem)
 
 
 def preset_table() -> str:

@@ -219,16 +219,19 @@ def format_default(value: Any) -> str:
 # --------------------------------------------------------------------------- checks
 
 
-def integer(minimum: int, *, optional: bool = False) -> Check:
-    """A check: an int (not a bool) of at least ``minimum``; ``None`` too if ``optional``."""
+def integer(minimum: int, *, optional: bool = False, maximum: int | None = None) -> Check:
+    """A check: an int (not a bool) in ``[minimum, maximum]``; ``None`` too if ``optional``."""
 
     def check(name: str, value: Any) -> int | None:
         if isinstance(value, np.integer):
             value = int(value)
         try:
-            return check_int(name, value, minimum=minimum, optional=optional)
+            out = check_int(name, value, minimum=minimum, optional=optional)
         except ValueError as exc:
             raise ConfigError(name, str(exc)) from None
+        if out is not None and maximum is not None and out > maximum:
+            raise ConfigError(name, f"{name} must be at most {maximum}, got {name}={out}")
+        return out
 
     return check
 

@@ -18,14 +18,22 @@ from typing import Any
 
 from ..engine import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
 from ..engine.config import field_defaults, runtime_fields
-from ..engine.presets import PRESETS
+from ..engine.presets import PRESETS, preset_problem
 from ..errors import SpikeLotteryError
 from ..sweep import FAILED_FILE, JOBS_FILE, SETTINGS_FILE
 
-__all__ = ["METRICS", "SETTING_COLUMNS", "collect_runs", "infer_method", "varying_axes"]
+__all__ = [
+    "ENERGY_VIEWS",
+    "LAYERS_KEY",
+    "METRICS",
+    "SETTING_COLUMNS",
+    "collect_runs",
+    "infer_method",
+    "varying_axes",
+]
 
 #: The metric columns of a row, in order.
-METRICS = (
+_RESULTS_METRICS = (
     "accuracy",
     "loss",
     "kept_fraction",
@@ -34,9 +42,17 @@ METRICS = (
     "ann_energy_mj",
     "firing_rate",
     "seconds",
-    "epochs",
-    "seconds_per_epoch",
 )
+#: The other energy views of results.json's ``energy.totals``: column -> key there.
+ENERGY_VIEWS = {
+    "energy_exact_mj": "exact_snn_mj",
+    "energy_memory_mj": "memory_snn_mj",
+    "ann_int8_energy_mj": "ann_int8_mj",
+}
+#: ``epochs_run``: the epochs the run trained (all its stages); ``epochs`` is a setting.
+METRICS = (*_RESULTS_METRICS, *ENERGY_VIEWS, "epochs_run", "seconds_per_epoch")
+#: The key of a row's per-layer energy table (a list of dicts; not a CSV column).
+LAYERS_KEY = "energy_layers"
 _RUNTIME = runtime_fields() | {"overwrite"}
 #: The setting columns of a row: every field that changes what a run computes.
 SETTING_COLUMNS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in _RUNTIME)
@@ -52,14 +68,9 @@ def infer_method(config: Mapping[str, Any]) -> str:
     """
     if config.get("method"):
         return str(config["method"])
-    defaults = field_defaults()
-    keys = {k for preset in PRESETS.values() for k in preset.fixed}
-    for name, preset in PRESETS.items():
-        # Every setting some preset fixes must match: the preset's value, else the default.
-        expected = {k: defaults[k] for k in keys} | dict(preset.fixed)
-        if all(config.get(k, defaults[k]) == v for k, v in expected.items()) and (
-            preset.requires is None or preset.requires(config) is None
-        ):
+    values = field_defaults() | dict(config)  # an older results.json may lack a setting
+    for name in PRESETS:
+        if preset_problem(name, values) is None:
             return name
     return "custom"
 
@@ -78,7 +89,7 @@ def _finite(value: Any) -> float | None:
 
 
 def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
-    config = data.get("config")
+    config = data.get("config") if isinstance(data, dict) else None
     if not isinstance(config, dict):
         raise SpikeLotteryError(f"{str(path)!r} has no 'config' table: not a run's results.json")
     history = data.get("history") or []
@@ -90,8 +101,24 @@ def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
         "method": infer_method(config),
     }
     row.update({k: config.get(k) for k in SETTING_COLUMNS if k != "method"})
-    row.update({k: _finite(data.get(k)) for k in METRICS[:8]})
-    row["epochs"] = len(history)
+    row.update({k: _finite(data.get(k)) for k in _RESULTS_METRICS})
+    energy = data.get("energy")
+    energy = energy if isinstance(energy, dict) else {}
+    totals = energy.get("totals")
+    totals = totals if isinstance(totals, dict) else {}
+    row.update({col: _finite(totals.get(key)) for col, key in ENERGY_VIEWS.items()})
+    layers = energy.get("rows")
+    layers = layers if isinstance(layers, list) else []
+    row[LAYERS_KEY] = [
+        {
+            "name": str(r.get("name")),
+            "snn_mj": _finite(r.get("snn_mj")),
+            "exact_mj": _finite(r.get("exact_mj")),
+        }
+        for r in layers
+        if isinstance(r, dict)
+    ]
+    row["epochs_run"] = len(history)
     row["seconds_per_epoch"] = sum(per_epoch) / len(per_epoch) if per_epoch else None
     return row
 
@@ -143,7 +170,10 @@ def collect_runs(dirs: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]
             if folder in seen:
                 continue
             seen.add(folder)
-            row = _row_from_results(path, _read_json(path))
+            data = _read_json(path)
+            if isinstance(data, list):  # `spikelottery demo`'s list of its runs (in subfolders)
+                continue
+            row = _row_from_results(path, data)
             if path.parent.name in jobs:
                 row["slurm_job"] = jobs[path.parent.name]
             rows.append(row)

@@ -1,5 +1,6 @@
 """The report's figures, laid out like the paper's: accuracy against ``pa``, ``pb``, ``T`` and
-the decay per method, energy per method, and accuracy against energy (the Pareto view).
+the decay per method, energy per method, accuracy against energy (the Pareto view), and the
+energy per layer (the paper's formula beside the exact synaptic operations).
 
 Each figure has one panel per combination of the other varying settings (data set,
 model, ...), one line per method, the mean over seeds with its 95% interval as error
@@ -17,6 +18,7 @@ from typing import Any
 
 from .._io import atomic_path
 from ..errors import SpikeLotteryError
+from .collect import LAYERS_KEY
 from .tables import group_key, summary_rows
 
 __all__ = ["CURVES", "MAX_PANELS", "write_figures"]
@@ -150,7 +152,63 @@ def write_figures(
             written += _pareto(plt, points, outer, out)
     elif not done:
         notes.append("energy figures: no finished run has an energy estimate")
+    with_layers = [r for r in done if r.get(LAYERS_KEY)]
+    if with_layers:
+        groups = _layer_groups(with_layers, axes)
+        if len(groups) > MAX_PANELS:
+            notes.append(f"energy_per_layer: {len(groups)} panels (over {MAX_PANELS}); not drawn")
+        else:
+            written += _energy_per_layer(plt, groups, out)
     return written, notes
+
+
+def _layer_groups(
+    rows: Sequence[Mapping[str, Any]], axes: Sequence[str]
+) -> dict[str, dict[str, list[float | None]]]:
+    """Per group of runs (every varying axis but the seed): each layer's mean energies."""
+    keys = [a for a in axes if a != "seed"]
+    members: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        title = ", ".join(f"{a}={r.get(a)}" for a in keys) or "all runs"
+        members.setdefault(title, []).append(r)
+    out: dict[str, dict[str, list[float | None]]] = {}
+    for title, group in sorted(members.items()):
+        names = [layer["name"] for layer in group[0][LAYERS_KEY]]
+        means: dict[str, list[float | None]] = {}
+        for view in ("snn_mj", "exact_mj"):
+            column: list[float | None] = []
+            for i in range(len(names)):
+                values = [
+                    r[LAYERS_KEY][i][view]
+                    for r in group
+                    if len(r[LAYERS_KEY]) > i and r[LAYERS_KEY][i][view] is not None
+                ]
+                column.append(sum(values) / len(values) if values else None)
+            means[view] = column
+        out[title] = {"names": names, **means}  # type: ignore[dict-item]
+    return out
+
+
+def _energy_per_layer(plt: Any, groups: Mapping[str, Mapping[str, Any]], out: Path) -> list[Path]:
+    fig, subplots = _grid(plt, len(groups))
+    for ax, (title, g) in zip(subplots, groups.items(), strict=True):
+        x = list(range(len(g["names"])))
+        for offset, view, label in (
+            (-0.2, "snn_mj", "paper formula"),
+            (0.2, "exact_mj", "exact synaptic ops"),
+        ):
+            values = [1e6 * (v or 0.0) for v in g[view]]
+            ax.bar([i + offset for i in x], values, width=0.4, label=label)
+        ax.set_xticks(x, g["names"], rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("energy per sample (nJ)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    fig.suptitle("Energy per layer (mean over seeds)", fontsize=10)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.97))  # room for the rotated layer names
+    paths = _save(fig, out / "energy_per_layer")
+    plt.close(fig)
+    return paths
 
 
 def _energy_bars(

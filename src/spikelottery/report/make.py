@@ -43,7 +43,7 @@ class Report:
         parts = ["## Summary over seeds", "", to_markdown(self.summary, self.axes)]
         if self.comparison:
             a, b = self.comparison[0]["a"], self.comparison[0]["b"]
-            group = [x for x in self.axes if x not in ("method", "seed")]
+            group = _compare_axes(self.axes, self.comparison)
             parts += [
                 "",
                 f"## Paired difference: {a} - {b} (accuracy points, over matching seeds)",
@@ -59,6 +59,12 @@ class Report:
                 for r in self.unfinished
             ]
         return "\n".join(parts) + "\n"
+
+
+def _compare_axes(axes: Sequence[str], comparison: Sequence[Mapping[str, Any]]) -> list[str]:
+    # The comparison's groups: the axes but the method, the seed and the settings that
+    # tell the two methods apart (pb of MultiSp against PEPSp), which compare_rows drops.
+    return [x for x in axes if x not in ("method", "seed") and x in comparison[0]]
 
 
 def _check_duplicates(rows: Sequence[Mapping[str, Any]]) -> None:
@@ -135,7 +141,7 @@ def make_report(
         assert compare is not None
         a, b = compare
         stem = f"compare_{a}_vs_{b}"
-        group = [x for x in axes if x not in ("method", "seed")]
+        group = _compare_axes(axes, report.comparison)
         _write(folder / f"{stem}.csv", to_csv(report.comparison), report.files)
         _write(
             folder / f"{stem}.md",

@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..engine.presets import PRESETS
 from .collect import varying_axes
 from .stats import summarize
 
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 #: The metrics summarised over seeds.
-SUMMARY_METRICS = ("accuracy", "energy_mj", "kept_fraction", "epochs", "seconds_per_epoch")
+SUMMARY_METRICS = ("accuracy", "energy_mj", "kept_fraction", "epochs_run", "seconds_per_epoch")
 
 
 def group_key(row: Mapping[str, Any], axes: Sequence[str]) -> str:
@@ -111,7 +112,8 @@ def compare_rows(
     """
     done = [r for r in _done(rows) if r.get("method") in (a, b)]
     axes = list(axes) if axes is not None else varying_axes(done, exclude=("method",))
-    match_axes = [x for x in axes if x != "method"]
+    decided = _decided_by_methods(done, a, b)
+    match_axes = [x for x in axes if x != "method" and x not in decided]
     group_axes = [x for x in match_axes if x != "seed"]
     by_method: dict[str, dict[str, Mapping[str, Any]]] = {a: {}, b: {}}
     for r in done:
@@ -141,6 +143,27 @@ def compare_rows(
         entry["unpaired"] = unpaired.get(gk, 0)
         out.append(entry)
     return out
+
+
+def _decided_by_methods(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> set[str]:
+    """The settings that presets ``a`` or ``b`` decide and that take one value per method.
+
+    MultiSp is PEPSp plus ``pb``, an Early-Time ticket is a ticket searched at
+    ``search_timesteps``: such a setting tells the methods apart, so runs are paired
+    across it. A setting that varies within a method stays a matching axis (pairing
+    across it would be ambiguous).
+    """
+    owned: set[str] = set()
+    for name in (a, b):
+        preset = PRESETS.get(name)
+        if preset is not None:
+            owned |= {*preset.fixed, *preset.defaults}
+            owned |= {"search_timesteps"} if preset.early_time else set()
+
+    def values(key: str, method: str) -> set[str]:
+        return {json.dumps(r.get(key), sort_keys=True) for r in rows if r.get("method") == method}
+
+    return {k for k in owned if len(values(k, a)) == 1 and len(values(k, b)) == 1}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -207,7 +230,17 @@ def _formatted(
                 ]
             )
         return header, body
-    header = [*axes, "n", "accuracy %", "std", "95% CI", "energy mJ", "kept %", "epochs", "s/epoch"]
+    header = [
+        *axes,
+        "n",
+        "accuracy %",
+        "std",
+        "95% CI",
+        "energy mJ",
+        "kept %",
+        "epochs run",
+        "s/epoch",
+    ]
     body = []
     for r in rows:
         ci = (
@@ -224,7 +257,7 @@ def _formatted(
                 ci,
                 _fmt(r.get("energy_mj_mean"), False),
                 _fmt(r.get("kept_fraction_mean"), True),
-                _fmt(r.get("epochs_mean"), False),
+                _fmt(r.get("epochs_run_mean"), False),
                 _fmt(r.get("seconds_per_epoch_mean"), False),
             ]
         )
