@@ -168,3 +168,26 @@ def test_demo_onto_earlier_results(tmp_path: Path, capsys: pytest.CaptureFixture
     line = refused(argv, capsys, tmp_path)
     assert "argument --out:" in line and "already holds demo results" in line
     assert "--overwrite" in line
+
+
+def test_cifar_at_another_resolution_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "run",
+                "--dataset",
+                "cifar10",
+                "--data-root",
+                str(tmp_path),
+                "--resolution",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--resolution" in err and "32x32" in err
+    assert "Traceback" not in err and not out.exists()

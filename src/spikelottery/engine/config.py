@@ -481,6 +481,12 @@ class TrainConfig:
                 f"got mode='dense' with finetune_epochs={self.finetune_epochs}",
             )
         check_search(self)
+        if self.dataset in ("cifar10", "cifar100") and self.resolution not in (None, 32):
+            raise ConfigError(
+                "resolution",
+                f"{self.dataset} images are 32x32; got resolution={self.resolution} (leave it "
+                "out, or 32)",
+            )
         if self.patch_epochs and self.pb == 0.0:
             raise ConfigError(
                 "patch_epochs",
