@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 
 import spikelottery._compat
 from _engine_testing import EAGER, tiny
-from spikelottery import SpikeLotteryError, check_ticket, densify, sparsify, summary
+from spikelottery import SpikeLotteryError, check_ticket, densify, kept_fraction, sparsify, summary
 from spikelottery._compat import quiet_cuda_home_probe
 from spikelottery.engine import ConfigError, TrainConfig, Trainer, load_config_file
 from spikelottery.engine.outputs import check_out
@@ -542,3 +542,12 @@ def test_check_ticket_needs_a_tensor(example: object) -> None:
     with pytest.raises(TypeError, match="example_inputs must hold a tensor"):
         check_ticket(net, example)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_kept_fraction_refuses_non_finite_scores(value: float) -> None:
+    net = sparsify(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), 0.5)
+    with torch.no_grad():
+        net[2].scores[0, 0] = value
+    with pytest.raises(SpikeLotteryError, match="layer '2' has NaN or infinite scores"):
+        kept_fraction(net)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ._table import format_rows
@@ -115,16 +116,27 @@ def summary(model: nn.Module) -> TicketSummary:
 
 
 def kept_fraction(model: nn.Module) -> float:
-    """Fraction of the score-mask layers' weights kept (1.0 for a model with none)."""
+    """Fraction of the score-mask layers' weights kept (1.0 for a model with none).
+
+    Raises:
+        TypeError: ``model`` is not a module.
+        SpikeLotteryError: A layer's scores hold NaN or infinity (naming the layer).
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"kept_fraction(model): model must be an nn.Module, got {type(model).__name__}"
         )
     total = kept = 0
     seen: set[int] = set()  # tied layers share their scores: their weights count once
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, SubnetLayer) and id(module.scores) not in seen:
             seen.add(id(module.scores))
+            if not bool(torch.isfinite(module.scores.detach().sum())):
+                raise SpikeLotteryError(
+                    f"kept_fraction: layer {name or '(model)'!r} has NaN or infinite scores, "
+                    "so it has no exact mask and no kept count; the search diverged (lower "
+                    "the learning rate, or check the loss for NaN)"
+                )
             total += module.frozen_weight.numel()
             kept += module.kept  # under a global scope, the count its scores give now
     return kept / total if total else 1.0
