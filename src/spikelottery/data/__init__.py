@@ -3,6 +3,7 @@ DVS128 Gesture and CIFAR10-DVS from local files, and a registry by name."""
 
 from __future__ import annotations
 
+from .aedat import read_aedat2, read_aedat3
 from .digits import DIGITS_ATTRIBUTION, DigitsDataset, load_digits, stratified_split
 from .dvs_sim import (
     DEFAULT_SACCADES,
@@ -16,8 +17,6 @@ from .neuromorphic import (
     CIFAR10DVS_CLASSES,
     DVS128GESTURE_CLASSES,
     DVS128Gesture,
-    read_aedat2,
-    read_aedat3,
 )
 from .registry import DATASETS, VARIANTS, DatasetInfo, dataset_info, get_dataset
 from .vision import (
