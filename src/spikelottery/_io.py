@@ -64,6 +64,21 @@ def _fsync(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _finishing(tmp: Path, path: Path) -> Iterator[None]:
+    """Around writing ``tmp`` and renaming it over ``path``: on any failure, remove ``tmp``;
+    a write error on ``tmp`` is raised again naming ``path``."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if _ours(exc, tmp):
+            assert isinstance(exc, OSError)
+            raise _write_error(exc, path) from exc
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
@@ -89,19 +104,12 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
         raise _write_error(exc, path) from exc
-    try:
+    with _finishing(tmp, path):
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if _ours(exc, tmp):
-            assert isinstance(exc, OSError)
-            raise _write_error(exc, path) from exc
-        raise
 
 
 @contextlib.contextmanager
@@ -125,19 +133,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             str(path),
         )
     tmp = temp_path(path)
-    try:
+    with _finishing(tmp, path):
         yield tmp
         if not tmp.is_file():
             raise FileNotFoundError(errno.ENOENT, "the writer produced no file", str(tmp))
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if _ours(exc, tmp):
-            assert isinstance(exc, OSError)
-            raise _write_error(exc, path) from exc
-        raise
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:

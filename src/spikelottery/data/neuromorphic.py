@@ -4,21 +4,9 @@ Both data sets were recorded with a 128x128 DVS128 sensor; neither can be downlo
 by code (DVS128 Gesture needs a licence click-through; CIFAR10-DVS is ten zip files on
 figshare), so the loaders only read what the user has put under ``root``.
 
-File formats (the facts follow SpikingJelly 2.0's loaders and jAER's DVS128 extractor):
-
-- **AEDAT 3.1** (DVS128 Gesture, :func:`read_aedat3`): ASCII header lines starting with
-  ``#`` up to ``#!END-HEADER``, then packets. Each packet has a 28-byte little-endian
-  header (``int16`` type, ``int16`` source, ``int32`` event size, ``int32`` timestamp
-  offset, ``int32`` timestamp overflow, ``int32`` capacity, ``int32`` number, ``int32``
-  valid) and ``capacity * size`` bytes of events. Polarity packets (type 1) hold 8-byte
-  events: ``uint32`` data (bit 0 valid, bit 1 polarity with 1 = ON, bits 2-16 ``y``,
-  bits 17-31 ``x``) and ``int32`` timestamp; the full time is
-  ``timestamp | overflow << 31`` microseconds.
-- **AEDAT 2.0** (CIFAR10-DVS, :func:`read_aedat2`): ``#`` header lines (the first is
-  ``#!AER-DAT2.0``), then big-endian 8-byte events: ``uint32`` address, ``uint32``
-  timestamp (microseconds). DVS128 address: bit 0 raw polarity (0 = ON), bits 1-7 raw
-  ``x``, bits 8-14 raw ``y``; bit 15 (external/sync) or bit 31 (special) marks a
-  non-pixel event, which is dropped.
+The files are read by :func:`~spikelottery.data.read_aedat3` (AEDAT 3.1, DVS128 Gesture)
+and :func:`~spikelottery.data.read_aedat2` (AEDAT 2.0, CIFAR10-DVS); ``spikelottery.data.aedat``
+describes both formats.
 
 Frames integrate each sample's events into ``T`` bins of equal event counts by default
 (``split_by="number"``, SpikingJelly's default; ``"time"`` gives equal durations) with

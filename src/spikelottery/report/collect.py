@@ -53,7 +53,7 @@ ENERGY_VIEWS = {
 METRICS = (*_RESULTS_METRICS, *ENERGY_VIEWS, "epochs_run", "seconds_per_epoch")
 #: The key of a row's per-layer energy table (a list of dicts; not a CSV column).
 LAYERS_KEY = "energy_layers"
-_RUNTIME = runtime_fields() | {"overwrite"}
+_RUNTIME = runtime_fields()
 #: The setting columns of a row: every field that changes what a run computes.
 SETTING_COLUMNS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in _RUNTIME)
 

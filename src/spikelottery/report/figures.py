@@ -71,13 +71,16 @@ def _grid(plt: Any, n: int) -> tuple[Any, list[Any]]:
     return fig, flat[:n]
 
 
-def _save(fig: Any, stem: Path) -> list[Path]:
+def _save(plt: Any, fig: Any, stem: Path, title: str) -> list[Path]:
+    """Title ``fig``, write it as ``stem.png`` and ``stem.svg`` (atomically), close it."""
+    fig.suptitle(title, fontsize=10)
     written = []
     for suffix in (".png", ".svg"):
         target = stem.with_suffix(suffix)
         with atomic_path(target) as tmp:
             fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight")
         written.append(target)
+    plt.close(fig)
     return written
 
 
@@ -130,9 +133,7 @@ def write_figures(
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.suptitle("Accuracy (mean over seeds, 95% CI)", fontsize=10)
-        written += _save(fig, out / stem)
-        plt.close(fig)
+        written += _save(plt, fig, out / stem, "Accuracy (mean over seeds, 95% CI)")
     done = [r for r in rows if r.get("status") == "done" and r.get("energy_mj") is not None]
     if done and methods_vary:
         context = [a for a in axes if a != "method"]
@@ -204,11 +205,8 @@ def _energy_per_layer(plt: Any, groups: Mapping[str, Mapping[str, Any]], out: Pa
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
-    fig.suptitle("Energy per layer (mean over seeds)", fontsize=10)
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.97))  # room for the rotated layer names
-    paths = _save(fig, out / "energy_per_layer")
-    plt.close(fig)
-    return paths
+    return _save(plt, fig, out / "energy_per_layer", "Energy per layer (mean over seeds)")
 
 
 def _energy_bars(
@@ -225,10 +223,7 @@ def _energy_bars(
         ax.set_ylabel("energy per sample (uJ)")
         ax.tick_params(axis="x", rotation=45, labelsize=8)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Energy per method (mean over seeds)", fontsize=10)
-    paths = _save(fig, out / "energy_per_method")
-    plt.close(fig)
-    return paths
+    return _save(plt, fig, out / "energy_per_method", "Energy per method (mean over seeds)")
 
 
 def _pareto(
@@ -256,7 +251,6 @@ def _pareto(
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Accuracy against energy (dashed: Pareto front)", fontsize=10)
-    paths = _save(fig, out / "accuracy_vs_energy")
-    plt.close(fig)
-    return paths
+    return _save(
+        plt, fig, out / "accuracy_vs_energy", "Accuracy against energy (dashed: Pareto front)"
+    )

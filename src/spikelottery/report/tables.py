@@ -21,7 +21,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..engine.presets import PRESETS
@@ -206,61 +206,47 @@ def _fmt(value: Any, percent: bool) -> str:
     return str(value)
 
 
+def _ci(prefix: str) -> Callable[[Mapping[str, Any]], str]:
+    def cell(r: Mapping[str, Any]) -> str:
+        low, high = r.get(f"{prefix}_ci_low"), r.get(f"{prefix}_ci_high")
+        return "-" if low is None else f"[{_fmt(low, True)}, {_fmt(high, True)}]"
+
+    return cell
+
+
+def _value(key: str, percent: bool = False) -> Callable[[Mapping[str, Any]], str]:
+    return lambda r: _fmt(r.get(key), percent)
+
+
+#: The printed columns of each table after its axes: header and cell.
+_COLUMNS: dict[str, list[tuple[str, Callable[[Mapping[str, Any]], str]]]] = {
+    "summary": [
+        ("n", _value("n")),
+        ("accuracy %", _value("accuracy_mean", True)),
+        ("std", _value("accuracy_std", True)),
+        ("95% CI", _ci("accuracy")),
+        ("energy mJ", _value("energy_mj_mean")),
+        ("kept %", _value("kept_fraction_mean", True)),
+        ("epochs run", _value("epochs_run_mean")),
+        ("s/epoch", _value("seconds_per_epoch_mean")),
+    ],
+    "compare": [
+        ("pairs", _value("pairs")),
+        ("A - B (points)", _value("diff_mean", True)),
+        ("95% CI", _ci("diff")),
+        ("A mean %", _value("a_mean", True)),
+        ("B mean %", _value("b_mean", True)),
+        ("unpaired", _value("unpaired")),
+    ],
+}
+
+
 def _formatted(
     rows: Sequence[Mapping[str, Any]], axes: Sequence[str], kind: str
 ) -> tuple[list[str], list[list[str]]]:
-    if kind == "compare":
-        header = [*axes, "pairs", "A - B (points)", "95% CI", "A mean %", "B mean %", "unpaired"]
-        body = []
-        for r in rows:
-            ci = (
-                f"[{_fmt(r['diff_ci_low'], True)}, {_fmt(r['diff_ci_high'], True)}]"
-                if r.get("diff_ci_low") is not None
-                else "-"
-            )
-            body.append(
-                [_fmt(r.get(a), False) for a in axes]
-                + [
-                    str(r["pairs"]),
-                    _fmt(r.get("diff_mean"), True),
-                    ci,
-                    _fmt(r.get("a_mean"), True),
-                    _fmt(r.get("b_mean"), True),
-                    str(r["unpaired"]),
-                ]
-            )
-        return header, body
-    header = [
-        *axes,
-        "n",
-        "accuracy %",
-        "std",
-        "95% CI",
-        "energy mJ",
-        "kept %",
-        "epochs run",
-        "s/epoch",
-    ]
-    body = []
-    for r in rows:
-        ci = (
-            f"[{_fmt(r['accuracy_ci_low'], True)}, {_fmt(r['accuracy_ci_high'], True)}]"
-            if r.get("accuracy_ci_low") is not None
-            else "-"
-        )
-        body.append(
-            [_fmt(r.get(a), False) for a in axes]
-            + [
-                str(r["n"]),
-                _fmt(r.get("accuracy_mean"), True),
-                _fmt(r.get("accuracy_std"), True),
-                ci,
-                _fmt(r.get("energy_mj_mean"), False),
-                _fmt(r.get("kept_fraction_mean"), True),
-                _fmt(r.get("epochs_run_mean"), False),
-                _fmt(r.get("seconds_per_epoch_mean"), False),
-            ]
-        )
+    columns = _COLUMNS[kind]
+    header = [*axes, *(name for name, _ in columns)]
+    body = [[_fmt(r.get(a), False) for a in axes] + [cell(r) for _, cell in columns] for r in rows]
     return header, body
 
 

@@ -8,6 +8,7 @@ failed run does not stop the others; it is reported, and tried again by the next
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -36,6 +37,15 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _outcome(run: PlannedRun, call: Callable[[], dict[str, Any]]) -> Outcome:
+    """How ``call`` (the run, or waiting for it) ended: its summary, or the error it raised."""
+    try:
+        summary = call()
+    except Exception as exc:  # reported, and retried by the next sweep
+        return Outcome(run, error=f"{type(exc).__name__}: {exc}")
+    return Outcome(run, summary["accuracy"], summary["seconds"])
+
+
 def run_local(
     runs: Sequence[PlannedRun],
     *,
@@ -62,11 +72,7 @@ def run_local(
     runtime = dict(runtime or {})
     if workers <= 1:
         for r in runs:
-            try:
-                summary = run_task(r.folder, runtime, tensorboard)
-                outcome = Outcome(r, summary["accuracy"], summary["seconds"])
-            except Exception as exc:
-                outcome = Outcome(r, error=f"{type(exc).__name__}: {exc}")
+            outcome = _outcome(r, functools.partial(run_task, r.folder, runtime, tensorboard))
             outcomes.append(outcome)
             report(outcome)
         return outcomes
@@ -77,12 +83,7 @@ def run_local(
     ) as pool:
         futures = {pool.submit(run_task, str(r.folder), runtime, tensorboard): r for r in runs}
         for future in cf.as_completed(futures):
-            r = futures[future]
-            try:
-                summary = future.result()
-                outcome = Outcome(r, summary["accuracy"], summary["seconds"])
-            except Exception as exc:
-                outcome = Outcome(r, error=f"{type(exc).__name__}: {exc}")
+            outcome = _outcome(futures[future], future.result)
             outcomes.append(outcome)
             report(outcome)
     return outcomes

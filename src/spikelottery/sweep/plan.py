@@ -65,11 +65,7 @@ def run_key(cfg: TrainConfig) -> dict[str, Any]:
     defaults = field_defaults(type(cfg))
     skip = runtime_fields(type(cfg))
     values = cfg.to_dict()
-    return {
-        k: v
-        for k, v in sorted(values.items())
-        if k not in skip and k not in ("overwrite",) and v != defaults[k]
-    }
+    return {k: v for k, v in sorted(values.items()) if k not in skip and v != defaults[k]}
 
 
 def run_id(cfg: TrainConfig) -> str:
