@@ -23,6 +23,7 @@ from ..errors import SpikeLotteryError
 from ..sweep import FAILED_FILE, JOBS_FILE, SETTINGS_FILE
 
 __all__ = [
+    "CONVENTIONS_KEY",
     "ENERGY_VIEWS",
     "LAYERS_KEY",
     "METRICS",
@@ -49,10 +50,14 @@ ENERGY_VIEWS = {
     "energy_memory_mj": "memory_snn_mj",
     "ann_int8_energy_mj": "ann_int8_mj",
 }
+#: The views that price a spiking network (left empty for an ANN run).
+_SNN_VIEWS = ("energy_exact_mj", "energy_memory_mj")
 #: ``epochs_run``: the epochs the run trained (all its stages); ``epochs`` is a setting.
 METRICS = (*_RESULTS_METRICS, *ENERGY_VIEWS, "epochs_run", "seconds_per_epoch")
 #: The key of a row's per-layer energy table (a list of dicts; not a CSV column).
 LAYERS_KEY = "energy_layers"
+#: The key of a row's energy disclosure line (the estimator's conventions; not a CSV column).
+CONVENTIONS_KEY = "energy_conventions"
 _RUNTIME = runtime_fields()
 #: The setting columns of a row: every field that changes what a run computes.
 SETTING_COLUMNS = tuple(f for f in TrainConfig.__dataclass_fields__ if f not in _RUNTIME)
@@ -109,6 +114,11 @@ def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     row.update({col: _finite(totals.get(key)) for col, key in ENERGY_VIEWS.items()})
     layers = energy.get("rows")
     layers = layers if isinstance(layers, list) else []
+    if config.get("spiking") is False:
+        # An ANN run's energy is its ANN figure (energy_mj at fp32, and the int8 view); the
+        # estimator's SNN views and per-layer rows price its ReLU outputs as spikes.
+        row.update(dict.fromkeys(_SNN_VIEWS))
+        layers = []
     row[LAYERS_KEY] = [
         {
             "name": str(r.get("name")),
@@ -118,6 +128,8 @@ def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
         for r in layers
         if isinstance(r, dict)
     ]
+    conventions = energy.get("conventions")
+    row[CONVENTIONS_KEY] = conventions if isinstance(conventions, str) else None
     row["epochs_run"] = len(history)
     row["seconds_per_epoch"] = sum(per_epoch) / len(per_epoch) if per_epoch else None
     return row

@@ -4,7 +4,8 @@ energy per layer (the paper's formula beside the exact synaptic operations).
 
 Each figure has one panel per combination of the other varying settings (data set,
 model, ...), one line per method, the mean over seeds with its 95% interval as error
-bars. A figure whose x axis does not vary is not drawn. Figures are written as PNG and
+bars; a dense baseline (which does not depend on ``pa`` or ``pb``) is a dashed level with
+its interval as a band. A figure whose x axis does not vary is not drawn. Figures are written as PNG and
 SVG; matplotlib comes with ``pip install "spikelottery[plot]"``.
 """
 
@@ -21,7 +22,7 @@ from ..errors import SpikeLotteryError
 from .collect import LAYERS_KEY
 from .tables import group_key, summary_rows
 
-__all__ = ["CURVES", "MAX_PANELS", "write_figures"]
+__all__ = ["CURVES", "MAX_PANELS", "write_difference_figure", "write_figures"]
 
 #: The x axes of the accuracy curves: setting -> (file stem, axis label).
 CURVES: Mapping[str, tuple[str, str]] = {
@@ -73,6 +74,7 @@ def _grid(plt: Any, n: int) -> tuple[Any, list[Any]]:
 
 def _save(plt: Any, fig: Any, stem: Path, title: str) -> list[Path]:
     """Title ``fig``, write it as ``stem.png`` and ``stem.svg`` (atomically), close it."""
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.95))  # no panel's labels over its neighbour's
     fig.suptitle(title, fontsize=10)
     written = []
     for suffix in (".png", ".svg"):
@@ -103,6 +105,11 @@ def write_figures(
     written: list[Path] = []
     notes: list[str] = []
     methods_vary = "method" in axes
+    # A setting each method takes one value of (patch_epochs: 2 for MultiSp, 0 for PEPSp)
+    # tells methods apart, not panels: it is left out of the panels' titles and keys.
+    axes = [a for a in axes if a == "method" or not _decided_by_method(rows, a)]
+    # Dense baselines do not depend on pa or pb: drawn as a level line across the panel.
+    dense = {str(r["method"]) for r in rows if r.get("mode") == "dense"}
     for x, (stem, label) in CURVES.items():
         if x not in axes:
             continue
@@ -113,17 +120,27 @@ def write_figures(
             notes.append(f"{stem}: {len(panels)} panels (over {MAX_PANELS}); not drawn")
             continue
         fig, subplots = _grid(plt, len(panels))
+        colors = {
+            m: f"C{i % 10}" for i, m in enumerate(sorted({str(r["method"]) for r in summary}))
+        }
         for ax, (key, members) in zip(subplots, sorted(panels.items()), strict=True):
             for method in sorted({str(m["method"]) for m in members}):
                 line = sorted(
                     (m for m in members if str(m["method"]) == method), key=lambda m: m[x]
                 )
+                color = colors[method]
+                if method in dense and x in ("pa", "pb") and len(line) == 1:
+                    level, err = 100 * line[0]["accuracy_mean"], 100 * _err(line[0], "accuracy")
+                    ax.axhline(level, color=color, linestyle="--", linewidth=1.2, label=method)
+                    ax.axhspan(level - err, level + err, color=color, alpha=0.12)
+                    continue
                 ax.errorbar(
                     [m[x] for m in line],
                     [100 * m["accuracy_mean"] for m in line],
                     yerr=[100 * _err(m, "accuracy") for m in line],
                     marker="o",
                     capsize=3,
+                    color=color,
                     label=method,
                 )
             low, high = ax.get_ylim()  # an interval of two seeds can reach past 0 or 100
@@ -161,6 +178,13 @@ def write_figures(
         else:
             written += _energy_per_layer(plt, groups, out)
     return written, notes
+
+
+def _decided_by_method(rows: Sequence[Mapping[str, Any]], axis: str) -> bool:
+    methods: dict[str, set[str]] = {}
+    for r in rows:
+        methods.setdefault(str(r.get("method")), set()).add(json.dumps(r.get(axis)))
+    return len(methods) > 1 and all(len(values) == 1 for values in methods.values())
 
 
 def _layer_groups(
@@ -205,7 +229,6 @@ def _energy_per_layer(plt: Any, groups: Mapping[str, Mapping[str, Any]], out: Pa
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.97))  # room for the rotated layer names
     return _save(plt, fig, out / "energy_per_layer", "Energy per layer (mean over seeds)")
 
 
@@ -216,14 +239,31 @@ def _energy_bars(
     for ax, (key, members) in zip(subplots, sorted(panels.items()), strict=True):
         members = sorted(members, key=lambda m: str(m["method"]))
         names = [str(m["method"]) for m in members]
-        means = [1e3 * (m["energy_mj_mean"] or 0.0) for m in members]
-        errs = [1e3 * _err(m, "energy_mj") for m in members]
-        ax.bar(names, means, yerr=errs, capsize=3, color="tab:blue")
+        x = list(range(len(members)))
+        exact = any(m.get("energy_exact_mj_mean") is not None for m in members)
+        width = 0.4 if exact else 0.8
+        views = [("energy_mj", "paper formula", "tab:blue")]
+        views += [("energy_exact_mj", "exact synaptic ops", "tab:orange")] if exact else []
+        for i, (metric, label, color) in enumerate(views):
+            offset = (i - (len(views) - 1) / 2) * width
+            ax.bar(
+                [p + offset for p in x],
+                [1e3 * (m.get(f"{metric}_mean") or 0.0) for m in members],
+                width=width,
+                yerr=[1e3 * _err(m, metric) for m in members],
+                capsize=3,
+                color=color,
+                label=label,
+            )
+        ax.set_xticks(x, names)
+        if exact:
+            ax.legend(fontsize=7)
         ax.set_title(_title(key, context), fontsize=9)
         ax.set_ylabel("energy per sample (uJ)")
         ax.tick_params(axis="x", rotation=45, labelsize=8)
         ax.grid(alpha=0.3, axis="y")
-    return _save(plt, fig, out / "energy_per_method", "Energy per method (mean over seeds)")
+    title = "Energy per method (mean over seeds; no exact view for an ANN)"
+    return _save(plt, fig, out / "energy_per_method", title)
 
 
 def _pareto(
@@ -254,3 +294,56 @@ def _pareto(
     return _save(
         plt, fig, out / "accuracy_vs_energy", "Accuracy against energy (dashed: Pareto front)"
     )
+
+
+def write_difference_figure(
+    comparison: Sequence[Mapping[str, Any]], axes: Sequence[str], folder: str | Path
+) -> tuple[list[Path], list[str]]:
+    """Draw the paired difference ``A - B`` of one pair against its curve axis.
+
+    ``comparison`` holds the rows of one pair (see
+    :func:`~spikelottery.report.compare_rows`), grouped by ``axes``. The x axis is the
+    first of ``axes`` in :data:`CURVES` (``pa``, ``pb``, ``T``, the decay) that takes more
+    than one value; there is one panel per combination of the other axes. Without such an
+    axis, each group is a bar. Every point is the mean difference in accuracy points
+    with its 95% interval; the dashed line is no difference.
+
+    Returns:
+        The files written (``difference_A_vs_B.png`` and ``.svg``), and notes on a
+        figure skipped (and why).
+    """
+    rows = [r for r in comparison if r.get("diff_mean") is not None]
+    if not rows:
+        return [], ["difference figure: no pair of runs to compare"]
+    a, b = str(rows[0]["a"]), str(rows[0]["b"])
+    stem = f"difference_{a}_vs_{b}"
+    x = next((k for k in CURVES if k in axes and len({r.get(k) for r in rows}) > 1), None)
+    context = [k for k in axes if k != x]
+    panels = _panels(rows, context) if x is not None else {"[]": list(rows)}
+    if len(panels) > MAX_PANELS:
+        return [], [f"{stem}: {len(panels)} panels (over {MAX_PANELS}); not drawn"]
+    plt = _pyplot()
+    fig, subplots = _grid(plt, len(panels))
+    for ax, (key, members) in zip(subplots, sorted(panels.items()), strict=True):
+        if x is not None:
+            members = sorted(members, key=lambda m: m[x])
+            positions: list[Any] = [m[x] for m in members]
+            ax.set_xlabel(CURVES[x][1])
+            ax.set_title(_title(key, context), fontsize=9)
+        else:
+            positions = list(range(len(members)))
+            labels = [", ".join(f"{k}={m.get(k)}" for k in context) or "all" for m in members]
+            ax.set_xticks(positions, labels, rotation=45, ha="right", fontsize=7)
+        ax.errorbar(
+            positions,
+            [100 * m["diff_mean"] for m in members],
+            yerr=[100 * _err(m, "diff") for m in members],
+            marker="o",
+            capsize=3,
+            linestyle="-" if x is not None else "none",
+        )
+        ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
+        ax.set_ylabel(f"{a} - {b} (points)")
+        ax.grid(alpha=0.3)
+    title = f"Paired difference {a} - {b} (mean over seeds, 95% CI)"
+    return _save(plt, fig, Path(folder) / stem, title), []

@@ -10,10 +10,10 @@ from typing import Any
 
 from .._io import atomic_write_bytes
 from ..errors import SpikeLotteryError
-from .collect import METRICS, SETTING_COLUMNS, collect_runs, varying_axes
+from .collect import CONVENTIONS_KEY, METRICS, SETTING_COLUMNS, collect_runs, varying_axes
 from .tables import compare_rows, summary_rows, to_csv, to_latex, to_markdown
 
-__all__ = ["Report", "make_report"]
+__all__ = ["Report", "make_report", "select_rows"]
 
 
 @dataclass
@@ -24,10 +24,14 @@ class Report:
         rows: Every run (see :func:`collect_runs`).
         axes: The axes the summary is grouped by.
         summary: The summary rows.
-        comparison: The paired comparison rows (empty without ``compare``).
+        comparison: The paired comparison rows of every pair in ``compare`` (each row
+            names its pair in ``a`` and ``b``; empty without ``compare``).
         unfinished: The rows of runs that failed or have not finished.
         files: Everything written.
         notes: Figures skipped, and why.
+        conventions: The energy estimator's disclosure lines of the finished runs, one
+            per distinct set of conventions, each after the methods whose runs it
+            describes (``"ann, mplt: preset fp32-45nm; ..."``).
     """
 
     rows: list[dict[str, Any]]
@@ -37,19 +41,26 @@ class Report:
     unfinished: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    conventions: list[str] = field(default_factory=list)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The compared pairs ``(A, B)``, in the order asked."""
+        return list(dict.fromkeys((str(r["a"]), str(r["b"])) for r in self.comparison))
 
     def markdown(self) -> str:
         """The summary (and comparison, and unfinished runs) as Markdown."""
         parts = ["## Summary over seeds", "", to_markdown(self.summary, self.axes)]
-        if self.comparison:
-            a, b = self.comparison[0]["a"], self.comparison[0]["b"]
-            group = _compare_axes(self.axes, self.comparison)
+        for a, b in self.pairs():
+            rows = [r for r in self.comparison if (r["a"], r["b"]) == (a, b)]
             parts += [
                 "",
                 f"## Paired difference: {a} - {b} (accuracy points, over matching seeds)",
                 "",
-                to_markdown(self.comparison, group, kind="compare"),
+                to_markdown(rows, _compare_axes(self.axes, rows), kind="compare"),
             ]
+        if self.conventions:
+            parts += ["", "## Energy conventions", ""]
+            parts += [f"- {line}" for line in self.conventions]
         if self.unfinished:
             parts += ["", "## Runs without results (not in the summary)", ""]
             parts += [
@@ -90,7 +101,8 @@ def make_report(
     dirs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
-    compare: tuple[str, str] | None = None,
+    compare: tuple[str, str] | Sequence[tuple[str, str]] | None = None,
+    where: Mapping[str, Sequence[Any]] | None = None,
     latex: bool = False,
     figures: bool = True,
 ) -> Report:
@@ -99,33 +111,45 @@ def make_report(
     Args:
         dirs: Folders searched (recursively) for ``results.json`` and sweep run folders.
         out: The report's folder.
-        compare: ``(A, B)``: the paired difference ``A - B`` of two methods.
+        compare: ``(A, B)``, or several such pairs: the paired difference ``A - B`` of
+            two methods, with a verdict per group.
+        where: Keep only the runs whose setting ``KEY`` takes one of the given values
+            (``{"beta": [0.99]}``: the time-step curve of a sweep that also varies the
+            decay). Numbers match numerically, other values by their text.
         latex: Also write ``summary.tex`` (and ``compare_A_vs_B.tex``).
         figures: Draw the figures (needs matplotlib).
 
     Raises:
-        SpikeLotteryError: No run found, an unknown method in ``compare``, two runs
-            with the same settings, or an unreadable file (naming it).
+        SpikeLotteryError: No run found (or none left by ``where``), an unknown method in
+            ``compare`` or setting in ``where``, two runs with the same settings, or an
+            unreadable file (naming it).
     """
     rows = collect_runs(dirs)
     if not rows:
         raise SpikeLotteryError(
             f"report: no results.json under {', '.join(map(str, dirs))}; run a sweep first"
         )
+    if where:
+        rows = select_rows(rows, where)
     _check_duplicates(rows)
     done = [r for r in rows if r["status"] == "done"]
     axes = varying_axes(done, exclude=("seed",))
     report = Report(rows, axes, summary_rows(done, axes))
     report.unfinished = [r for r in rows if r["status"] != "done"]
-    if compare is not None:
-        methods = {r["method"] for r in done}
-        missing = [m for m in compare if m not in methods]
+    report.conventions = _conventions(done)
+    pairs = _pairs(compare)
+    methods = {r["method"] for r in done}
+    for a, b in pairs:
+        if a == b:
+            raise SpikeLotteryError(f"--compare {a} {b}: compare two different methods")
+        missing = [m for m in (a, b) if m not in methods]
         if missing:
             raise SpikeLotteryError(
-                f"--compare: no finished run of method(s) {', '.join(missing)}; "
-                f"methods found: {', '.join(sorted(methods))}"
+                f"--compare: no finished run of method(s) {', '.join(missing)}"
+                + (" left by --where" if where else "")
+                + f"; methods found: {', '.join(sorted(methods))}"
             )
-        report.comparison = compare_rows(done, *compare)
+        report.comparison += compare_rows(done, a, b)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise SpikeLotteryError(f"--out {str(folder)!r} is a file; give a folder for the report")
@@ -137,27 +161,97 @@ def make_report(
     _write(folder / "summary.md", report.markdown(), report.files)
     if latex:
         _write(folder / "summary.tex", to_latex(report.summary, axes) + "\n", report.files)
-    if report.comparison:
-        assert compare is not None
-        a, b = compare
+    for a, b in report.pairs():
         stem = f"compare_{a}_vs_{b}"
-        group = _compare_axes(axes, report.comparison)
-        _write(folder / f"{stem}.csv", to_csv(report.comparison), report.files)
+        rows_ab = [r for r in report.comparison if (r["a"], r["b"]) == (a, b)]
+        group = _compare_axes(axes, rows_ab)
+        _write(folder / f"{stem}.csv", to_csv(rows_ab), report.files)
         _write(
-            folder / f"{stem}.md",
-            to_markdown(report.comparison, group, kind="compare") + "\n",
-            report.files,
+            folder / f"{stem}.md", to_markdown(rows_ab, group, kind="compare") + "\n", report.files
         )
         if latex:
             _write(
                 folder / f"{stem}.tex",
-                to_latex(report.comparison, group, kind="compare") + "\n",
+                to_latex(rows_ab, group, kind="compare") + "\n",
                 report.files,
             )
     if figures and done:
-        from .figures import write_figures
+        from .figures import write_difference_figure, write_figures
 
         written, notes = write_figures(done, axes, folder)
+        for a, b in report.pairs():
+            rows_ab = [r for r in report.comparison if (r["a"], r["b"]) == (a, b)]
+            more, why = write_difference_figure(rows_ab, _compare_axes(axes, rows_ab), folder)
+            written += more
+            notes += why
         report.files += written
         report.notes += notes
     return report
+
+
+def _conventions(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each distinct disclosure line, after the methods whose runs it describes."""
+    methods: dict[str, set[str]] = {}
+    for r in rows:
+        if r.get(CONVENTIONS_KEY):
+            methods.setdefault(str(r[CONVENTIONS_KEY]), set()).add(str(r.get("method")))
+    return [f"{', '.join(sorted(m))}: {line}" for line, m in sorted(methods.items())]
+
+
+def _pairs(
+    compare: tuple[str, str] | Sequence[tuple[str, str]] | None,
+) -> list[tuple[str, str]]:
+    if compare is None:
+        return []
+    if len(compare) == 2 and all(isinstance(m, str) for m in compare):
+        return [(str(compare[0]), str(compare[1]))]
+    pairs = []
+    for pair in compare:
+        if isinstance(pair, str) or len(pair) != 2:
+            raise SpikeLotteryError(f"compare: expected pairs of two methods (A, B), got {pair!r}")
+        pairs.append((str(pair[0]), str(pair[1])))
+    return list(dict.fromkeys(pairs))
+
+
+def select_rows(
+    rows: Sequence[Mapping[str, Any]], where: Mapping[str, Sequence[Any]]
+) -> list[dict[str, Any]]:
+    """The rows whose setting ``key`` takes one of ``where[key]``'s values, for every key.
+
+    Numbers match numerically (``0.99`` matches ``0.99`` and ``"0.99"``), anything else by
+    its text. A single value (``{"seed": "12"}``) is one value, not a list of characters.
+
+    Raises:
+        SpikeLotteryError: A key that is not a setting column, or no row left.
+    """
+    unknown = [k for k in where if k not in SETTING_COLUMNS]
+    if unknown:
+        raise SpikeLotteryError(
+            f"--where: unknown setting(s) {', '.join(map(repr, unknown))}; "
+            f"settings are: {', '.join(SETTING_COLUMNS)}"
+        )
+    wanted = {k: _values(v) for k, v in where.items()}
+    kept = [dict(r) for r in rows if all(_matches(r.get(k), v) for k, v in wanted.items())]
+    if not kept:
+        asked = " ".join(f"{k}={','.join(map(str, v))}" for k, v in where.items())
+        raise SpikeLotteryError(f"--where {asked}: no run matches; check the values")
+    return kept
+
+
+def _values(value: Any) -> Sequence[Any]:
+    # A str is a Sequence too: {"seed": "12"} is the one value "12", not "1" and "2".
+    return [value] if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) else value
+
+
+def _matches(value: Any, wanted: Sequence[Any]) -> bool:
+    return any(_same(value, w) for w in wanted)
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        text = "null" if value is None else str(value).lower()
+        return text == str(wanted).lower() or (value is None and str(wanted).lower() == "none")
+    try:
+        return float(value) == float(wanted)
+    except (TypeError, ValueError):
+        return str(value) == str(wanted)

@@ -36,10 +36,19 @@ __all__ = [
     "to_csv",
     "to_latex",
     "to_markdown",
+    "verdict",
 ]
 
 #: The metrics summarised over seeds.
-SUMMARY_METRICS = ("accuracy", "energy_mj", "kept_fraction", "epochs_run", "seconds_per_epoch")
+SUMMARY_METRICS = (
+    "accuracy",
+    "energy_mj",
+    "energy_exact_mj",
+    "ann_energy_mj",
+    "kept_fraction",
+    "epochs_run",
+    "seconds_per_epoch",
+)
 
 
 def group_key(row: Mapping[str, Any], axes: Sequence[str]) -> str:
@@ -141,8 +150,28 @@ def compare_rows(
         entry["a_mean"] = _mean([float(ra[metric]) for ra, _ in pairs])
         entry["b_mean"] = _mean([float(rb[metric]) for _, rb in pairs])
         entry["unpaired"] = unpaired.get(gk, 0)
+        entry["verdict"] = verdict(entry["diff_ci_low"], entry["diff_ci_high"], a, b)
         out.append(entry)
     return out
+
+
+def verdict(ci_low: float | None, ci_high: float | None, a: str, b: str) -> str:
+    """What a paired difference ``a - b`` says at 95%: which method is higher, or neither.
+
+    ``"a higher"`` when the whole interval is above 0, ``"b higher"`` when it is below,
+    ``"inconclusive"`` when it holds 0, and ``"too few pairs"`` without an interval (fewer
+    than two pairs).
+
+    >>> verdict(0.01, 0.05, "mpslt", "mplt"), verdict(-0.05, 0.01, "mpslt", "mplt")
+    ('mpslt higher', 'inconclusive')
+    """
+    if ci_low is None or ci_high is None:
+        return "too few pairs"
+    if ci_low > 0:
+        return f"{a} higher"
+    if ci_high < 0:
+        return f"{b} higher"
+    return "inconclusive"
 
 
 def _decided_by_methods(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> set[str]:
@@ -218,6 +247,14 @@ def _value(key: str, percent: bool = False) -> Callable[[Mapping[str, Any]], str
     return lambda r: _fmt(r.get(key), percent)
 
 
+def _share_of_ann(r: Mapping[str, Any]) -> str:
+    # The run's energy (paper formula) as a share of its ANN reference (results.json's
+    # ann_energy_mj: the dense ANN twin counted once per sample, as in the paper's Eq. 3-4;
+    # an ANN run's reference is itself, charged every step it ran), means over seeds.
+    snn, ann = r.get("energy_mj_mean"), r.get("ann_energy_mj_mean")
+    return "-" if snn is None or not ann else _fmt(float(snn) / float(ann), True)
+
+
 #: The printed columns of each table after its axes: header and cell.
 _COLUMNS: dict[str, list[tuple[str, Callable[[Mapping[str, Any]], str]]]] = {
     "summary": [
@@ -226,6 +263,8 @@ _COLUMNS: dict[str, list[tuple[str, Callable[[Mapping[str, Any]], str]]]] = {
         ("std", _value("accuracy_std", True)),
         ("95% CI", _ci("accuracy")),
         ("energy mJ", _value("energy_mj_mean")),
+        ("exact mJ", _value("energy_exact_mj_mean")),
+        ("% of ANN ref", _share_of_ann),
         ("kept %", _value("kept_fraction_mean", True)),
         ("epochs run", _value("epochs_run_mean")),
         ("s/epoch", _value("seconds_per_epoch_mean")),
@@ -237,6 +276,7 @@ _COLUMNS: dict[str, list[tuple[str, Callable[[Mapping[str, Any]], str]]]] = {
         ("A mean %", _value("a_mean", True)),
         ("B mean %", _value("b_mean", True)),
         ("unpaired", _value("unpaired")),
+        ("verdict", _value("verdict")),
     ],
 }
 
