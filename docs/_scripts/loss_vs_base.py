@@ -43,6 +43,10 @@ GROUP = ("dataset", "model", "pa", "pb", "timesteps", "beta", "epochs")
 MATCH = ("dataset", "model", "timesteps", "beta", "epochs")
 
 
+#: verdict()'s words for "ANN loss - spiking loss" read as which ticket loses less.
+SAID = {"a higher": "spiking loses less", "b higher": "ANN loses less"}
+
+
 def _key(row: Mapping[str, str], names: Iterable[str]) -> tuple[str, ...]:
     return tuple(row.get(n, "") for n in names)
 
@@ -121,8 +125,10 @@ def table(
             continue
         s = summarize(diffs)
         low, high = (None, None) if math.isnan(s.ci_low) else (s.ci_low, s.ci_high)
-        said = verdict(low, high, "spiking loses less", "ANN loses less")
-        said = said.replace(" higher", "")
+        # verdict() names the higher side; here the difference > 0 means the spiking
+        # ticket loses less.
+        said = verdict(low, high, "a", "b")
+        said = SAID.get(said, said)
         ci = "-" if low is None else f"[{100 * low:.2f}, {100 * high:.2f}]"
         spk_mean = 100 * sum(spk[group][x] for x in seeds) / len(seeds)
         an_mean = 100 * sum(an[group][x] for x in seeds) / len(seeds)

@@ -5,8 +5,8 @@ energy per layer (the paper's formula beside the exact synaptic operations).
 Each figure has one panel per combination of the other varying settings (data set,
 model, ...), one line per method, the mean over seeds with its 95% interval as error
 bars; a dense baseline (which does not depend on ``pa`` or ``pb``) is a dashed level with
-its interval as a band. A figure whose x axis does not vary is not drawn. Figures are written as PNG and
-SVG; matplotlib comes with ``pip install "spikelottery[plot]"``.
+its interval as a band. A figure whose x axis does not vary is not drawn. Figures are
+written as PNG and SVG; matplotlib comes with ``pip install "spikelottery[plot]"``.
 """
 
 from __future__ import annotations

@@ -47,16 +47,21 @@ class Report:
         """The compared pairs ``(A, B)``, in the order asked."""
         return list(dict.fromkeys((str(r["a"]), str(r["b"])) for r in self.comparison))
 
+    def comparison_of(self, a: str, b: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """The comparison rows of the pair ``(a, b)``, and the axes they are grouped by."""
+        rows = [r for r in self.comparison if (r["a"], r["b"]) == (a, b)]
+        return rows, _compare_axes(self.axes, rows)
+
     def markdown(self) -> str:
         """The summary (and comparison, and unfinished runs) as Markdown."""
         parts = ["## Summary over seeds", "", to_markdown(self.summary, self.axes)]
         for a, b in self.pairs():
-            rows = [r for r in self.comparison if (r["a"], r["b"]) == (a, b)]
+            rows, group = self.comparison_of(a, b)
             parts += [
                 "",
                 f"## Paired difference: {a} - {b} (accuracy points, over matching seeds)",
                 "",
-                to_markdown(rows, _compare_axes(self.axes, rows), kind="compare"),
+                to_markdown(rows, group, kind="compare"),
             ]
         if self.conventions:
             parts += ["", "## Energy conventions", ""]
@@ -163,8 +168,7 @@ def make_report(
         _write(folder / "summary.tex", to_latex(report.summary, axes) + "\n", report.files)
     for a, b in report.pairs():
         stem = f"compare_{a}_vs_{b}"
-        rows_ab = [r for r in report.comparison if (r["a"], r["b"]) == (a, b)]
-        group = _compare_axes(axes, rows_ab)
+        rows_ab, group = report.comparison_of(a, b)
         _write(folder / f"{stem}.csv", to_csv(rows_ab), report.files)
         _write(
             folder / f"{stem}.md", to_markdown(rows_ab, group, kind="compare") + "\n", report.files
@@ -180,8 +184,7 @@ def make_report(
 
         written, notes = write_figures(done, axes, folder)
         for a, b in report.pairs():
-            rows_ab = [r for r in report.comparison if (r["a"], r["b"]) == (a, b)]
-            more, why = write_difference_figure(rows_ab, _compare_axes(axes, rows_ab), folder)
+            more, why = write_difference_figure(*report.comparison_of(a, b), folder)
             written += more
             notes += why
         report.files += written
@@ -233,7 +236,7 @@ def select_rows(
     wanted = {k: _values(v) for k, v in where.items()}
     kept = [dict(r) for r in rows if all(_matches(r.get(k), v) for k, v in wanted.items())]
     if not kept:
-        asked = " ".join(f"{k}={','.join(map(str, v))}" for k, v in where.items())
+        asked = " ".join(f"{k}={','.join(map(str, v))}" for k, v in wanted.items())
         raise SpikeLotteryError(f"--where {asked}: no run matches; check the values")
     return kept
 
