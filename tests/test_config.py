@@ -150,6 +150,7 @@ def test_field_order_is_the_results_json_order() -> None:
         "num_workers",
         "filter",
         "batchnorm",
+        "activations",
         "init",
         "search",
         "scope",

@@ -4,6 +4,7 @@
 """
 
 from ._validation import kept_count
+from .activations import binarize_activations, restore_activations
 from ._version import __version__
 from .check import TicketCheck, check_ticket
 from .encoding import DirectEncoder, EventFrames, direct_encode, encode
@@ -51,6 +52,7 @@ __all__ = [
     "__version__",
     "approx_sign",
     "attach_patch_selector",
+    "binarize_activations",
     "check_ticket",
     "create_model",
     "densify",
@@ -65,6 +67,7 @@ __all__ = [
     "list_models",
     "load_ticket",
     "read_ticket_info",
+    "restore_activations",
     "run",
     "save_ticket",
     "select_patches",

@@ -23,12 +23,20 @@ never descend into what was just replaced. What ``sparsify`` guarantees (see the
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor, nn
 
+from .activations import (
+    ACTIVATION_TYPES,
+    binarize_activations,
+    binary_activation_names,
+    functional_activations,
+    restore_activations,
+)
 from ._modules import (
     CONVERTIBLE,
     freeze_batchnorm_affine,
@@ -57,6 +65,9 @@ __all__ = ["SparsifyReport", "TicketSummary", "densify", "kept_fraction", "spars
 logger = logging.getLogger("spikelottery")
 
 M = TypeVar("M", bound=nn.Module)
+
+#: The values of ``sparsify``'s ``activations``: leave them, or make them binary.
+ACTIVATION_CHOICES: tuple[str, ...] = ("keep", "binary")
 
 
 def _selector_settings(model: nn.Module) -> list[tuple[str, float, int, str]]:
@@ -100,6 +111,7 @@ def sparsify(
     return_report: Literal[False] = ...,
     verbose: bool = ...,
     scope: str = ...,
+    activations: str = ...,
 ) -> M: ...
 @overload
 def sparsify(
@@ -120,6 +132,7 @@ def sparsify(
     return_report: Literal[True],
     verbose: bool = ...,
     scope: str = ...,
+    activations: str = ...,
 ) -> tuple[M, SparsifyReport]: ...
 def sparsify(
     model: M,
@@ -139,6 +152,7 @@ def sparsify(
     return_report: bool = False,
     verbose: bool = False,
     scope: str = "layer",
+    activations: str = "keep",
 ) -> M | tuple[M, SparsifyReport]:
     """Turn ``model`` into a lottery-ticket search, in place, and return it.
 
@@ -190,17 +204,28 @@ def sparsify(
             standard deviation, and at least one weight per layer; see
             :mod:`spikelottery.scope`). The per-layer counts follow the scores;
             :func:`summary` shows them.
+        activations: ``"keep"`` (the default: activations stay as they are) or ``"binary"``:
+            each activation module (``nn.ReLU``, ``nn.GELU``, ...; see
+            :func:`~spikelottery.binarize_activations`) that ``filter`` accepts becomes a
+            :class:`~spikelottery.BinaryActivation`, as in the multi-prize tickets'
+            binary-weight-and-activation networks (biprop's "1/1"). With ``mode="mp"`` the
+            part being sparsified is then binary in its weights and its activations. The
+            report lists each swap; activations called as functions (``F.relu``) stay real
+            and, with ``example_inputs``, are named in the report and in a warning.
+            :func:`densify` keeps the binary activations (the dense copy computes the
+            ticket); :func:`~spikelottery.restore_activations` puts the originals back.
 
     Returns:
         ``model`` itself, or ``(model, report)`` with ``return_report=True``.
 
     Raises:
-        ValueError: ``pa``, ``pb``, ``mode``, ``init``, ``batchnorm`` or ``scope`` is
-            invalid, or ``layer_pa`` is given with ``scope="global"``.
+        ValueError: ``pa``, ``pb``, ``mode``, ``init``, ``batchnorm``, ``scope`` or
+            ``activations`` is invalid, or ``layer_pa`` is given with ``scope="global"``.
         SpikeLotteryError: ``filter`` or a ``layer_pa`` key matches no layer; a matched
             layer computes its weight (parametrization, ``weight_norm``) and cannot be
-            masked faithfully; no patch embedding is found for ``pb > 0``; or the check on
-            ``example_inputs`` fails.
+            masked faithfully; no patch embedding is found for ``pb > 0``;
+            ``activations="binary"`` finds no activation module that ``filter`` accepts; or
+            the check on ``example_inputs`` fails.
 
     >>> net = sparsify(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 2)), pa=0.4)
     >>> net[0].kept
@@ -222,6 +247,10 @@ def sparsify(
         )
     if batchnorm not in ("keep", "nonaffine"):
         raise ValueError(f"batchnorm must be 'keep' or 'nonaffine', got {batchnorm!r}")
+    if activations not in ACTIVATION_CHOICES:
+        raise ValueError(
+            f"activations must be one of {ACTIVATION_CHOICES}, got activations={activations!r}"
+        )
     if (patch_embed is not None or num_prefix_tokens is not None or patch_layout != "auto") and (
         not pb
     ):
@@ -240,6 +269,7 @@ def sparsify(
     accept = as_filter(filter)
 
     report = SparsifyReport(pa=pa, pb=pb, mode=mode, scope=scope)
+    binarized: list[str] = []
     candidates, first_holder = select_layers(model, accept, report)
     if not candidates and (filter is not None or not pb):
         where = f"filter={filter!r}" if filter is not None else "the model"
@@ -309,10 +339,27 @@ def sparsify(
                 num_prefix_tokens=num_prefix_tokens,
                 layout=patch_layout,
             )
+        if activations == "binary":
+            binarized = binarize_activations(model, filter)
+            accept_ = as_filter(filter)
+            already = [n for n in binary_activation_names(model) if n not in binarized]
+            if not binarized and not any(accept_(model.get_submodule(n), n) for n in already):
+                raise SpikeLotteryError(
+                    f"activations='binary' found no activation module "
+                    f"({', '.join(t.__name__ for t in ACTIVATION_TYPES[:4])}, ...) that "
+                    f"filter={filter!r} accepts; spiking neurons are binary already, and an "
+                    "activation called as a function (F.relu) cannot be replaced"
+                )
+            report.binarized = binarized
         invalidate_spikingjelly_cache(model)
         if example_inputs is not None:
+            if binarized:
+                args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+                report.functional_activations = functional_activations(model, *args)
             check_ticket(model, example_inputs).raise_if_failed()
     except BaseException:
+        if binarized:
+            restore_activations(model, binarized)
         if pb is not None:
             _restore_selectors(model, selectors_before)
         for parent, attr, old in reversed(done):
@@ -325,6 +372,17 @@ def sparsify(
         raise
 
     report.skipped.update(weights_left_dense(model, report))
+    if report.functional_activations:
+        warnings.warn(
+            "activations='binary': these modules call an activation as a function, which "
+            "stays real: "
+            + "; ".join(
+                f"{name or '<model>'} ({', '.join(f)})"
+                for name, f in report.functional_activations.items()
+            )
+            + ". Use activation modules (nn.ReLU) there to binarise them",
+            stacklevel=2,
+        )
     if batchnorm == "nonaffine":
         freeze_batchnorm_affine(model)
     logger.info("%s", report)
@@ -333,7 +391,7 @@ def sparsify(
     return (model, report) if return_report else model
 
 
-def densify(model: M) -> M:
+def densify(model: M, *, activations: str = "keep") -> M:
     """Bake the ticket into plain dense layers, in place, and return ``model``.
 
     Each score-mask layer becomes the class it was made from (``nn.Conv2d``, SpikingJelly's
@@ -351,6 +409,10 @@ def densify(model: M) -> M:
         raise TypeError(f"densify(model): model must be an nn.Module, got {type(model).__name__}")
     if isinstance(model, SubnetLayer):
         raise TypeError("densify(model) needs a container; call layer.to_dense() on a single layer")
+    if activations not in ("keep", "restore"):
+        raise ValueError(
+            f"activations must be 'keep' or 'restore', got activations={activations!r}"
+        )
     dense_of: dict[int, nn.Module] = {}
     baked: dict[tuple[int, int], nn.Parameter] = {}  # (frozen weight, scores) -> dense weight
     biases: dict[int, nn.Parameter] = {}  # id(bias) -> the dense layers' shared copy
@@ -371,6 +433,8 @@ def densify(model: M) -> M:
                 dense._parameters["bias"] = bias
             dense_of[id(child)] = dense
         setattr(ref.parent, ref.attr, dense)
+    if activations == "restore":
+        restore_activations(model)
     if dense_of:
         invalidate_spikingjelly_cache(model)
     return model

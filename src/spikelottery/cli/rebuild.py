@@ -123,7 +123,7 @@ def _run_config(parser: argparse.ArgumentParser, ticket: TicketInfo, path: str) 
         parser.error(_no_model(path))
     try:
         values = json.loads(text)
-        return TrainConfig.from_dict(values, source=f"the run config recorded in {path!r}")
+        return TrainConfig.from_record(values, source=f"the run config recorded in {path!r}")
     except (TypeError, ValueError) as exc:  # ConfigError and JSONDecodeError are ValueErrors
         parser.error(f"argument TICKET: cannot rebuild the model of {path!r}: {exc}")
 

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._modules import freeze_batchnorm_affine
+from ..activations import binarize_activations
 from ..errors import SpikeLotteryError
 from ..sparsify import sparsify
 from .checkpoint import seed_worker
@@ -152,7 +153,12 @@ def check_first_batch(model: nn.Module, loader: DataLoader, device: torch.device
 
 
 def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = None) -> nn.Module:
-    """``model`` (else :func:`zoo_model`), sparsified in place."""
+    """``model`` (else :func:`zoo_model`), sparsified in place.
+
+    With ``cfg.activations == "binary"`` the activation modules that ``cfg.filter``
+    accepts become binary (:func:`~spikelottery.binarize_activations`), in a dense
+    baseline too.
+    """
     if model is None:
         model = zoo_model(cfg, info)
     if cfg.pb > 0:
@@ -167,9 +173,17 @@ def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = N
             batchnorm=cfg.batchnorm,
             # IMP chooses its global counts by magnitude, each round (engine/imp.py).
             scope=cfg.scope if cfg.search == "scores" else "layer",
+            activations=cfg.activations,
         )
-    elif cfg.batchnorm == "nonaffine":
-        freeze_batchnorm_affine(model)
+    else:
+        if cfg.batchnorm == "nonaffine":
+            freeze_batchnorm_affine(model)
+        if cfg.activations == "binary" and not binarize_activations(model, cfg.filter):
+            raise ConfigError(
+                "activations",
+                f"activations='binary' found no activation module (nn.ReLU, ...) that "
+                f"filter={cfg.filter!r} accepts in {type(model).__name__}",
+            )
     return model
 
 

@@ -27,7 +27,7 @@ from ..scope import SCOPES
 from .config_file import load_config_file
 from .convention import INPUT_CONVENTIONS
 from .methods import SEARCHES, check_search
-from .presets import PRESETS, check_method, resolve_method
+from .presets import PRESETS, RENAMED_METHODS, check_method, resolve_method
 from .settings import (
     ConfigError,
     boolean,
@@ -45,6 +45,7 @@ from .settings import (
 )
 
 __all__ = [
+    "ACTIVATION_OPTIONS",
     "BATCHNORM_OPTIONS",
     "MODES",
     "ConfigError",
@@ -57,6 +58,8 @@ __all__ = [
 MODES: tuple[str, ...] = ("dense", *SUBNET_MODES)
 #: The ``batchnorm`` values of :func:`~spikelottery.sparsify`.
 BATCHNORM_OPTIONS: tuple[str, ...] = ("keep", "nonaffine")
+#: The values of ``activations``: the model's own, or binary in the sparsified part.
+ACTIVATION_OPTIONS: tuple[str, ...] = ("keep", "binary")
 
 
 def _model_name(name: str, value: Any) -> str:
@@ -185,13 +188,16 @@ class TrainConfig:
     )
     pa: float = setting(
         0.4,
-        help='Fraction of weights REMOVED per layer, in ``[0, 1)`` (ignored by ``"dense"``).',
+        help="Fraction of weights REMOVED per layer, in ``[0, 1)``: a layer of ``n`` weights "
+        "keeps ``n - floor(pa * n)`` (0.4 keeps 60%). Not biprop's ``prune_rate``, the fraction "
+        'KEPT (its 0.4 is ``pa=0.6``). Ignored by ``"dense"``.',
         check=ratio,
         group=_SEARCH,
     )
     pb: float = setting(
         0.0,
-        help="Fraction of patches REMOVED after the patch embedding (transformers), in ``[0, 1)``.",
+        help="Fraction of patches REMOVED after the patch embedding (transformers), in "
+        "``[0, 1)``: ``N`` patches keep ``N - floor(pb * N)`` (0.3 keeps 45 of 64).",
         check=ratio,
         group=_SEARCH,
     )
@@ -292,6 +298,15 @@ class TrainConfig:
         check=choice(BATCHNORM_OPTIONS),
         group=_SEARCH,
     )
+    activations: str = setting(
+        "keep",
+        help='``"keep"`` (the model\'s own activations: ReLU in an ANN, spikes in an SNN) or '
+        '``"binary"`` (each activation module of the sparsified part, as chosen by '
+        "``filter``, becomes a sign with the ApproxSign gradient: the multi-prize tickets' "
+        "binary activations, biprop's 1/1 networks; ANN only, spikes are binary already).",
+        check=choice(ACTIVATION_OPTIONS),
+        group=_SEARCH,
+    )
     init: str = setting(
         "kaiming_normal",
         help='Frozen weight init: ``"kaiming_normal"``, ``"signed_constant"`` or ``"keep"`` '
@@ -304,8 +319,10 @@ class TrainConfig:
         help='How the mask is found: ``"scores"`` (edge-popup / multi-prize: scores train on '
         'frozen weights), ``"imp"`` (iterative magnitude pruning with rewinding: the weights '
         "train, ``imp_rounds`` times the fraction ``imp_fraction`` of the kept ones is "
-        'removed by magnitude; needs ``mode="lt"``) or ``"random"`` (a random mask at the '
-        "per-layer counts of ``pa``, its kept weights train: the control).",
+        'removed by magnitude; needs ``mode="lt"``), ``"random"`` (a random mask at the '
+        "per-layer counts of ``pa``, its kept weights train: random pruning) or "
+        '``"random-frozen"`` (a random mask of the frozen weights, nothing but BatchNorm '
+        "trains: edge-popup's control of the search).",
         check=choice(SEARCHES),
         group=_SEARCH,
     )
@@ -481,6 +498,12 @@ class TrainConfig:
                 f"got mode='dense' with finetune_epochs={self.finetune_epochs}",
             )
         check_search(self)
+        if self.activations == "binary" and self.spiking:
+            raise ConfigError(
+                "activations",
+                "activations='binary' binarises an ANN's hidden activations; a spiking network's "
+                "spikes are binary already: use it with spiking=False (--ann)",
+            )
         if self.dataset in ("cifar10", "cifar100") and self.resolution not in (None, 32):
             raise ConfigError(
                 "resolution",
@@ -536,6 +559,27 @@ class TrainConfig:
                 f"valid fields are: {', '.join(names)}"
             )
         return cls(**resolve_method(values))
+
+    @classmethod
+    def from_record(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+        """Rebuild a config recorded by a run (``results.json``, a sweep's settings, a ticket).
+
+        A record written before a setting existed is read as the run that wrote it ran:
+        before ``activations`` existed every run kept its model's activations, so the
+        methods whose preset now binarises them (``mplt``, ``pepsp-lt``, ``multisp-lt``)
+        are read as their ``-relu`` variants, and ``random`` as ``random-trained``.
+
+        >>> TrainConfig.from_record({"method": "mplt", "spiking": False, "mode": "mp",
+        ...                          "out": None}).method
+        'mplt-relu'
+        """
+        values = dict(values)
+        if "activations" not in values:
+            values["activations"] = "keep"
+            method = values.get("method")
+            if isinstance(method, str) and method in RENAMED_METHODS:
+                values["method"] = RENAMED_METHODS[method]
+        return cls.from_dict(values, source=source)
 
     @classmethod
     def for_method(cls, method: str, **values: Any) -> TrainConfig:

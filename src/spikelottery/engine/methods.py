@@ -6,7 +6,10 @@
 * ``"imp"``: iterative magnitude pruning with weight rewinding
   (:mod:`~spikelottery.engine.imp`);
 * ``"random"``: a random mask at the per-layer counts of ``pa`` whose kept weights
-  train, the control.
+  train: random pruning, a baseline (method ``random-trained``);
+* ``"random-frozen"``: a random mask of the same frozen weights at the same counts, and
+  nothing trained that the score search does not also train (BatchNorm): edge-popup's
+  control of the search (method ``random-frozen``).
 
 ``search_timesteps`` makes any search an Early-Time ticket: the mask is found at a small
 ``T`` and used at ``timesteps`` (:mod:`~spikelottery.engine.search`).
@@ -28,10 +31,13 @@ from .settings import ConfigError
 if TYPE_CHECKING:
     from .config import TrainConfig
 
-__all__ = ["SEARCHES", "check_search", "search_stage_names"]
+__all__ = ["RANDOM_SEARCHES", "SEARCHES", "check_search", "search_stage_names"]
 
 #: The values of the ``search`` setting.
-SEARCHES: tuple[str, ...] = ("scores", "imp", "random")
+SEARCHES: tuple[str, ...] = ("scores", "imp", "random", "random-frozen")
+
+#: The searches that draw one random fixed mask and find nothing.
+RANDOM_SEARCHES: tuple[str, ...] = ("random", "random-frozen")
 
 
 def search_stage_names(cfg: TrainConfig) -> tuple[str, ...]:
@@ -57,7 +63,8 @@ def check_search(cfg: TrainConfig) -> None:
     if search != "scores" and cfg.mode == "dense":
         raise ConfigError(
             "search",
-            f"search={search!r} finds a mask; it needs mode 'lt' (or 'mp' for 'random'), "
+            f"search={search!r} finds a mask; it needs mode 'lt' (or 'mp' for 'random' and "
+            "'random-frozen'), "
             "got mode='dense'",
         )
     if search == "imp" and cfg.mode != "lt":
@@ -65,7 +72,7 @@ def check_search(cfg: TrainConfig) -> None:
             "mode",
             f"search='imp' trains the kept weights of W * M: it needs mode='lt', got mode={cfg.mode!r}",
         )
-    if cfg.scope == "global" and (cfg.mode == "dense" or search == "random"):
+    if cfg.scope == "global" and (cfg.mode == "dense" or search in RANDOM_SEARCHES):
         raise ConfigError(
             "scope",
             "scope='global' chooses the per-layer counts by score (or, for imp, by magnitude); "

@@ -19,6 +19,7 @@ leave mode out or choose another method
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,6 +29,7 @@ from .settings import ConfigError
 
 __all__ = [
     "PRESETS",
+    "RENAMED_METHODS",
     "Preset",
     "check_method",
     "preset_problem",
@@ -75,92 +77,131 @@ def _some_patches(values: Mapping[str, Any]) -> str | None:
 
 
 #: A score search (edge-popup) with one threshold per layer: what the paper's columns use;
-#: ``imp``, ``random`` and ``scope="global"`` are other methods with presets of their own.
+#: ``imp``, ``random-*`` and ``scope="global"`` are other methods with presets of their own.
 _SCORES = {"search": "scores", "scope": "layer"}
+#: The model's own activations (ReLU in an ANN, spikes in an SNN).
+_KEEP = {"activations": "keep"}
+#: Binary activations in the sparsified part (the multi-prize tickets' "1/1" networks).
+_BINARY = {"activations": "binary"}
 _MP_EMBED = {"mode": "mp", "filter": PATCH_EMBED, **_SCORES}
 
+#: The paper's multi-prize tickets binarise activations: "MPTs introduce the added benefit
+#: of binary weight and activation representations" and MultiSp includes "ConvPEP
+#: activation binarization". biprop's 1/1 networks (``models/resnet_BinAct_v2.py``) put a
+#: sign activation with the ApproxSign gradient where the ReLUs were.
+_MP_PAPER = "binary weights and binary activations (the paper; biprop's 1/1)"
+#: The same ticket with real activations: biprop's "1/32" networks, a different method.
+_MP_RELU = "binary weights, ReLU activations (biprop's 1/32, not the paper's MPT)"
+
 #: Every preset by name. The first ten are the paper's columns (DESIGN "Method names"),
-#: the rest the baselines of ``search`` and ``scope`` (docs/methods.md).
+#: then the ``-relu`` variants of its binarised ANN tickets, then the baselines of
+#: ``search`` and ``scope`` (docs/methods.md).
 PRESETS: Mapping[str, Preset] = MappingProxyType(
     {
         "ann": Preset(
-            {"spiking": False, "mode": "dense"},
+            {"spiking": False, "mode": "dense", **_KEEP},
             column="Table I 'ANN', Table II 'ViT'",
             description="the ReLU twin, dense weights trained",
         ),
         "snn": Preset(
-            {"spiking": True, "mode": "dense"},
+            {"spiking": True, "mode": "dense", **_KEEP},
             column="Table I 'SNN', Table II 'Spiking-ViT'",
             description="the spiking network, dense weights trained",
         ),
         "lt": Preset(
-            {"spiking": False, "mode": "lt", "filter": None, **_SCORES},
+            {"spiking": False, "mode": "lt", "filter": None, **_SCORES, **_KEEP},
             column="Table I 'LTs'",
-            description="ANN ticket: scores train, frozen random weights W*M (edge-popup)",
+            description="ANN ticket: scores train, frozen random weights W*M (edge-popup), ReLU",
             requires=_no_patches,
         ),
         "slt": Preset(
-            {"spiking": True, "mode": "lt", "filter": None, **_SCORES},
+            {"spiking": True, "mode": "lt", "filter": None, **_SCORES, **_KEEP},
             column="Table I 'SLTs'",
             description="spiking ticket: scores train, frozen random weights W*M",
             requires=_no_patches,
         ),
         "mplt": Preset(
-            {"spiking": False, "mode": "mp", "filter": None, **_SCORES},
+            {"spiking": False, "mode": "mp", "filter": None, **_SCORES, **_BINARY},
             column="Table I 'MPLTs'",
-            description="binarised ANN ticket: alpha*sign(W)*M",
+            description=f"binarised ANN ticket alpha*sign(W)*M: {_MP_PAPER}",
             requires=_no_patches,
         ),
         "mpslt": Preset(
-            {"spiking": True, "mode": "mp", "filter": None, **_SCORES},
+            {"spiking": True, "mode": "mp", "filter": None, **_SCORES, **_KEEP},
             column="Table I 'MPSLTs'",
-            description="binarised spiking ticket: alpha*sign(W)*M",
+            description="binarised spiking ticket: alpha*sign(W)*M, spikes (binary already)",
             requires=_no_patches,
         ),
         "pepsp-lt": Preset(
-            {"spiking": False, **_MP_EMBED},
+            {"spiking": False, **_MP_EMBED, **_BINARY},
             {"pb": 0.0},
             column="Table II 'PEPSp-LTs'",
-            description="ANN transformer, binarised ticket of the patch embedding only",
+            description="ANN transformer, binarised ticket of the patch embedding only, its "
+            "activations binary",
             requires=_no_patches,
         ),
         "pepsp-slt": Preset(
-            {"spiking": True, **_MP_EMBED},
+            {"spiking": True, **_MP_EMBED, **_KEEP},
             {"pb": 0.0},
             column="Table II 'PEPSp-SLTs'",
             description="spiking transformer, binarised ticket of the patch embedding only",
             requires=_no_patches,
         ),
         "multisp-lt": Preset(
-            {"spiking": False, **_MP_EMBED},
+            {"spiking": False, **_MP_EMBED, **_BINARY},
             {"pb": 0.3},
             column="Table II 'MultiSp-LTs'",
-            description="ANN transformer, PEPSp plus patch pruning (pb)",
+            description="ANN transformer, PEPSp (binary ConvPEP activations) plus patch "
+            "pruning (pb)",
             requires=_some_patches,
         ),
         "multisp-slt": Preset(
-            {"spiking": True, **_MP_EMBED},
+            {"spiking": True, **_MP_EMBED, **_KEEP},
             {"pb": 0.3},
             column="Table II 'MultiSp-SLTs'",
             description="spiking transformer, PEPSp plus patch pruning (pb)",
             requires=_some_patches,
         ),
+        # The binarised ANN tickets with real (ReLU) activations: what `mplt`, `pepsp-lt`
+        # and `multisp-lt` were before 0.2, kept so that earlier results can be rerun.
+        "mplt-relu": Preset(
+            {"spiking": False, "mode": "mp", "filter": None, **_SCORES, **_KEEP},
+            column="variant of Table I 'MPLTs'",
+            description=f"binarised ANN ticket alpha*sign(W)*M: {_MP_RELU}",
+            requires=_no_patches,
+        ),
+        "pepsp-lt-relu": Preset(
+            {"spiking": False, **_MP_EMBED, **_KEEP},
+            {"pb": 0.0},
+            column="variant of Table II 'PEPSp-LTs'",
+            description="ANN transformer, binarised ticket of the patch embedding only, ReLU "
+            "activations (biprop's 1/32)",
+            requires=_no_patches,
+        ),
+        "multisp-lt-relu": Preset(
+            {"spiking": False, **_MP_EMBED, **_KEEP},
+            {"pb": 0.3},
+            column="variant of Table II 'MultiSp-LTs'",
+            description="ANN transformer, PEPSp with ReLU activations (biprop's 1/32) plus "
+            "patch pruning (pb)",
+            requires=_some_patches,
+        ),
         # The baselines of the SNN lottery-ticket literature (docs/methods.md).
         "imp": Preset(
-            {"spiking": False, "mode": "lt", "search": "imp"},
+            {"spiking": False, "mode": "lt", "search": "imp", **_KEEP},
             column="baseline (Frankle & Carbin; Kim et al. ECCV 2022)",
             description="ANN, iterative magnitude pruning with rewinding: weights train, "
             "mask by |W|",
             requires=_no_patches,
         ),
         "imp-snn": Preset(
-            {"spiking": True, "mode": "lt", "search": "imp"},
+            {"spiking": True, "mode": "lt", "search": "imp", **_KEEP},
             column="baseline (Kim et al. ECCV 2022)",
             description="spiking, iterative magnitude pruning with rewinding",
             requires=_no_patches,
         ),
         "et-imp-snn": Preset(
-            {"spiking": True, "mode": "lt", "search": "imp"},
+            {"spiking": True, "mode": "lt", "search": "imp", **_KEEP},
             {"search_timesteps": 2},
             column="baseline (Kim et al. ECCV 2022, Early-Time)",
             description="spiking IMP whose pruning rounds run at search_timesteps",
@@ -168,36 +209,63 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             early_time=True,
         ),
         "et-slt": Preset(
-            {"spiking": True, "mode": "lt", "search": "scores"},
+            {"spiking": True, "mode": "lt", "search": "scores", **_KEEP},
             {"search_timesteps": 2},
             column="Early-Time (Kim et al.) for SLTs",
             description="spiking ticket whose scores are searched at search_timesteps",
             requires=_no_patches,
             early_time=True,
         ),
-        "random": Preset(
-            {"spiking": True, "mode": "lt", "search": "random"},
-            column="control",
-            description="spiking, random mask at the per-layer counts of pa; kept weights train",
+        "random-frozen": Preset(
+            {"spiking": True, "mode": "lt", "search": "random-frozen", **_KEEP},
+            column="control of the score search (edge-popup's random subnetwork)",
+            description="spiking, a random mask of the same frozen weights at the per-layer "
+            "counts of pa; nothing trains that slt does not train (BatchNorm)",
+            requires=_no_patches,
+        ),
+        "random-trained": Preset(
+            {"spiking": True, "mode": "lt", "search": "random", **_KEEP},
+            column="random pruning baseline (not a control of the search)",
+            description="spiking, a random mask at the per-layer counts of pa whose kept "
+            "weights TRAIN",
             requires=_no_patches,
         ),
         "global-slt": Preset(
-            {"spiking": True, "mode": "lt", "search": "scores", "scope": "global"},
-            column="biprop-style global threshold",
-            description="spiking ticket, one score threshold over all layers (W*M)",
+            {"spiking": True, "mode": "lt", "search": "scores", "scope": "global", **_KEEP},
+            column="global threshold (normalised scores; not biprop's)",
+            description="spiking ticket, one threshold over all layers on abs(scores) / std per "
+            "layer (W*M)",
             requires=_no_patches,
         ),
         "global-mpslt": Preset(
-            {"spiking": True, "mode": "mp", "search": "scores", "scope": "global"},
-            column="biprop-style global threshold",
-            description="binarised spiking ticket, one score threshold over all layers",
+            {"spiking": True, "mode": "mp", "search": "scores", "scope": "global", **_KEEP},
+            column="global threshold (normalised scores; not biprop's)",
+            description="binarised spiking ticket, one threshold over all layers on "
+            "abs(scores) / std per layer",
             requires=_no_patches,
         ),
     }
 )
 
+#: Old method names and the preset that now computes what they computed (a
+#: ``FutureWarning`` names it; the old names go in 0.3). Before 0.2, ``mplt``,
+#: ``pepsp-lt`` and ``multisp-lt`` kept ReLU activations.
+RENAMED_METHODS: Mapping[str, str] = MappingProxyType(
+    {
+        "random": "random-trained",
+        "mplt": "mplt-relu",
+        "pepsp-lt": "pepsp-lt-relu",
+        "multisp-lt": "multisp-lt-relu",
+    }
+)
+#: Of :data:`RENAMED_METHODS`, the names that are gone (the others are presets again,
+#: with other settings).
+_DEPRECATED = {"random": "random-trained"}
+
 
 def _preset(name: Any) -> Preset:
+    if isinstance(name, str) and name in _DEPRECATED:
+        return PRESETS[_DEPRECATED[name]]
     if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError("method", f"unknown method {name!r}; valid methods: {', '.join(PRESETS)}")
     return PRESETS[name]
@@ -222,6 +290,15 @@ def resolve_method(values: Mapping[str, Any]) -> dict[str, Any]:
         return out
     if isinstance(name, str):
         name = out["method"] = name.strip().lower()
+        if name in _DEPRECATED:
+            warnings.warn(
+                f"method {name!r} is now {_DEPRECATED[name]!r} (its kept weights train, so it "
+                "is no control of the score search: that is 'random-frozen'); the old name "
+                "goes in spikelottery 0.3",
+                FutureWarning,
+                stacklevel=3,
+            )
+            name = out["method"] = _DEPRECATED[name]
     preset = _preset(name)
     for key, value in preset.fixed.items():
         if key in out and out[key] != value:

@@ -5,7 +5,8 @@ before its checkpoint), before and after each epoch, and when the run ends:
 
 * score search: the annealed kept fraction (``anneal_epochs``) before each epoch;
 * ``imp``: the rounds and the rewind point (:class:`~spikelottery.engine.imp.ImpRounds`);
-* ``random``: a random fixed mask at each layer's kept count, drawn from ``seed``;
+* ``random`` and ``random-frozen``: a random fixed mask at each layer's kept count,
+  drawn from ``seed`` (its kept weights train, or nothing but BatchNorm does);
 * Early-Time tickets (``search_timesteps``): the search stages run at
   ``search_timesteps``, the rest at ``timesteps``. After the last search epoch the found
   ticket is evaluated at both, and the time one evaluation takes at each gives the
@@ -34,9 +35,9 @@ from ..scope import annealed_ratio, set_model_pa
 from .convention import call_model
 from .evaluation import evaluate, input_and_label
 from .imp import REWIND_FILE, ImpRounds, imp_round
-from .methods import search_stage_names
+from .methods import RANDOM_SEARCHES, search_stage_names
 from .settings import ConfigError
-from .stages import Stage, train_kept_weights
+from .stages import Stage, freeze_masks, train_kept_weights
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -172,10 +173,13 @@ class SearchSteps:
             )
             if round_ in self.imp.kept and phase != "replay":
                 logger.info("IMP round %d: kept %s", round_, self.imp.kept[round_])
-        if cfg.search == "random" and stage.name == "train":
+        if cfg.search in RANDOM_SEARCHES and stage.name == "train":
             generator = torch.Generator().manual_seed(cfg.seed)
             random_masks(state.model, generator)
-            train_kept_weights(state.model)
+            if cfg.search == "random":
+                train_kept_weights(state.model)
+            else:
+                freeze_masks(state.model)
         return loaded
 
     def after_load(self, state: RunState) -> None:
@@ -184,7 +188,7 @@ class SearchSteps:
         A fixed mask (IMP, random) lives in the scores and in each layer's ``pa``, which
         a ``state_dict`` does not hold.
         """
-        if self.cfg.search in ("imp", "random"):
+        if self.cfg.search == "imp" or self.cfg.search in RANDOM_SEARCHES:
             restore_fixed_masks(state.model)
 
     def before_epoch(self, state: RunState, stage: Stage, epoch: int) -> None:

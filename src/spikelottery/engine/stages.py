@@ -8,7 +8,8 @@
 ``search="imp"`` replaces stage 1 by ``imp_rounds + 1`` stages ``imp0`` (the dense
 weights) to ``imp<r>`` (the weights of the mask after ``r`` rounds), ``epochs`` each
 (:mod:`~spikelottery.engine.imp`); ``search="random"`` by ``train`` (the kept weights of a
-random mask).
+random mask) and ``search="random-frozen"`` by ``train`` (a random mask; only what the
+score search also trains besides its scores, e.g. BatchNorm).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from torch import nn
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from .config import TrainConfig
+from .methods import RANDOM_SEARCHES
 
 __all__ = [
     "Stage",
+    "freeze_masks",
     "enter_stage",
     "make_optimizer",
     "stage_plan",
@@ -56,7 +59,7 @@ def stage_plan(cfg: TrainConfig) -> list[Stage]:
     if cfg.search == "imp":
         plan = [(f"imp{k}", cfg.epochs) for k in range(cfg.imp_rounds + 1)]
     else:
-        weights = cfg.mode == "dense" or cfg.search == "random"
+        weights = cfg.mode == "dense" or cfg.search in RANDOM_SEARCHES
         plan = [("train" if weights else "search", cfg.epochs)]
     if cfg.pb > 0:
         plan.append(("patch", cfg.patch_epochs))
@@ -96,6 +99,17 @@ def enter_stage(model: nn.Module, stage: str, *, pb: float) -> str | None:
     if stage == "finetune":
         train_kept_weights(model)
     return None
+
+
+def freeze_masks(model: nn.Module) -> None:
+    """Fix every mask (the scores stop training); the frozen weights stay frozen.
+
+    What edge-popup's random-subnetwork control trains: everything the score search
+    trains but the scores.
+    """
+    for m in model.modules():
+        if isinstance(m, SubnetLayer):
+            _freeze(m.scores)
 
 
 def train_kept_weights(model: nn.Module) -> None:

@@ -101,7 +101,7 @@ def describe(axes: Mapping[str, Any]) -> str:
 def _stored_key(folder: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
-        return run_key(TrainConfig.from_dict(data["config"]))
+        return run_key(TrainConfig.from_record(data["config"]))
     except (OSError, ValueError, KeyError, TypeError, SpikeLotteryError):
         return None
 

@@ -99,7 +99,7 @@ def run_task(
     if main:
         (path / FAILED_FILE).unlink(missing_ok=True)
     try:
-        cfg = TrainConfig.from_dict(values, source=str(path / SETTINGS_FILE))
+        cfg = TrainConfig.from_record(values, source=str(path / SETTINGS_FILE))
         results = run(cfg)
     except Exception as exc:  # an interrupt is not a failure: the run resumes next time
         if main:

@@ -33,6 +33,12 @@ def export_dense(model: M) -> M:
     result runs without spikelottery's layers, and patch pruning is NOT applied. Its
     ``state_dict`` loads with ``strict=True`` into the original dense architecture.
 
+    Binary activations (``sparsify(..., activations="binary")``) stay in the copy as
+    :class:`~spikelottery.BinaryActivation` modules (a sign; no state), so the copy
+    computes the ticket. The original architecture, loaded with this ``state_dict``,
+    still has its real activations and does not: swap them with
+    :func:`~spikelottery.binarize_activations` there too.
+
     >>> from spikelottery import sparsify
     >>> dense = export_dense(sparsify(nn.Sequential(nn.Linear(8, 2)), pa=0.5))
     >>> type(dense[0]).__name__, sorted(dense.state_dict())

@@ -34,6 +34,7 @@ from ._common import PathLike, as_path, quote_names
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FORMAT_VERSION_BINARY_ACTIVATIONS",
     "USER_PREFIX",
     "TicketInfo",
     "invalid_ticket",
@@ -46,7 +47,10 @@ __all__ = [
 
 FORMAT_NAME = "spikelottery.ticket"
 FORMAT_VERSION = "1"
-_READABLE_VERSIONS = ("1",)
+#: The version written when the ticket has binary activations: a reader of version 1
+#: would load it into a network whose activations stay real, so it must refuse it.
+FORMAT_VERSION_BINARY_ACTIVATIONS = "2"
+_READABLE_VERSIONS = ("1", "2")
 # The user's own metadata entries are stored under this prefix.
 USER_PREFIX = "user."
 # A safetensors header larger than this is not a ticket (ours are a few hundred KB at most).
@@ -115,7 +119,8 @@ class TicketInfo:
     PyTorch layer type: ``Conv1d``, ``Conv2d`` or ``Linear``), ``shape``, ``pa``,
     ``mode`` and ``kept``. ``metadata`` holds the user's entries. ``num_prefix_tokens``
     and ``patch_layout`` describe the patch selector (``None`` in tickets written before
-    they were recorded, or without patch pruning).
+    they were recorded, or without patch pruning). ``binary_activations`` names the
+    activation modules that the ticket replaces by binary ones (format version 2).
     """
 
     path: Path
@@ -132,15 +137,22 @@ class TicketInfo:
     size_bytes: int = 0
     num_prefix_tokens: int | None = None
     patch_layout: str | None = None
+    binary_activations: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         kept = sum(layer["kept"] for layer in self.layers)
         total = sum(math.prod(layer["shape"]) for layer in self.layers)
         patches = f", pb={self.pb:g} after {self.patch_embed!r}" if self.pb > 0 else ""
+        binary = (
+            f", {len(self.binary_activations)} binary activations"
+            if self.binary_activations
+            else ""
+        )
         return (
             f"spikelottery ticket v{self.format_version} ({self.size_bytes:,} bytes, "
             f"spikelottery {self.library_version}): {len(self.layers)} layers, mode="
-            f"{self.mode!r}, pa={self.pa:g}{patches}; {kept:,} of {total:,} weights kept"
+            f"{self.mode!r}, pa={self.pa:g}{patches}{binary}; {kept:,} of {total:,} "
+            "weights kept"
         )
 
 
@@ -311,6 +323,11 @@ def _parse_info(path: Path, meta: Mapping[str, str], size: int) -> TicketInfo:
         patch_layout = meta.get("patch_layout")
         if patch_layout is not None and patch_layout not in LAYOUTS:
             raise ValueError(f"patch_layout={patch_layout!r}")
+        binary = _loads(path, meta.get("binary_activations", "[]"), "binary activation list")
+        if not isinstance(binary, list) or not all(isinstance(n, str) for n in binary):
+            raise TypeError("the binary activation list is not a list of names")
+        if binary and version != FORMAT_VERSION_BINARY_ACTIVATIONS:
+            raise ValueError(f"binary activations in a version-{version} ticket")
     except SpikeLotteryError:
         raise  # already says what is wrong (JSON nested too deep)
     except (TypeError, ValueError, KeyError, json.JSONDecodeError) as exc:
@@ -331,6 +348,7 @@ def _parse_info(path: Path, meta: Mapping[str, str], size: int) -> TicketInfo:
         size_bytes=size,
         num_prefix_tokens=num_prefix_tokens,
         patch_layout=patch_layout,
+        binary_activations=binary,
     )
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .._modules import names_of, refusal, skip_reason, walk
 from .._validation import kept_count
+from ..activations import binarize_activations, check_binarized
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from ..masks import topk_mask
@@ -313,6 +314,7 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
     if not info.layers:
         raise invalid_ticket(path, "it lists no score-mask layer")
     modules, loadable = _check_architecture(path, info, model, tensors, strict)
+    check_binarized(model, info.binary_activations)
     plans = [_plan_layer(path, tensors, rec, modules[rec["name"]]) for rec in info.layers]
 
     # Everything is checked: now modify the model.
@@ -337,6 +339,9 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
             num_prefix_tokens=info.num_prefix_tokens if info.pb > 0 else None,
             patch_layout=(info.patch_layout or "auto") if info.pb > 0 else "auto",
         )
+    if info.binary_activations:
+        binary = set(info.binary_activations)
+        binarize_activations(model, lambda module, name: name in binary)
     state = dict(loadable)
     for plan in plans:
         state[f"{plan.name}.weight"] = plan.weight

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .._io import atomic_write_bytes
 from .._modules import names_of
+from ..activations import binary_activation_names
 from .._version import __version__
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
@@ -25,7 +26,14 @@ from ._common import (
     patch_pruning,
     subnet_layers,
 )
-from .format import FORMAT_NAME, FORMAT_VERSION, USER_PREFIX, pack_bits, ticket_digest
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    FORMAT_VERSION_BINARY_ACTIVATIONS,
+    USER_PREFIX,
+    pack_bits,
+    ticket_digest,
+)
 
 __all__ = ["save_ticket"]
 
@@ -134,7 +142,9 @@ def save_ticket(
     The file holds each score-mask layer's mask at 1 bit per weight and, for ``"mp"``
     layers, the kept weights' signs at 1 bit each and the gain alpha; for ``"lt"`` layers
     the kept weights' values. Every other ``state_dict`` entry (biases, BatchNorm,
-    dense layers) is stored as is. A VGG-9 ``"mp"`` ticket at ``pa = 0.4`` is about 19x
+    dense layers) is stored as is, and so are the names of the binary activations
+    (:func:`~spikelottery.binarize_activations`; such a ticket is format version 2, which
+    older readers refuse rather than load with real activations). A VGG-9 ``"mp"`` ticket at ``pa = 0.4`` is about 19x
     smaller than its float32 ``torch.save`` checkpoint.
 
     The file is written to a temporary file in the same folder and then renamed, so an
@@ -189,9 +199,10 @@ def save_ticket(
     pa = float(pa_values.most_common(1)[0][0])
     mode = modes.most_common(1)[0][0]
     patch_embed, pb = patch_pruning(model)
+    binary = binary_activation_names(model)
     info = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION_BINARY_ACTIVATIONS if binary else FORMAT_VERSION,
         "library_version": __version__,
         "torch_version": torch.__version__,
         "pa": repr(float(pa)),
@@ -202,6 +213,7 @@ def save_ticket(
         "layers": json.dumps(records, separators=(",", ":")),
         "weight_dtype": weight_dtype or "same",
         "include_scores": "true" if include_scores else "false",
+        **({"binary_activations": json.dumps(binary)} if binary else {}),
     }
     meta = {**info, **user}
     meta["sha256"] = ticket_digest(tensors, meta)
