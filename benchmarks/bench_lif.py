@@ -1,13 +1,16 @@
 """Time LIF forward + backward: spikelottery (eager, compiled) against SpikingJelly's LIFNode.
 
-Run ``python benchmarks/bench_lif.py`` (``--help`` for options). Every variant runs in the
-same process on the same input; compilation and other warm-up are excluded from the
-timings. On CUDA, SpikingJelly picks its own CUDA/Triton kernels automatically.
+Run ``python benchmarks/bench_lif.py`` (``--help`` for options; 1 and 2 threads by
+default). Every variant runs in the same process on the same input, round-robin;
+compilation and other warm-up are excluded from the timings. Printed: medians and ranges,
+and each speed-up as the median over rounds of the ratio of neighbouring runs. On CUDA,
+SpikingJelly picks its own CUDA/Triton kernels automatically.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -25,16 +28,17 @@ def _sync(device: torch.device) -> None:
 def _time_interleaved(
     steps: dict[str, Callable[[], None]], device: torch.device, warmup: int, repeats: int
 ) -> dict[str, list[float]]:
-    """Run the variants round-robin, so background load hits all of them alike."""
+    """Run the variants round-robin (the order rotating), so background load hits them alike."""
     for step in steps.values():
         for _ in range(warmup):  # includes compilation for the compiled variant
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
+    order = list(steps)
+    for r in range(repeats):
+        for name in order[r % len(order) :] + order[: r % len(order)]:  # rotated order
             _sync(device)
             start = time.perf_counter()
-            step()
+            steps[name]()
             _sync(device)
             times[name].append((time.perf_counter() - start) * 1e3)
     return times
@@ -80,16 +84,25 @@ def run(shape: tuple[int, ...], device: torch.device, warmup: int, repeats: int)
     variants = _variants(beta=0.99)
     steps = {name: _make_step(neuron.to(device), x, grad) for name, neuron in variants.items()}
     times = _time_interleaved(steps, device, warmup, repeats)
-    medians = {name: statistics.median(t) for name, t in times.items()}
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"\nshape {list(shape)}  device {device}  threads {threads}  repeats {repeats}")
-    print(f"{'variant':<24}{'median fwd+bwd ms':>20}")
-    for name, ms in medians.items():
-        print(f"{name:<24}{ms:>20.2f}")
-    if "spikingjelly LIFNode" in medians:
-        sj = medians["spikingjelly LIFNode"]
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(
+        f"\nshape {list(shape)}  device {device}  threads {threads}  repeats {repeats}  "
+        f"load average {load}"
+    )
+    print(f"{'variant':<24}{'median fwd+bwd ms':>20}{'range ms':>20}")
+    for name, t in times.items():
+        spread = f"{min(t):.1f}-{max(t):.1f}"
+        print(f"{name:<24}{statistics.median(t):>20.2f}{spread:>20}")
+    if "spikingjelly LIFNode" in times:
+        sj = times["spikingjelly LIFNode"]
         for name in ("spikelottery eager", "spikelottery compiled"):
-            print(f"speed-up of {name} over SpikingJelly: {sj / medians[name]:.2f}x")
+            # Each round's ratio of neighbouring runs: a change of the load cancels out.
+            ratios = [s / t for s, t in zip(sj, times[name], strict=True)]
+            print(
+                f"speed-up of {name} over SpikingJelly: {statistics.median(ratios):.2f}x "
+                f"(median of the rounds' ratios; range {min(ratios):.2f}-{max(ratios):.2f})"
+            )
 
 
 def main() -> None:
@@ -105,8 +118,8 @@ def main() -> None:
         "--threads",
         type=int,
         nargs="+",
-        default=[1, 0],
-        help="CPU thread counts to run; 0 means torch's default (default: 1 0)",
+        default=[1, 2],
+        help="CPU thread counts to run; 0 means torch's default (default: 1 2)",
     )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)

@@ -17,7 +17,9 @@ one clock for all processes), so interpreter start-up counts. Printed per settin
 to the end of the first step and its parts (interpreter start, imports, data and model,
 ticket check, first step), the median step after ``--warmup`` further steps, and the ratios
 to compile off (each a median over ``--repeats`` processes per setting, the settings
-interleaved); then after how many steps compiling pays for itself.
+interleaved); then after how many steps compiling pays for itself. ``--threads N`` runs
+every process on N torch threads (the break-even depends on it and on the machine's load:
+report both).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
     import torch.nn.functional as F
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from spikelottery.demo import demo_configs
     from spikelottery.engine import reset_states, seed_everything
     from spikelottery.engine.build import (
@@ -104,6 +108,7 @@ def child(args: argparse.Namespace) -> None:
 def spawn(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--mode", args.mode]
     cmd += ["--warmup", str(args.warmup), "--steps", str(args.steps)]
+    cmd += ["--threads", str(args.threads)]
     t0 = time.monotonic()
     proc = subprocess.run(
         [*cmd, "--t0", repr(t0)], env=env, capture_output=True, text=True, check=False
@@ -149,6 +154,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="steps before the timed ones")
     parser.add_argument("--steps", type=int, default=30, help="steps for the median step time")
     parser.add_argument("--repeats", type=int, default=3, help="processes per setting")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads in each process (0: torch's default; OMP_NUM_THREADS is passed on)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -158,6 +169,8 @@ def main() -> None:
 
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     base = {k: v for k, v in os.environ.items() if k != "SPIKELOTTERY_COMPILE"}
+    if args.threads:
+        base["OMP_NUM_THREADS"] = str(args.threads)
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in SETTINGS}
     for _ in range(args.repeats):  # the settings interleaved, so load changes hit them alike
         with tempfile.TemporaryDirectory(prefix="inductor-cold-") as cache:
@@ -197,6 +210,14 @@ def main() -> None:
             verdict = "never (a compiled step is not faster)"
         else:
             verdict = f"after {extra / saved:,.0f} steps ({extra:.1f} s / {1e3 * saved:.1f} ms)"
+            # The same from each repeat's processes alone (they ran next to each other).
+            each = [
+                (c["total"] - o["total"]) / (o["step"] - c["step"])
+                for c, o in zip(samples[name], samples["compile off"], strict=True)
+                if o["step"] > c["step"]
+            ]
+            if each:
+                verdict += f"; per repeat {min(each):,.0f}-{max(each):,.0f}"
         print(f"{name}: compiling pays off {verdict}")
 
 

@@ -222,11 +222,28 @@ def test_the_run_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> No
     text = " ".join(capsys.readouterr().out.split())
     for f in dataclasses.fields(TrainConfig):
         assert flag_of(f) in text, f.name
-    assert (
-        'Fraction of weights REMOVED per layer, in [0, 1) (ignored by "dense"). (default: 0.4)'
-        in text
-    )
+    assert "--pa PA Fraction of weights REMOVED per layer, in [0, 1)" in text
+    assert 'Ignored by "dense". (default: 0.4)' in text
     assert "--config FILE" in text and "spiking neurons:" in text
+
+
+def test_ratio_flags_say_removed_and_what_biprop_means(capsys: pytest.CaptureFixture[str]) -> None:
+    # pa and pb are fractions REMOVED; biprop's prune_rate, the multi-prize reference code's
+    # knob, is the fraction KEPT: every flag that takes a ratio says which it is.
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    pa = text[text.index("--pa PA ") : text.index("--pb PB ")]
+    assert "REMOVED" in pa and "n - floor(pa * n) (0.4 keeps 60%)" in pa
+    assert "biprop's prune_rate, the fraction KEPT (its 0.4 is pa=0.6)" in pa
+    start = text.index("--pb PB ")
+    pb = text[start : text.index("--timesteps ", start)]
+    assert "patches REMOVED" in pb and "N - floor(pb * N) (0.3 keeps 45 of 64)" in pb
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    demo_pa = text[text.index("--pa PA ") : text.index("--max-batches MAX_BATCHES ")]
+    assert "REMOVED" in demo_pa and "0.4 keeps 60%" in demo_pa and "prune_rate" in demo_pa
 
 
 def test_generated_flags_parse_every_field_type() -> None:

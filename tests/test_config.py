@@ -117,6 +117,7 @@ def test_runtime_fields_and_defaults_come_from_the_declarations() -> None:
         "check_ticket",
         "overwrite",
         "download",
+        "threads",
     }
     defaults = field_defaults()
     assert list(defaults) == [f.name for f in dataclasses.fields(TrainConfig)]
@@ -148,6 +149,7 @@ def test_field_order_is_the_results_json_order() -> None:
         "out",
         "device",
         "num_workers",
+        "threads",
         "filter",
         "batchnorm",
         "activations",

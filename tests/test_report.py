@@ -58,6 +58,7 @@ def _write_run(root: Path, name: str, **config) -> Path:
         "out": str(folder),
     }
     full.update(config)
+    full.setdefault("activations", "binary" if full["method"] == "mplt" else "keep")
     results = {
         "accuracy": accuracy,
         "kept_fraction": 1 - full["pa"],
@@ -101,6 +102,22 @@ def runs(tmp_path: Path) -> Path:
     return root
 
 
+def test_runs_recorded_before_binary_activations_are_their_relu_variants(tmp_path: Path) -> None:
+    """A results.json without ``activations`` ran with ReLU: ``mplt`` then is ``mplt-relu``."""
+    root = tmp_path / "runs"
+    for seed in range(2):
+        folder = _write_run(
+            root, f"old-{seed}", method="mplt", spiking=False, seed=seed, accuracy=0.8
+        )
+        data = json.loads((folder / "results.json").read_text())
+        del data["config"]["activations"]
+        (folder / "results.json").write_text(json.dumps(data))
+        _write_run(root, f"new-{seed}", method="mplt", spiking=False, seed=seed, accuracy=0.7)
+    report = make_report([root], tmp_path / "report", figures=False)
+    got = {(r["method"], r["activations"]) for r in report.rows}
+    assert got == {("mplt-relu", "keep"), ("mplt", "binary")}
+
+
 def test_summary_means_and_intervals(runs: Path, tmp_path: Path) -> None:
     report = make_report([runs], tmp_path / "report", latex=True)
     assert report.axes == ["method", "pa"]  # spiking is decided by the method; seed pooled
@@ -122,7 +139,7 @@ def test_summary_means_and_intervals(runs: Path, tmp_path: Path) -> None:
     with open(tmp_path / "report" / "runs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 20
     md = (tmp_path / "report" / "summary.md").read_text()
-    assert "| mpslt | 0.2 | 5 | 92.00 |" in md
+    assert "| mpslt | 0.2 | 80.00 | 5 | 92.00 |" in md  # pa, then the fraction kept
     assert r"\toprule" in (tmp_path / "report" / "summary.tex").read_text()
     for stem in ("accuracy_vs_pa", "energy_per_method", "accuracy_vs_energy"):
         assert (tmp_path / "report" / f"{stem}.png").stat().st_size > 1000
@@ -221,3 +238,40 @@ def test_energy_views_per_layer_and_the_epochs_setting(tmp_path: Path) -> None:
     assert float(by[("mplt", "0")]["ann_int8_energy_mj"]) == pytest.approx(1e-5)
     assert (tmp_path / "report" / "energy_per_layer.svg").is_file()
     assert any(p.name == "energy_per_layer.png" for p in report.files)
+
+
+def _header(md: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith("| method"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_the_kept_fraction_stands_beside_pa(runs: Path, tmp_path: Path) -> None:
+    # pa is the fraction REMOVED: a summary grouped by pa shows the recorded fraction kept
+    # right after it (results.json's kept_fraction, not 1 - pa: a dense run keeps 100%).
+    _write_run(runs, "snn-0", method="snn", mode="dense", pa=0.2, accuracy=0.95)
+    folder = runs / "snn-0"
+    data = json.loads((folder / "results.json").read_text())
+    data["kept_fraction"] = 1.0
+    (folder / "results.json").write_text(json.dumps(data))
+    report = make_report([runs], tmp_path / "report", latex=True, figures=False)
+    md = (tmp_path / "report" / "summary.md").read_text()
+    header = _header(md)
+    assert header[:4] == ["method", "pa", "kept %", "n"] and header.count("kept %") == 1
+    assert "| mplt | 0.6 | 40.00 | 5 |" in md and "| snn | 0.2 | 100.00 | 1 |" in md
+    tex = (tmp_path / "report" / "summary.tex").read_text()
+    assert r"\begin{tabular}{llr" in tex and r"method & pa & kept \% & n" in tex
+    assert report.axes == ["method", "pa"]
+
+
+def test_the_kept_column_keeps_its_place_without_a_pa_axis(runs: Path, tmp_path: Path) -> None:
+    make_report([runs], tmp_path / "report", where={"pa": [0.2]}, figures=False)
+    header = _header((tmp_path / "report" / "summary.md").read_text())
+    assert "pa" not in header and header[:3] == ["method", "n", "accuracy %"]
+    assert header.index("kept %") > header.index("95% CI")
+
+
+def test_figure_axes_say_what_pa_and_pb_count() -> None:
+    from spikelottery.report.figures import CURVES
+
+    assert CURVES["pa"][1] == "pa (fraction of weights removed)"
+    assert CURVES["pb"][1] == "pb (fraction of patches removed)"

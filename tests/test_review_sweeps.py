@@ -19,7 +19,10 @@ from spikelottery.report.tables import compare_rows
         ("et-imp-snn", {}),
         ("global-slt", {}),
         ("imp-snn", {}),
-        ("random", {}),
+        ("random-trained", {}),
+        ("random-frozen", {}),
+        ("mplt-relu", {}),
+        ("multisp-lt-relu", {}),
     ],
 )
 def test_runs_without_a_preset_are_not_mislabelled(method: str, values: dict) -> None:

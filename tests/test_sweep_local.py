@@ -130,6 +130,8 @@ def test_two_workers(tmp_path: Path) -> None:
         a = json.loads((run.folder / RESULTS_FILE).read_text())
         b = json.loads((serial / "runs" / run.run_id / RESULTS_FILE).read_text())
         assert a["accuracy"] == b["accuracy"]  # same run, same result, whatever the executor
+        # Each worker's auto thread count is its share of the CPUs (unless OMP_NUM_THREADS).
+        assert a["threads"]["source"] != "auto" or "2 workers" in a["threads"]["reason"]
 
 
 @pytest.mark.parametrize("shard", [(1, 3), (2, 3), (3, 3)])

@@ -73,6 +73,8 @@ def test_results_json_schema_and_files(tmp_path: Path) -> None:
         "energy",
         "loss",
         "early_time",
+        "threads",
+        "environment",
     }
     assert set(data) == expected
     assert 0.0 <= data["accuracy"] <= 1.0

@@ -4,8 +4,8 @@
 """
 
 from ._validation import kept_count
-from .activations import binarize_activations, restore_activations
 from ._version import __version__
+from .activations import binarize_activations, restore_activations
 from .check import TicketCheck, check_ticket
 from .encoding import DirectEncoder, EventFrames, direct_encode, encode
 from .energy import EnergyReport, estimate_energy

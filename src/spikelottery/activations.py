@@ -106,16 +106,19 @@ _FUNCTIONAL_NAMES = frozenset(
 _ACTIVATION = "\0"
 
 
-def _activations(model: nn.Module) -> Iterator[Reference]:
-    """Every place an activation module of :data:`ACTIVATION_TYPES` is registered."""
+def _activations(model: nn.Module, types: tuple[type[nn.Module], ...]) -> Iterator[Reference]:
+    """Every place an activation module of ``types`` is registered."""
     for ref in walk(model):
-        if isinstance(ref.module, ACTIVATION_TYPES) and not isinstance(
-            ref.module, BinaryActivation
-        ):
+        if isinstance(ref.module, types) and not isinstance(ref.module, BinaryActivation):
             yield ref
 
 
-def binarize_activations(model: nn.Module, filter: Filter = None) -> list[str]:
+def binarize_activations(
+    model: nn.Module,
+    filter: Filter = None,
+    *,
+    types: Sequence[type[nn.Module]] = ACTIVATION_TYPES,
+) -> list[str]:
     """Replace each activation module that ``filter`` accepts by a :class:`BinaryActivation`.
 
     In place. The modules of :data:`ACTIVATION_TYPES` (ReLU, GELU, SiLU, Tanh, ... and
@@ -132,6 +135,10 @@ def binarize_activations(model: nn.Module, filter: Filter = None) -> list[str]:
             callable ``(module, qualified_name) -> bool``, or ``None`` for all. It is the
             same kind of filter as :func:`~spikelottery.sparsify`'s, applied to the
             activation modules.
+        types: The activation classes to replace (subclasses too). Add a library's own
+            (timm's ``timm.layers.GELU`` is not an ``nn.GELU``):
+            ``types=(*ACTIVATION_TYPES, timm.layers.GELU)``.
+            :func:`functional_activations` names the modules that it misses.
 
     Returns:
         The qualified names of the replaced activations (each module once, under its first
@@ -146,10 +153,13 @@ def binarize_activations(model: nn.Module, filter: Filter = None) -> list[str]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    classes = tuple(types)
+    if not classes or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in classes):
+        raise TypeError(f"types must be nn.Module classes, got types={types!r}")
     accept = as_filter(filter)
     made: dict[int, BinaryActivation] = {}
     names: list[str] = []
-    for ref in list(_activations(model)):
+    for ref in list(_activations(model, classes)):
         binary = made.get(id(ref.module))
         if binary is None:
             if not accept(ref.module, ref.name):
@@ -197,9 +207,7 @@ def binary_activation_names(model: nn.Module) -> list[str]:
     >>> binary_activation_names(nn.Sequential(nn.Linear(2, 2), BinaryActivation()))
     ['1']
     """
-    return [
-        name for name, module in model.named_modules() if isinstance(module, BinaryActivation)
-    ]
+    return [name for name, module in model.named_modules() if isinstance(module, BinaryActivation)]
 
 
 class _CallRecorder(TorchFunctionMode):
@@ -305,4 +313,3 @@ def check_binarized(model: nn.Module, names: list[str]) -> None:
                 "activation (in place of an activation module such as nn.ReLU); load the "
                 "ticket into the architecture it was saved from"
             )
-

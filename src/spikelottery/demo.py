@@ -43,6 +43,7 @@ def demo_configs(
     max_batches: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    threads: int | str = "auto",
 ) -> list[tuple[str, TrainConfig]]:
     """The three experiments of the demo: dense SNN, SNN ticket, binarised SNN ticket.
 
@@ -51,7 +52,7 @@ def demo_configs(
     for the weights (the paper's 0.1 on scores gave 1 to 3 points less here), cosine
     schedule, batch 64. A wide layer gives the search more random weights to choose
     from. Each method writes to ``out/<mode>``; ``overwrite`` lets it replace an earlier run's
-    results there.
+    results there; ``threads`` is each run's ``threads`` setting (:mod:`spikelottery.threads`).
 
     >>> [label for label, _ in demo_configs(None)]
     ['dense SNN', 'SNN ticket (lt)', 'binarised SNN ticket (mp)']
@@ -77,6 +78,7 @@ def demo_configs(
             energy_batches=2,
             progress=progress,
             overwrite=overwrite,
+            threads=threads,
         )
         configs.append((label, cfg))
     return configs
@@ -92,12 +94,14 @@ def demo(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    threads: int | str = "auto",
 ) -> list[dict[str, Any]]:
     """Compare the dense SNN, its ticket and its binarised ticket on the embedded digits.
 
     Writes ``out/results.json``: a list of records with the keys ``method``, ``mode``,
     ``accuracy``, ``kept_fraction``, ``energy_mj``, ``energy_sparse_mj``,
-    ``ann_energy_mj`` (the same network as an ANN, the reference of "% of ANN"), ``seconds``.
+    ``ann_energy_mj`` (the same network as an ANN, the reference of "% of ANN"), ``seconds``,
+    ``threads`` (the intra-op CPU threads the run used).
 
     Args:
         out: Output folder (``None`` writes nothing).
@@ -109,6 +113,8 @@ def demo(
         echo: Called with a line after each method (e.g. ``print``).
         overwrite: Replace the results of an earlier demo in ``out``; without it a demo
             refuses an ``out`` that holds results, before it trains anything.
+        threads: Intra-op CPU threads of each run: a count, or ``"auto"`` (see
+            :mod:`spikelottery.threads`); each run's ``results.json`` says how it chose.
 
     Returns:
         The records, one per method.
@@ -121,6 +127,7 @@ def demo(
         max_batches=max_batches,
         progress=progress,
         overwrite=overwrite,
+        threads=threads,
     )
     if out is not None and not overwrite and (Path(out) / RESULTS_FILE).exists():
         raise ConfigError(
@@ -142,6 +149,7 @@ def demo(
             "energy_sparse_mj": res.energy_sparse_mj,
             "ann_energy_mj": res.ann_energy_mj,
             "seconds": res.seconds,
+            "threads": res.threads["count"] if res.threads else None,
         }
         records.append(record)
         if echo is not None:

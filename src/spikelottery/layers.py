@@ -30,6 +30,7 @@ from .binary import BinaryActivation
 from .errors import SpikeLotteryError
 from .masks import (
     INITS,
+    float_mask,
     init_weight_,
     mask_scores,
     mp_alpha,
@@ -156,8 +157,16 @@ class SubnetLayer(nn.Module):
                     raise SpikeLotteryError(
                         f"{type(self).__name__}({self.extra_repr()}): {exc}"
                     ) from None
-            alpha = mp_alpha(w, mask, self.kept) if self.mode == "mp" else None
-            self._pre = precompute_subnet(s, w, mask, alpha)
+            alpha = None
+            if self.mode == "mp":
+                # One float mask for alpha and the effective weight: a product of a float
+                # tensor and a bool one takes PyTorch's slow mixed-dtype path (3-4x a
+                # float product on CPU).
+                mask_or_floats = float_mask(mask, w.dtype)
+                alpha = mp_alpha(w, mask_or_floats, self.kept)
+            else:  # precompute_subnet makes the float mask itself and builds W * M in it
+                mask_or_floats = mask
+            self._pre = precompute_subnet(s, w, mask_or_floats, alpha)
         self._alpha = alpha
         self._mask = mask if keep_mask else None  # kept only for mask(), until the next change
         weff = self._pre[0]

@@ -30,13 +30,6 @@ from typing import Any, Literal, TypeVar, overload
 import torch
 from torch import Tensor, nn
 
-from .activations import (
-    ACTIVATION_TYPES,
-    binarize_activations,
-    binary_activation_names,
-    functional_activations,
-    restore_activations,
-)
 from ._modules import (
     CONVERTIBLE,
     freeze_batchnorm_affine,
@@ -54,6 +47,13 @@ from ._selection import (
     weights_left_dense,
 )
 from ._validation import check_ratio
+from .activations import (
+    ACTIVATION_TYPES,
+    binarize_activations,
+    binary_activation_names,
+    functional_activations,
+    restore_activations,
+)
 from .check import check_ticket
 from .errors import SpikeLotteryError
 from .layers import INITS, SubnetLayer, check_mode, subnet_class_for

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from .._version import __version__
 from ..engine import ConfigError
 from ..errors import SpikeLotteryError
+from ..threads import thread_scope
 from .catalog import datasets_command, models_command
 from .common import log_to_stderr
 from .flags import (
@@ -209,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     parser: argparse.ArgumentParser = args._parser  # errors read "spikelottery run: error: ..."
-    with log_to_stderr(getattr(args, "quiet", False), getattr(args, "verbose", False)):
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    # thread_scope: a command sets torch's thread count for its work (--threads); an
+    # in-process main() (a test, a notebook) gets the caller's count back.
+    with log_to_stderr(quiet, verbose), thread_scope():
         try:
             return _COMMANDS[args.command](parser, args)
         except ConfigError as exc:  # found at run time, e.g. a batch size not divisible by W

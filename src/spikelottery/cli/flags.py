@@ -64,6 +64,18 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _int_or_text(text: str) -> int | str:
+    """An int if ``text`` is one, else ``text`` (``--threads 2``, ``--threads auto``).
+
+    >>> _int_or_text("2"), _int_or_text("auto"), _int_or_text("-1")
+    (2, 'auto', -1)
+    """
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """``parse``, except that ``none``, ``null`` and the empty string give ``None``.
 
@@ -89,6 +101,8 @@ def _value_options(annotation: Any, name: str) -> dict[str, Any]:
     origin = typing.get_origin(annotation)
     if annotation in (int, float, str):
         parse: Callable[[str], Any] = annotation
+    elif set(typing.get_args(annotation)) == {int, str}:
+        parse = _int_or_text  # a count or a word ("auto"); the field's check says which
     elif origin is dict or annotation is dict:
         parse = _json_object
     elif origin in (list, tuple) and typing.get_args(annotation)[0] in (int, float, str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
     from ..data import DatasetInfo
+    from ..threads import ThreadChoice
     from ..tickets import TicketInfo
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "read_ticket",
     "rebuild",
 ]
+
+logger = logging.getLogger("spikelottery.cli")
 
 
 def add_ticket_arg(p: argparse.ArgumentParser) -> None:
@@ -72,6 +76,13 @@ def add_data_flags(p: argparse.ArgumentParser, batches_help: str) -> None:
         metavar="DEVICE",
         default="auto",
         help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto, a GPU if there is one)",
+    )
+    p.add_argument(
+        "--threads",
+        metavar="N|auto",
+        default="auto",
+        help="intra-op CPU threads: N, or auto (a count given by OMP_NUM_THREADS, else the "
+        "usable CPUs, 1 on a busy machine, else the faster of 1 and N timed; default: auto)",
     )
 
 
@@ -188,6 +199,7 @@ class Measuring:
     loader: DataLoader
     batches: int | None
     samples: int
+    threads: ThreadChoice  # the intra-op CPU threads set for the measurement, and why
 
 
 def _positive(parser: argparse.ArgumentParser, flag: str, value: int | None) -> int | None:
@@ -244,4 +256,29 @@ def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Measur
     n = len(test_set)  # type: ignore[arg-type]
     samples = n if batches is None else min(n, batches * cfg.batch_size)
     rebuilt.model.to(device)
-    return Measuring(rebuilt, cfg, device, engine_net(rebuilt), loader, batches, samples)
+    net = engine_net(rebuilt)
+    threads = _set_threads(parser, args.threads, net, loader, device)
+    return Measuring(rebuilt, cfg, device, net, loader, batches, samples, threads)
+
+
+def _set_threads(
+    parser: argparse.ArgumentParser,
+    setting: str,
+    net: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+) -> ThreadChoice:
+    """Choose and set the intra-op thread count (``main`` restores it when the command ends)."""
+    import torch
+
+    from ..engine.threads import settle_by_timing
+    from ..threads import check_threads, current_choice
+
+    try:
+        count = check_threads("threads", setting)
+    except ValueError as exc:
+        parser.error(f"argument --threads: {exc}")
+    choice = settle_by_timing(current_choice(count), net, loader, device, train=False)
+    torch.set_num_threads(choice.count)
+    logger.info("threads: %d, %s", choice.count, choice.reason)
+    return choice

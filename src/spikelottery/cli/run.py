@@ -13,6 +13,7 @@ from ..demo import demo, format_table
 from ..engine import RESULTS_FILE, ConfigError, TrainConfig, Trainer, load_config_file
 from ..engine.settings import format_default
 from ..errors import SpikeLotteryError
+from ..threads import check_threads
 from .flags import add_config_flags, field_flag, or_none
 
 __all__ = ["add_demo_flags", "add_run_flags", "demo_command", "run_command"]
@@ -43,8 +44,19 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
     flag("out", "output folder", type=or_none(str), metavar="DIR")
     flag("epochs", "epochs per method", type=int)
     flag("seed", "seed of every run", type=int)
-    flag("pa", "fraction of weights REMOVED by the tickets", type=float)
+    flag(
+        "pa",
+        "fraction of weights REMOVED by the tickets: a layer of n weights keeps "
+        "n - floor(pa * n), so 0.4 keeps 60%%; not biprop's prune_rate, the fraction kept",
+        type=float,
+    )
     flag("max_batches", "batches per epoch (quick tests)", type=or_none(int))
+    flag(
+        "threads",
+        "intra-op CPU threads of each run: N, or auto (a count given by OMP_NUM_THREADS, "
+        "else the usable CPUs, 1 on a busy machine, else the faster of 1 and N timed)",
+        metavar="N|auto",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -94,6 +106,10 @@ def _check_demo_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         check_ratio("pa", args.pa)
     except ValueError as exc:
         parser.error(f"argument --pa: {exc}")
+    try:
+        args.threads = check_threads("threads", args.threads)
+    except ValueError as exc:
+        parser.error(f"argument --threads: {exc}")
 
 
 def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -127,6 +143,7 @@ def demo_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         progress=progress,
         echo=echo,
         overwrite=args.overwrite,
+        threads=args.threads,
     )
     print(format_table(records))
     if args.out is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import SpikeLotteryError
 from ..sweep import EXECUTORS, SlurmOptions, parse_shard, sweep
+from ..threads import check_threads
 from .flags import or_none
 
 __all__ = ["add_sweep_flags", "sweep_command"]
@@ -60,6 +61,12 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     run.add_argument("--device", metavar="DEV", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     run.add_argument("--data-root", metavar="DIR", help="folder of the data files")
     run.add_argument("--num-workers", type=int, metavar="N", help="DataLoader workers per run")
+    run.add_argument(
+        "--threads",
+        metavar="N|auto",
+        help="intra-op CPU threads of each run (default: auto, each worker's share of the "
+        "usable CPUs, 1 on a busy machine; recorded in results.json)",
+    )
     slurm = p.add_argument_group("SLURM (--executor slurm; needs spikelottery[slurm])")
     slurm.add_argument("--partition", help="the partition (default: the cluster's)")
     slurm.add_argument(
@@ -105,6 +112,15 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _threads(parser: argparse.ArgumentParser, text: str | None) -> int | str | None:
+    if text is None:
+        return None
+    try:
+        return check_threads("threads", text)
+    except ValueError as exc:
+        parser.error(f"argument --threads: {exc}")
+
+
 def sweep_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``spikelottery sweep``: exit 0 when every run of the shard is done or submitted."""
     try:
@@ -130,6 +146,7 @@ def sweep_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             ("device", args.device),
             ("data_root", args.data_root),
             ("num_workers", args.num_workers),
+            ("threads", _threads(parser, args.threads)),
         )
         if v is not None
     }

@@ -154,6 +154,7 @@ def evaluate_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                 "accuracy": finite_or_none(accuracy),
                 "loss": finite_or_none(loss),
                 "recorded_accuracy": recorded,
+                "threads": m.threads.to_dict(),
             }
         )
         return 0
@@ -195,6 +196,7 @@ def energy_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                 "energy_sparse_mj": energy_sparse,
                 "ann_energy_mj": report.ann_mj,
                 "firing_rate": finite_or_none(report.mean_rate) if spiking else None,
+                "threads": m.threads.to_dict(),
                 "report": report.to_dict(),
             }
         )

@@ -24,6 +24,7 @@ from ..errors import SpikeLotteryError
 from ..layers import INITS
 from ..layers import MODES as SUBNET_MODES
 from ..scope import SCOPES
+from ..threads import check_threads
 from .config_file import load_config_file
 from .convention import INPUT_CONVENTIONS
 from .methods import SEARCHES, check_search
@@ -100,6 +101,13 @@ def _device(name: str, value: Any) -> str:
             name, f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
         ) from None
     return str(value)
+
+
+def _threads(name: str, value: Any) -> int | str:
+    try:
+        return check_threads(name, value)
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
 
 
 def _regex(name: str, value: Any) -> str | None:
@@ -282,6 +290,19 @@ class TrainConfig:
         check=integer(0),
         group=_RUNNING,
         runtime=True,
+    )
+    threads: int | str = setting(
+        "auto",
+        help="Intra-op CPU threads (``torch.set_num_threads``) during the run: a count, or "
+        '``"auto"``: a count given before (``torch.set_num_threads``, ``OMP_NUM_THREADS``), '
+        "else the CPUs the process may use (affinity, cgroup quota, SLURM; shared among a "
+        "sweep's workers), 1 when the machine's load leaves no second CPU free, else the "
+        "faster of 1 and N threads timed on a copy of the model. The count and how it was "
+        "chosen go to ``results.json``; a different count can change float rounding.",
+        check=_threads,
+        group=_RUNNING,
+        runtime=True,
+        metavar="N|auto",
     )
     filter: str | None = setting(
         None,
@@ -628,6 +649,6 @@ def runtime_fields(cls: type[TrainConfig] = TrainConfig) -> frozenset[str]:
     They change where and how fast the run goes, never what it computes.
 
     >>> sorted(runtime_fields())
-    ['check_ticket', 'checkpoint', 'data_root', 'device', 'download', 'num_workers', 'out', 'overwrite', 'progress', 'resume']
+    ['check_ticket', 'checkpoint', 'data_root', 'device', 'download', 'num_workers', 'out', 'overwrite', 'progress', 'resume', 'threads']
     """
     return runtime_settings(cls)

@@ -163,7 +163,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             requires=_some_patches,
         ),
         # The binarised ANN tickets with real (ReLU) activations: what `mplt`, `pepsp-lt`
-        # and `multisp-lt` were before 0.2, kept so that earlier results can be rerun.
+        # and `multisp-lt` were before binary activations were added, kept so that earlier results can be rerun.
         "mplt-relu": Preset(
             {"spiking": False, "mode": "mp", "filter": None, **_SCORES, **_KEEP},
             column="variant of Table I 'MPLTs'",
@@ -247,9 +247,10 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
     }
 )
 
-#: Old method names and the preset that now computes what they computed (a
-#: ``FutureWarning`` names it; the old names go in 0.3). Before 0.2, ``mplt``,
-#: ``pepsp-lt`` and ``multisp-lt`` kept ReLU activations.
+#: Old method names and the preset that now computes what they computed. Before binary
+#: activations were added, ``mplt``, ``pepsp-lt`` and ``multisp-lt`` kept ReLU
+#: activations (a run recorded then is read as its ``-relu`` variant); ``random`` is
+#: ``random-trained`` (a ``FutureWarning`` says so; the old name goes in 0.2).
 RENAMED_METHODS: Mapping[str, str] = MappingProxyType(
     {
         "random": "random-trained",
@@ -294,7 +295,7 @@ def resolve_method(values: Mapping[str, Any]) -> dict[str, Any]:
             warnings.warn(
                 f"method {name!r} is now {_DEPRECATED[name]!r} (its kept weights train, so it "
                 "is no control of the score search: that is 'random-frozen'); the old name "
-                "goes in spikelottery 0.3",
+                "goes in spikelottery 0.2",
                 FutureWarning,
                 stacklevel=3,
             )
@@ -323,8 +324,8 @@ def preset_problem(name: str, values: Mapping[str, Any]) -> tuple[str, str] | No
     Returns:
         ``(setting, message)``, or ``None`` when the settings are a run of the method.
 
-    >>> preset_problem("slt", {"spiking": True, "mode": "lt", "filter": None,
-    ...                        "search": "scores", "scope": "layer", "search_timesteps": 2})[0]
+    >>> preset_problem("slt", {"spiking": True, "mode": "lt", "filter": None, "search": "scores",
+    ...                        "scope": "layer", "activations": "keep", "search_timesteps": 2})[0]
     'search_timesteps'
     """
     preset = _preset(name)

@@ -53,6 +53,12 @@ class Results:
             of one evaluation at ``timesteps`` to one at ``search_timesteps``, the
             estimate ``search_seconds_at_timesteps`` (``search_seconds * time_ratio``)
             and ``seconds_saved``; ``None`` otherwise.
+        threads: The intra-op CPU threads of the run and how they were chosen
+            (:meth:`~spikelottery.threads.ThreadChoice.to_dict`: ``count``, ``source``,
+            ``reason``, ``timings``); of the last session of a resumed run.
+        environment: What decides the numbers besides the settings
+            (:func:`~spikelottery.engine.environment.describe_environment`: library, torch,
+            numpy and Python versions, platform, CPU, device, threads, deterministic flags).
         model: The trained model (not serialised).
     """
 
@@ -68,6 +74,8 @@ class Results:
     energy: dict[str, Any] | None = None
     loss: float | None = None
     early_time: dict[str, Any] | None = None
+    threads: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

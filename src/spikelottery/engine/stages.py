@@ -27,8 +27,8 @@ from .methods import RANDOM_SEARCHES
 
 __all__ = [
     "Stage",
-    "freeze_masks",
     "enter_stage",
+    "freeze_masks",
     "make_optimizer",
     "stage_plan",
     "train_kept_weights",

@@ -29,6 +29,7 @@ from .._lif_kernels import lif_compilation
 from .._state import finite_or_none, reset_states
 from ..layers import SubnetLayer
 from ..sparsify import kept_fraction
+from ..threads import ThreadChoice, current_choice, thread_scope
 from .build import Loaders, build_datasets, build_loaders, build_model, check_first_batch
 from .checkpoint import (
     Checkpoint,
@@ -49,11 +50,13 @@ from .distributed import (
     resolve_device,
     restore_batchnorm,
 )
+from .environment import describe_environment
 from .evaluation import evaluate, input_and_label, measure_energy
 from .outputs import check_out
 from .results import RESULTS_FILE, TICKET_FILE, Results, write_json
 from .search import SearchSteps
 from .stages import Stage, enter_stage, make_optimizer, stage_plan, train_mode
+from .threads import settle_by_timing, timing_key
 
 __all__ = ["RunState", "StageRun", "Trainer", "run"]
 
@@ -76,6 +79,7 @@ class RunState:
         started: ``time.perf_counter()`` when this session started.
         elapsed_before: Seconds spent by the sessions before a resume.
         history: One record per epoch done; the run appends one after each epoch.
+        threads: The intra-op CPU threads of this session and how they were chosen.
     """
 
     dist: DistInfo
@@ -86,6 +90,7 @@ class RunState:
     started: float
     elapsed_before: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    threads: ThreadChoice | None = None
 
     def elapsed(self) -> float:
         """Seconds of the whole run so far (all sessions)."""
@@ -181,12 +186,15 @@ class Trainer:
         torch's (CPU and CUDA) with ``config.seed`` (see
         :func:`~spikelottery.engine.seed_everything`); their states are not restored
         afterwards. ``torch.use_deterministic_algorithms`` and ``CUBLAS_WORKSPACE_CONFIG``,
-        which ``deterministic=True`` sets, are restored.
+        which ``deterministic=True`` sets, are restored, and so is torch's intra-op thread
+        count, which the run sets from ``config.threads`` (:mod:`spikelottery.threads`).
         """
         cfg = self.config
         started = time.perf_counter()
         check_out(cfg)  # before any work: a bad out would fail only after the first epoch
-        with process_group(cfg.device) as info, _deterministic(cfg.deterministic):
+        with process_group(cfg.device) as info, _deterministic(cfg.deterministic), thread_scope():
+            threads = current_choice(cfg.threads)  # settled by timing once the model exists
+            torch.set_num_threads(min(threads.candidates or (threads.count,)))
             device = resolve_device(cfg.device, info)
             sync_bn = cfg.sync_batchnorm and info.enabled
             if sync_bn and device.type != "cuda":
@@ -211,6 +219,11 @@ class Trainer:
                         isinstance(m, SubnetLayer) for m in model.modules()
                     ):
                         check_first_batch(net, loaders.test, device)
+                    if not info.enabled:  # W processes would each time their own
+                        key = timing_key(cfg.to_dict()) if self._user_model is None else None
+                        threads = settle_by_timing(threads, net, loaders.test, device, key=key)
+                    torch.set_num_threads(threads.count)
+                    logger.info("threads: %d, %s", threads.count, threads.reason)
                     resume = load_for_resume(cfg, model=model)
                     self._state = RunState(
                         dist=info,
@@ -221,6 +234,7 @@ class Trainer:
                         started=started,
                         elapsed_before=resume.elapsed if resume is not None else 0.0,
                         history=list(resume.history) if resume is not None else [],
+                        threads=threads,
                     )
                     steps = SearchSteps(cfg, event=data_info.is_event, main=info.main)
                     return self._run_stages(self._state, resume, steps)
@@ -321,6 +335,8 @@ class Trainer:
             history=list(state.history),
             energy=energy["report"] if energy else None,
             early_time=early_time,
+            threads=state.threads.to_dict() if state.threads is not None else None,
+            environment=describe_environment(state.device, threads=torch.get_num_threads()),
             model=state.model,
         )
         if state.dist.main:

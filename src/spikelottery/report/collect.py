@@ -18,9 +18,10 @@ from typing import Any
 
 from ..engine import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
 from ..engine.config import field_defaults, runtime_fields
-from ..engine.presets import PRESETS, preset_problem
+from ..engine.presets import PRESETS, RENAMED_METHODS, preset_problem
 from ..errors import SpikeLotteryError
 from ..sweep import FAILED_FILE, JOBS_FILE, SETTINGS_FILE
+from .environment import ENVIRONMENT_KEY, environment_columns
 
 __all__ = [
     "CONVENTIONS_KEY",
@@ -70,9 +71,15 @@ def infer_method(config: Mapping[str, Any]) -> str:
     'mpslt'
     >>> infer_method({"spiking": True, "mode": "mp", "filter": "patch_embed", "pb": 0.3})
     'multisp-slt'
+    >>> infer_method({"method": "mplt", "spiking": False, "mode": "mp"})  # before activations
+    'mplt-relu'
     """
     if config.get("method"):
-        return str(config["method"])
+        method = str(config["method"])
+        # Recorded before `activations` existed: those runs kept their ReLUs.
+        if "activations" not in config and method in RENAMED_METHODS:
+            return RENAMED_METHODS[method]
+        return method
     values = field_defaults() | dict(config)  # an older results.json may lack a setting
     for name in PRESETS:
         if preset_problem(name, values) is None:
@@ -106,6 +113,8 @@ def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
         "method": infer_method(config),
     }
     row.update({k: config.get(k) for k in SETTING_COLUMNS if k != "method"})
+    if row["activations"] is None:  # recorded before the setting: the model's own
+        row["activations"] = "keep"
     row.update({k: _finite(data.get(k)) for k in _RESULTS_METRICS})
     energy = data.get("energy")
     energy = energy if isinstance(energy, dict) else {}
@@ -132,6 +141,9 @@ def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     row[CONVENTIONS_KEY] = conventions if isinstance(conventions, str) else None
     row["epochs_run"] = len(history)
     row["seconds_per_epoch"] = sum(per_epoch) / len(per_epoch) if per_epoch else None
+    environment = data.get(ENVIRONMENT_KEY)  # None in a results.json older than the record
+    row[ENVIRONMENT_KEY] = environment if isinstance(environment, dict) else None
+    row.update(environment_columns(row[ENVIRONMENT_KEY]))
     return row
 
 
@@ -140,6 +152,8 @@ def _row_without_results(folder: Path, jobs: Mapping[str, str]) -> dict[str, Any
     config = settings.get("config", {}) if isinstance(settings, dict) else {}
     row: dict[str, Any] = {"run": str(folder), "method": infer_method(config)}
     row.update({k: config.get(k) for k in SETTING_COLUMNS if k != "method"})
+    if row["activations"] is None:  # recorded before the setting: the model's own
+        row["activations"] = "keep"
     row.update(dict.fromkeys(METRICS))
     if (folder / FAILED_FILE).is_file():
         failure = _read_json(folder / FAILED_FILE)

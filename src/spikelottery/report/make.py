@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,9 +12,12 @@ from typing import Any
 from .._io import atomic_write_bytes
 from ..errors import SpikeLotteryError
 from .collect import CONVENTIONS_KEY, METRICS, SETTING_COLUMNS, collect_runs, varying_axes
+from .environment import ENVIRONMENT_COLUMNS, EnvironmentCheck, check_environments
 from .tables import compare_rows, summary_rows, to_csv, to_latex, to_markdown
 
 __all__ = ["Report", "make_report", "select_rows"]
+
+logger = logging.getLogger("spikelottery.report")
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Report:
         conventions: The energy estimator's disclosure lines of the finished runs, one
             per distinct set of conventions, each after the methods whose runs it
             describes (``"ann, mplt: preset fp32-45nm; ..."``).
+        environment: Where the report averages or pairs runs of different environments
+            (torch version, device, threads...; :mod:`~spikelottery.report.environment`).
     """
 
     rows: list[dict[str, Any]]
@@ -42,6 +48,7 @@ class Report:
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     conventions: list[str] = field(default_factory=list)
+    environment: EnvironmentCheck = field(default_factory=EnvironmentCheck)
 
     def pairs(self) -> list[tuple[str, str]]:
         """The compared pairs ``(A, B)``, in the order asked."""
@@ -66,6 +73,9 @@ class Report:
         if self.conventions:
             parts += ["", "## Energy conventions", ""]
             parts += [f"- {line}" for line in self.conventions]
+        if self.environment.lines():
+            parts += ["", "## Environment", ""]
+            parts += [f"- {line}" for line in self.environment.lines()]
         if self.unfinished:
             parts += ["", "## Runs without results (not in the summary)", ""]
             parts += [
@@ -155,11 +165,16 @@ def make_report(
                 + f"; methods found: {', '.join(sorted(methods))}"
             )
         report.comparison += compare_rows(done, a, b)
+    comparisons = [(a, b, *report.comparison_of(a, b)) for a, b in report.pairs()]
+    report.environment = check_environments(done, axes, comparisons)
+    for line in report.environment.warnings:
+        logger.warning("report: %s", line)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise SpikeLotteryError(f"--out {str(folder)!r} is a file; give a folder for the report")
     folder.mkdir(parents=True, exist_ok=True)
     columns = ["run", "status", "method", *[c for c in SETTING_COLUMNS if c != "method"], *METRICS]
+    columns += [*ENVIRONMENT_COLUMNS]
     columns += [c for c in ("error", "slurm_job") if any(c in r for r in rows)]
     _write(folder / "runs.csv", to_csv(rows, columns), report.files)
     _write(folder / "summary.csv", to_csv(report.summary), report.files)

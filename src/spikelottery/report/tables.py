@@ -255,8 +255,14 @@ def _share_of_ann(r: Mapping[str, Any]) -> str:
     return "-" if snn is None or not ann else _fmt(float(snn) / float(ann), True)
 
 
+_Cell = Callable[[Mapping[str, Any]], str]
+
+#: The summary's kept column: the fraction of the masked weights kept, as results.json
+#: records it (``pa`` is the fraction REMOVED; a dense run keeps 100% at any ``pa``).
+_KEPT = "kept %"
+
 #: The printed columns of each table after its axes: header and cell.
-_COLUMNS: dict[str, list[tuple[str, Callable[[Mapping[str, Any]], str]]]] = {
+_COLUMNS: dict[str, list[tuple[str, _Cell]]] = {
     "summary": [
         ("n", _value("n")),
         ("accuracy %", _value("accuracy_mean", True)),
@@ -265,7 +271,7 @@ _COLUMNS: dict[str, list[tuple[str, Callable[[Mapping[str, Any]], str]]]] = {
         ("energy mJ", _value("energy_mj_mean")),
         ("exact mJ", _value("energy_exact_mj_mean")),
         ("% of ANN ref", _share_of_ann),
-        ("kept %", _value("kept_fraction_mean", True)),
+        (_KEPT, _value("kept_fraction_mean", True)),
         ("epochs run", _value("epochs_run_mean")),
         ("s/epoch", _value("seconds_per_epoch_mean")),
     ],
@@ -281,12 +287,27 @@ _COLUMNS: dict[str, list[tuple[str, Callable[[Mapping[str, Any]], str]]]] = {
 }
 
 
+def _layout(axes: Sequence[str], kind: str) -> list[tuple[str, _Cell, bool]]:
+    """The printed columns in order: header, cell and whether it is an axis.
+
+    In a summary grouped by ``pa`` the kept column stands right after ``pa``, so that
+    the fraction removed is never read without the fraction kept.
+    """
+    columns = [(a, _value(a), True) for a in axes]
+    columns += [(name, cell, False) for name, cell in _COLUMNS[kind]]
+    if kind == "summary" and "pa" in axes:
+        kept = next(c for c in columns if c[0] == _KEPT)
+        columns.remove(kept)
+        columns.insert(list(axes).index("pa") + 1, kept)
+    return columns
+
+
 def _formatted(
     rows: Sequence[Mapping[str, Any]], axes: Sequence[str], kind: str
 ) -> tuple[list[str], list[list[str]]]:
-    columns = _COLUMNS[kind]
-    header = [*axes, *(name for name, _ in columns)]
-    body = [[_fmt(r.get(a), False) for a in axes] + [cell(r) for _, cell in columns] for r in rows]
+    columns = _layout(axes, kind)
+    header = [name for name, _, _ in columns]
+    body = [[cell(r) for _, cell, _ in columns] for r in rows]
     return header, body
 
 
@@ -303,6 +324,7 @@ def to_markdown(
 def to_latex(rows: Sequence[Mapping[str, Any]], axes: Sequence[str], kind: str = "summary") -> str:
     """The same table as a LaTeX ``tabular`` (booktabs rules)."""
     header, body = _formatted(rows, axes, kind)
+    align = "".join("l" if is_axis else "r" for _, _, is_axis in _layout(axes, kind))
 
     def esc(text: str) -> str:
         for char, repl in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&")):
@@ -310,7 +332,7 @@ def to_latex(rows: Sequence[Mapping[str, Any]], axes: Sequence[str], kind: str =
         return text
 
     lines = [
-        r"\begin{tabular}{" + "l" * len(axes) + "r" * (len(header) - len(axes)) + "}",
+        r"\begin{tabular}{" + align + "}",
         r"\toprule",
         " & ".join(esc(h) for h in header) + r" \\",
         r"\midrule",

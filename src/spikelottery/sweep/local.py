@@ -1,8 +1,10 @@
 """The local executor: a sweep's runs one after another, or in N worker processes.
 
 Workers are :class:`concurrent.futures.ProcessPoolExecutor` processes (``spawn``), each
-limited to its share of the CPU threads, so that N runs do not fight over the cores. A
-failed run does not stop the others; it is reported, and tried again by the next sweep.
+told that it shares the CPUs with the others (:func:`~spikelottery.threads.share_cpus`),
+so that a run's ``threads="auto"`` takes its share and N runs do not fight over the
+cores. A failed run does not stop the others; it is reported, and tried again by the
+next sweep.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import functools
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..threads import share_cpus
 from .plan import PlannedRun
 from .task import run_task
 
@@ -29,12 +31,6 @@ class Outcome:
     accuracy: float | None = None
     seconds: float | None = None
     error: str | None = None
-
-
-def _limit_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _outcome(run: PlannedRun, call: Callable[[], dict[str, Any]]) -> Outcome:
@@ -59,7 +55,7 @@ def run_local(
     Args:
         runs: The runs to run (their folders hold ``settings.json``).
         workers: ``1``: one after another in this process; ``N > 1``: ``N`` processes,
-            each with ``cpu_count // N`` torch threads.
+            each run's ``threads="auto"`` taking ``1 / N`` of the usable CPUs.
         runtime: Runtime settings for every run (``device``, ``data_root``...).
         tensorboard: Also write each run's TensorBoard event files.
         on_done: Called with each :class:`Outcome`, in the order they end.
@@ -76,10 +72,9 @@ def run_local(
             outcomes.append(outcome)
             report(outcome)
         return outcomes
-    threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+        workers, mp_context=context, initializer=share_cpus, initargs=(workers,)
     ) as pool:
         futures = {pool.submit(run_task, str(r.folder), runtime, tensorboard): r for r in runs}
         for future in cf.as_completed(futures):

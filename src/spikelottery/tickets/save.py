@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from .._io import atomic_write_bytes
 from .._modules import names_of
-from ..activations import binary_activation_names
 from .._version import __version__
+from ..activations import binary_activation_names
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from ._common import (
