@@ -1,14 +1,11 @@
 """Score-mask layers: ``SubnetConv``, ``SubnetConv1d``, ``SubnetLinear`` and ``BinaryActivation``.
 
-A subnet layer keeps its frozen random weight under the usual key ``weight`` and learns
-one ``scores`` entry per weight. Its effective weight is ``W * M`` (mode ``"lt"``,
-edge-popup) or ``alpha * sign(W) * M`` (mode ``"mp"``, multi-prize), where ``M`` keeps
-the ``n - floor(pa * n)`` largest ``|scores|``. The mask (and alpha) is computed once per
-change of the scores or the weight, not on every call: a spiking layer runs ``T`` times
-per optimizer step.
-
-The classes subclass the dense PyTorch layers, so code that checks
-``isinstance(layer, nn.Conv2d)`` (and SpikingJelly's multi-step ``layer.Conv2d``, see
+A subnet layer keeps its frozen random weight under the key ``weight`` and learns one
+``scores`` entry per weight; its effective weight is ``W * M`` (``"lt"``, edge-popup) or
+``alpha * sign(W) * M`` (``"mp"``, multi-prize), ``M`` keeping the ``n - floor(pa * n)``
+largest ``|scores|``, computed once per change of the scores or the weight (a spiking
+layer runs ``T`` times per step). The classes subclass the dense layers, so
+``isinstance(layer, nn.Conv2d)`` (and SpikingJelly's ``layer.Conv2d``, see
 :func:`subnet_class_for`) keeps working.
 """
 
@@ -132,11 +129,10 @@ class SubnetLayer(nn.Module):
     def _refresh(self, keep_mask: bool = False) -> None:
         # Tensor._version counts in-place updates (optimizer steps, load_state_dict);
         # data_ptr catches .to(device) and `.data =` swaps. The effective weight depends on
-        # the scores, the weight, the mode, inference mode (inference tensors cannot be
-        # saved for a later backward) and whether the weight trains (then the
-        # straight-through factor is kept too). During a search only the effective weight
-        # is kept: the bool mask is recomputed on demand for `mask()` (and then kept until
-        # the scores change), never on the training path.
+        # the scores, the weight, the mode, inference mode (inference tensors cannot be saved
+        # for a backward) and whether the weight trains (then the straight-through factor is
+        # kept too). A search keeps only the effective weight: `mask()` recomputes the bool
+        # mask on demand (kept until the scores change), never on the training path.
         self._check_cache_untouched()  # before any recompute, which would hide the write
         self._sync_scope()
         s, w = self.scores, self.frozen_weight
@@ -157,16 +153,12 @@ class SubnetLayer(nn.Module):
                     raise SpikeLotteryError(
                         f"{type(self).__name__}({self.extra_repr()}): {exc}"
                     ) from None
-            alpha = None
-            if self.mode == "mp":
-                # One float mask for alpha and the effective weight: a product of a float
-                # tensor and a bool one takes PyTorch's slow mixed-dtype path (3-4x a
-                # float product on CPU).
-                mask_or_floats = float_mask(mask, w.dtype)
-                alpha = mp_alpha(w, mask_or_floats, self.kept)
-            else:  # precompute_subnet makes the float mask itself and builds W * M in it
-                mask_or_floats = mask
-            self._pre = precompute_subnet(s, w, mask_or_floats, alpha)
+            # "mp": one float mask for alpha and W * M (float x bool is PyTorch's slow
+            # mixed-dtype path); "lt": precompute_subnet builds W * M in its own float mask.
+            mp = self.mode == "mp"
+            m = float_mask(mask, w.dtype) if mp else mask
+            alpha = mp_alpha(w, m, self.kept) if mp else None
+            self._pre = precompute_subnet(s, w, m, alpha)
         self._alpha = alpha
         self._mask = mask if keep_mask else None  # kept only for mask(), until the next change
         weff = self._pre[0]

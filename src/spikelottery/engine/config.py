@@ -13,22 +13,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from ..errors import SpikeLotteryError
 from ..layers import INITS
 from ..layers import MODES as SUBNET_MODES
 from ..scope import SCOPES
-from ..threads import check_threads
+from .checks import dataset_name, device_name, method_name, model_name, regex, thread_count
 from .config_file import load_config_file
 from .convention import INPUT_CONVENTIONS
 from .methods import SEARCHES, check_search
-from .presets import PRESETS, RENAMED_METHODS, check_method, resolve_method
+from .presets import RENAMED_METHODS, check_method, resolve_method
 from .settings import (
     ConfigError,
     boolean,
@@ -61,65 +58,6 @@ MODES: tuple[str, ...] = ("dense", *SUBNET_MODES)
 BATCHNORM_OPTIONS: tuple[str, ...] = ("keep", "nonaffine")
 #: The values of ``activations``: the model's own, or binary in the sparsified part.
 ACTIVATION_OPTIONS: tuple[str, ...] = ("keep", "binary")
-
-
-def _model_name(name: str, value: Any) -> str:
-    from ..models import list_models
-
-    key = str(text()(name, value)).strip().lower()
-    if key not in list_models():
-        raise ConfigError(name, f"unknown model {value!r}; valid names: {', '.join(list_models())}")
-    return key
-
-
-def _dataset_name(name: str, value: Any) -> str:
-    from ..data import DATASETS
-
-    key = str(text()(name, value)).strip().lower().replace("-", "_")
-    if key not in DATASETS:
-        raise ConfigError(name, f"unknown dataset {value!r}; valid names: {', '.join(DATASETS)}")
-    return key
-
-
-def _method_name(name: str, value: Any) -> str | None:
-    key = text(optional=True)(name, value)
-    if key is None:
-        return None
-    key = str(key).strip().lower()
-    if key not in PRESETS:
-        raise ConfigError(name, f"unknown method {value!r}; valid methods: {', '.join(PRESETS)}")
-    return key
-
-
-def _device(name: str, value: Any) -> str:
-    value = text()(name, value)
-    try:
-        if value != "auto":
-            torch.device(value)
-    except (RuntimeError, ValueError):
-        raise ConfigError(
-            name, f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
-        ) from None
-    return str(value)
-
-
-def _threads(name: str, value: Any) -> int | str:
-    try:
-        return check_threads(name, value)
-    except ValueError as exc:
-        raise ConfigError(name, str(exc)) from None
-
-
-def _regex(name: str, value: Any) -> str | None:
-    pattern = text(optional=True)(name, value)
-    if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(
-                name, f"{name}={pattern!r} is not a valid regular expression: {exc}"
-            ) from None
-    return pattern
 
 
 _EXPERIMENT = "experiment"
@@ -155,13 +93,13 @@ class TrainConfig:
     model: str = setting(
         "vgg_small",
         help="Zoo name (see :func:`spikelottery.models.list_models`).",
-        check=_model_name,
+        check=model_name,
         group=_EXPERIMENT,
     )
     dataset: str = setting(
         "digits",
         help="Data set name (see :data:`spikelottery.data.DATASETS`).",
-        check=_dataset_name,
+        check=dataset_name,
         group=_EXPERIMENT,
     )
     data_root: str | None = setting(
@@ -177,7 +115,7 @@ class TrainConfig:
         help="A method preset of the paper's vocabulary (``mpslt``, ``multisp-lt``, ...; see "
         ":data:`spikelottery.engine.presets.PRESETS`): it sets ``spiking``, ``mode`` and "
         "``filter`` (and a starting ``pb``), and results record it. ``None``: set them yourself.",
-        check=_method_name,
+        check=method_name,
         group=_EXPERIMENT,
         metavar="NAME",
     )
@@ -280,7 +218,7 @@ class TrainConfig:
     device: str = setting(
         "auto",
         help='``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.',
-        check=_device,
+        check=device_name,
         group=_RUNNING,
         runtime=True,
     )
@@ -299,7 +237,7 @@ class TrainConfig:
         "sweep's workers), 1 when the machine's load leaves no second CPU free, else the "
         "faster of 1 and N threads timed on a copy of the model. The count and how it was "
         "chosen go to ``results.json``; a different count can change float rounding.",
-        check=_threads,
+        check=thread_count,
         group=_RUNNING,
         runtime=True,
         metavar="N|auto",
@@ -308,7 +246,7 @@ class TrainConfig:
         None,
         help='Regex of the layers to sparsify (``"patch_embed"`` for PEPSp/MultiSp); '
         "``None`` sparsifies every conv and linear layer.",
-        check=_regex,
+        check=regex,
         group=_SEARCH,
         metavar="REGEX",
     )

@@ -1,0 +1,86 @@
+"""The checks of :class:`~spikelottery.engine.TrainConfig` settings that name things.
+
+Each takes the setting's name and value and returns the value to store, or raises
+:class:`~spikelottery.engine.ConfigError` naming the setting and the valid values.
+
+>>> dataset_name("dataset", "Digits-DVS")
+'digits_dvs'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from ..threads import check_threads
+from .presets import PRESETS
+from .settings import ConfigError, text
+
+__all__ = ["dataset_name", "device_name", "method_name", "model_name", "regex", "thread_count"]
+
+
+def model_name(name: str, value: Any) -> str:
+    """A zoo model's name (:func:`~spikelottery.models.list_models`), lower case."""
+    from ..models import list_models
+
+    key = str(text()(name, value)).strip().lower()
+    if key not in list_models():
+        raise ConfigError(name, f"unknown model {value!r}; valid names: {', '.join(list_models())}")
+    return key
+
+
+def dataset_name(name: str, value: Any) -> str:
+    """A data set's name (:data:`~spikelottery.data.DATASETS`), lower case, ``-`` as ``_``."""
+    from ..data import DATASETS
+
+    key = str(text()(name, value)).strip().lower().replace("-", "_")
+    if key not in DATASETS:
+        raise ConfigError(name, f"unknown dataset {value!r}; valid names: {', '.join(DATASETS)}")
+    return key
+
+
+def method_name(name: str, value: Any) -> str | None:
+    """A method preset's name, or ``None``."""
+    key = text(optional=True)(name, value)
+    if key is None:
+        return None
+    key = str(key).strip().lower()
+    if key not in PRESETS:
+        raise ConfigError(name, f"unknown method {value!r}; valid methods: {', '.join(PRESETS)}")
+    return key
+
+
+def device_name(name: str, value: Any) -> str:
+    """``"auto"`` or a device torch accepts."""
+    value = text()(name, value)
+    try:
+        if value != "auto":
+            torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            name, f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
+        ) from None
+    return str(value)
+
+
+def thread_count(name: str, value: Any) -> int | str:
+    """``"auto"`` or a number of threads (:func:`~spikelottery.threads.check_threads`)."""
+    try:
+        return check_threads(name, value)
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
+
+
+def regex(name: str, value: Any) -> str | None:
+    """A valid regular expression, or ``None``."""
+    pattern = text(optional=True)(name, value)
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                name, f"{name}={pattern!r} is not a valid regular expression: {exc}"
+            ) from None
+    return pattern
