@@ -19,6 +19,7 @@ leave mode out or choose another method
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,8 +91,47 @@ _MP_EMBED = {"mode": "mp", "filter": PATCH_EMBED, **_SCORES}
 #: activation binarization". biprop's 1/1 networks (``models/resnet_BinAct_v2.py``) put a
 #: sign activation with the ApproxSign gradient where the ReLUs were.
 _MP_PAPER = "binary weights and binary activations (the paper; biprop's 1/1)"
-#: The same ticket with real activations: biprop's "1/32" networks, a different method.
-_MP_RELU = "binary weights, ReLU activations (biprop's 1/32, not the paper's MPT)"
+
+#: The paper's binarised ANN tickets: binary weights and binary activations.
+_PAPER_ANN: dict[str, Preset] = {
+    "mplt": Preset(
+        {"spiking": False, "mode": "mp", "filter": None, **_SCORES, **_BINARY},
+        column="Table I 'MPLTs'",
+        description=f"binarised ANN ticket alpha*sign(W)*M: {_MP_PAPER}",
+        requires=_no_patches,
+    ),
+    "pepsp-lt": Preset(
+        {"spiking": False, **_MP_EMBED, **_BINARY},
+        {"pb": 0.0},
+        column="Table II 'PEPSp-LTs'",
+        description="ANN transformer, binarised ticket of the patch embedding only, its "
+        "activations binary",
+        requires=_no_patches,
+    ),
+    "multisp-lt": Preset(
+        {"spiking": False, **_MP_EMBED, **_BINARY},
+        {"pb": 0.3},
+        column="Table II 'MultiSp-LTs'",
+        description="ANN transformer, PEPSp (binary ConvPEP activations) plus patch pruning (pb)",
+        requires=_some_patches,
+    ),
+}
+
+
+def _relu_variant(name: str) -> Preset:
+    """The paper's binarised ANN ticket ``name`` with ReLU activations (biprop's "1/32").
+
+    What ``mplt``, ``pepsp-lt`` and ``multisp-lt`` were before binary activations were
+    added, kept so that earlier results can be rerun.
+    """
+    paper = _PAPER_ANN[name]
+    return dataclasses.replace(
+        paper,
+        fixed={**paper.fixed, **_KEEP},
+        column=f"variant of {paper.column}",
+        description=f"as {name!r}, with ReLU activations (biprop's 1/32, not the paper's MPT)",
+    )
+
 
 #: Every preset by name. The first ten are the paper's columns (DESIGN "Method names"),
 #: then the ``-relu`` variants of its binarised ANN tickets, then the baselines of
@@ -120,26 +160,14 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             description="spiking ticket: scores train, frozen random weights W*M",
             requires=_no_patches,
         ),
-        "mplt": Preset(
-            {"spiking": False, "mode": "mp", "filter": None, **_SCORES, **_BINARY},
-            column="Table I 'MPLTs'",
-            description=f"binarised ANN ticket alpha*sign(W)*M: {_MP_PAPER}",
-            requires=_no_patches,
-        ),
+        "mplt": _PAPER_ANN["mplt"],
         "mpslt": Preset(
             {"spiking": True, "mode": "mp", "filter": None, **_SCORES, **_KEEP},
             column="Table I 'MPSLTs'",
             description="binarised spiking ticket: alpha*sign(W)*M, spikes (binary already)",
             requires=_no_patches,
         ),
-        "pepsp-lt": Preset(
-            {"spiking": False, **_MP_EMBED, **_BINARY},
-            {"pb": 0.0},
-            column="Table II 'PEPSp-LTs'",
-            description="ANN transformer, binarised ticket of the patch embedding only, its "
-            "activations binary",
-            requires=_no_patches,
-        ),
+        "pepsp-lt": _PAPER_ANN["pepsp-lt"],
         "pepsp-slt": Preset(
             {"spiking": True, **_MP_EMBED, **_KEEP},
             {"pb": 0.0},
@@ -147,14 +175,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             description="spiking transformer, binarised ticket of the patch embedding only",
             requires=_no_patches,
         ),
-        "multisp-lt": Preset(
-            {"spiking": False, **_MP_EMBED, **_BINARY},
-            {"pb": 0.3},
-            column="Table II 'MultiSp-LTs'",
-            description="ANN transformer, PEPSp (binary ConvPEP activations) plus patch "
-            "pruning (pb)",
-            requires=_some_patches,
-        ),
+        "multisp-lt": _PAPER_ANN["multisp-lt"],
         "multisp-slt": Preset(
             {"spiking": True, **_MP_EMBED, **_KEEP},
             {"pb": 0.3},
@@ -162,30 +183,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             description="spiking transformer, PEPSp plus patch pruning (pb)",
             requires=_some_patches,
         ),
-        # The binarised ANN tickets with real (ReLU) activations: what `mplt`, `pepsp-lt`
-        # and `multisp-lt` were before binary activations were added, kept so that earlier results can be rerun.
-        "mplt-relu": Preset(
-            {"spiking": False, "mode": "mp", "filter": None, **_SCORES, **_KEEP},
-            column="variant of Table I 'MPLTs'",
-            description=f"binarised ANN ticket alpha*sign(W)*M: {_MP_RELU}",
-            requires=_no_patches,
-        ),
-        "pepsp-lt-relu": Preset(
-            {"spiking": False, **_MP_EMBED, **_KEEP},
-            {"pb": 0.0},
-            column="variant of Table II 'PEPSp-LTs'",
-            description="ANN transformer, binarised ticket of the patch embedding only, ReLU "
-            "activations (biprop's 1/32)",
-            requires=_no_patches,
-        ),
-        "multisp-lt-relu": Preset(
-            {"spiking": False, **_MP_EMBED, **_KEEP},
-            {"pb": 0.3},
-            column="variant of Table II 'MultiSp-LTs'",
-            description="ANN transformer, PEPSp with ReLU activations (biprop's 1/32) plus "
-            "patch pruning (pb)",
-            requires=_some_patches,
-        ),
+        **{f"{name}-relu": _relu_variant(name) for name in ("mplt", "pepsp-lt", "multisp-lt")},
         # The baselines of the SNN lottery-ticket literature (docs/methods.md).
         "imp": Preset(
             {"spiking": False, "mode": "lt", "search": "imp", **_KEEP},
