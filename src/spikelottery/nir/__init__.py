@@ -14,6 +14,7 @@ read by snnTorch, Norse, Sinabs, Rockpool, Lava and the toolchains of neuromorph
 
 from .errors import NIRExportError, NIRImportError
 from .export import NIRExport, export_nir, nir_graph
+from .load import NIRNetwork, load_nir
 from .mapping import DEFAULT_DT, NeuronParams, neuron_from_nir, neuron_params, neuron_to_nir
 
 __all__ = [
@@ -21,8 +22,10 @@ __all__ = [
     "NIRExport",
     "NIRExportError",
     "NIRImportError",
+    "NIRNetwork",
     "NeuronParams",
     "export_nir",
+    "load_nir",
     "neuron_from_nir",
     "neuron_params",
     "neuron_to_nir",

@@ -119,7 +119,6 @@ def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
         )
     if len(v.shape) != 3:
         raise NIRExportError(f"{path} (Conv2d) reads a tensor of shape {v.shape}, not (C, H, W)")
-    shape = _run_shape(conv, v.shape)
     padding = conv.padding
     if isinstance(padding, str):  # "same" / "valid": the numbers torch uses
         k, d = _pair(conv.kernel_size), _pair(conv.dilation)
@@ -131,6 +130,9 @@ def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
             )
     weight = conv.weight.detach() * v.scale
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+    with torch.no_grad():  # the functional op: a SpikingJelly layer.Conv2d wants [T, B, ...]
+        probe = torch.zeros(1, *v.shape, dtype=weight.dtype)
+        shape = tuple(nn.functional.conv2d(probe, weight, None, conv.stride, padding, conv.dilation, conv.groups).shape[1:])
     node = nir.Conv2d(
         input_shape=(int(v.shape[1]), int(v.shape[2])),
         weight=_array(weight),
@@ -250,10 +252,38 @@ def _flatten(b: _Builder, path: str, start: int, end: int, v: _Value) -> _Value:
     return replace(out, pool=v.pool, scale=v.scale)
 
 
+def _fold_gain(b: _Builder, v: _Value, gain: float) -> bool:
+    """Scale the conv or linear that alone made ``v`` by ``gain``; ``False`` if there is none."""
+    import nir
+
+    node = b.nodes.get(v.sources[0]) if len(v.sources) == 1 else None
+    if not isinstance(node, (nir.Conv2d, nir.Affine)) or any(s == v.sources[0] for s, _ in b.edges):
+        return False
+    weight = (node.weight.astype(np.float64) * gain).astype(np.float32)
+    bias = (node.bias.astype(np.float64) * gain).astype(np.float32)
+    if isinstance(node, nir.Conv2d):
+        b.nodes[v.sources[0]] = nir.Conv2d(
+            input_shape=node.input_shape,
+            weight=weight,
+            stride=node.stride,
+            padding=node.padding,
+            dilation=node.dilation,
+            groups=node.groups,
+            bias=bias,
+        )
+    else:
+        b.nodes[v.sources[0]] = nir.Affine(weight=weight, bias=bias)
+    return True
+
+
 def _neuron(b: _Builder, path: str, module: nn.Module, v: _Value) -> _Value:
     params = neuron_params(module, path)
     assert params is not None
     v = b.settle(v)
+    # An input gain (SpikingJelly's decay_input: gamma = 1 / tau) goes into the weights
+    # before it where it can, so the neuron node is the plain w_in = 1 that every reader takes.
+    if params.gamma != 1.0 and _fold_gain(b, v, params.gamma):
+        params = replace(params, gamma=1.0)
     node = neuron_to_nir(params, v.shape, dt=b.spec.dt, node=b.spec.neuron)
     b.count["neuron"] += 1
     return b.add(path, node, v, v.shape)

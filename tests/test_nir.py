@@ -1,0 +1,301 @@
+"""NIR export and import: tickets verified in snnTorch, Norse and SpikingJelly's NIR readers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based import neuron as sj_neuron
+from torch import nn
+from torch.utils.data import DataLoader
+
+from _nir_testing import READERS, own_spikes
+from spikelottery import SubnetLayer, sparsify
+from spikelottery.data.digits import DigitsDataset
+from spikelottery.models import create_model
+from spikelottery.neuron import LIFNeuron, lif_multistep
+from spikelottery.nir import (
+    DEFAULT_DT,
+    NeuronParams,
+    NIRExportError,
+    NIRImportError,
+    export_nir,
+    load_nir,
+    neuron_from_nir,
+    neuron_to_nir,
+    nir_graph,
+)
+
+EAGER = {"neuron_kwargs": {"backend": "eager"}}
+
+
+def _train(net: nn.Module, epochs: int = 2) -> nn.Module:
+    """A couple of epochs of the score search on the digits (Adam, lr 0.1 as the paper)."""
+    torch.manual_seed(0)
+    loader = DataLoader(DigitsDataset("train"), batch_size=64, shuffle=True)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    net.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    return net.eval()
+
+
+def _test_batch(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = DigitsDataset("test")
+    x, y = zip(*(ds[i] for i in range(n)), strict=True)
+    return torch.stack(x), torch.tensor(y)
+
+
+@pytest.fixture(scope="module")
+def vgg_ticket() -> nn.Module:
+    torch.manual_seed(0)
+    net = create_model("vgg_tiny", in_channels=1, img_size=8, **EAGER)
+    return _train(sparsify(net, pa=0.4, mode="mp"))
+
+
+@pytest.fixture(scope="module")
+def resnet_ticket() -> nn.Module:
+    torch.manual_seed(1)
+    net = create_model("resnet_tiny", in_channels=1, img_size=8, **EAGER)
+    return _train(sparsify(net, pa=0.4, mode="mp"), epochs=1)
+
+
+def _check_readers(model: nn.Module, path: Path, x: torch.Tensor, steps: int, readers: tuple[str, ...], kinds: tuple[type, ...], prefix: str = "") -> dict[str, int]:
+    """Spike trains of every neuron equal the model's own in each reader; outputs within 1e-4."""
+    want_out, want = own_spikes(model, x, kinds, prefix)
+    assert want and sum(int(s.sum()) for s in want.values()) > 0, "no spikes to compare"
+    graph = nir.read(str(path))
+    for reader in readers:
+        out, got = READERS[reader](graph, x, steps, list(want))
+        for name, spikes in want.items():
+            mismatches = int((got[name] != spikes).sum())
+            assert mismatches == 0, f"{reader}: {mismatches} spikes of {name} differ"
+        mean = out.mean(0) if want_out.dim() == out.dim() - 1 else out
+        # The output is real-valued: BatchNorm folded into the weights rounds differently.
+        assert torch.allclose(mean, want_out, atol=1e-4), f"{reader}: outputs differ"
+    return {n: int(s.sum()) for n, s in want.items()}
+
+
+# ----------------------------------------------------------------------- the zoo's tickets
+
+
+def test_a_trained_mp_vgg_ticket_spikes_the_same_in_three_simulators(vgg_ticket, tmp_path) -> None:
+    x, y = _test_batch()
+    with torch.no_grad():
+        assert (vgg_ticket(x).argmax(1) == y).float().mean() > 0.5  # it learned something
+    out = export_nir(vgg_ticket, x[:1], tmp_path / "vgg.nir")
+    assert out.counts == {"conv": 2, "affine": 1, "neuron": 2, "pool": 2}
+    graph = nir.read(str(tmp_path / "vgg.nir"))
+    # mp: every kept weight of a layer is +-alpha, BatchNorm folded in per output channel.
+    assert isinstance(graph.nodes["features.0.act"], nir.CubaLIF)
+    assert isinstance(graph.nodes["features.1.module"], nir.SumPool2d)
+    _check_readers(vgg_ticket, out.path, x, vgg_ticket.timesteps, ("snntorch", "norse", "spikingjelly"), (LIFNeuron,))
+
+
+def test_the_exported_weights_are_the_tickets(vgg_ticket) -> None:
+    graph = nir_graph(vgg_ticket, torch.zeros(1, 1, 8, 8)).graph
+    # The head has no BatchNorm: its weights are alpha * sign(W) * M, times 1/4 of the sum pool.
+    weight = torch.as_tensor(graph.nodes["head"].weight)
+    kept = weight != 0
+    assert 0 < kept.float().mean() < 1  # pruned
+    magnitudes = weight[kept].abs().unique()
+    assert magnitudes.numel() == 1  # one alpha per layer
+
+
+def test_a_resnet_ticket_with_residual_adds_spikes_the_same(resnet_ticket, tmp_path) -> None:
+    x, _ = _test_batch()
+    out = export_nir(resnet_ticket, x[:1], tmp_path / "resnet.nir")
+    graph = nir.read(str(out.path))
+    # A residual add is two sets of edges into the next node (NIR sums a node's inputs).
+    into = [src for src, dst in graph.edges if dst == "stages.1.0.conv1.conv"]
+    assert sorted(into) == ["stages.0.0.conv2.act", "stem.act"]
+    counts = _check_readers(resnet_ticket, out.path, x, resnet_ticket.timesteps, ("snntorch", "spikingjelly"), (LIFNeuron,))
+    assert len(counts) == 9
+
+
+def _sj_cnn() -> nn.Sequential:
+    """A user's SpikingJelly CNN: decay_input LIF (gamma = 1/tau), BatchNorm, avg pool."""
+    torch.manual_seed(2)
+
+    def lif() -> nn.Module:
+        return sj_neuron.LIFNode(tau=2.0, decay_input=True, v_reset=0.0, step_mode="m")
+
+    net = nn.Sequential(
+        layer.Conv2d(1, 12, 3, padding=1, bias=False, step_mode="m"),
+        layer.BatchNorm2d(12, step_mode="m"),
+        lif(),
+        layer.AvgPool2d(2, step_mode="m"),
+        layer.Conv2d(12, 16, 3, padding=1, bias=False, step_mode="m"),
+        layer.BatchNorm2d(16, step_mode="m"),
+        lif(),
+        layer.AvgPool2d(2, step_mode="m"),
+        layer.Flatten(step_mode="m"),
+        layer.Linear(16 * 2 * 2, 10, step_mode="m"),
+        lif(),
+    )
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.3, 1.0)
+                m.weight.uniform_(1.0, 2.0)
+                m.bias.normal_(0.5, 0.3)
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(4)
+    return net.eval()
+
+
+class _SeqMean(nn.Module):
+    """Runs the SpikingJelly net on [T, B, ...] and reports its last layer's spikes."""
+
+    def __init__(self, net: nn.Module, steps: int) -> None:
+        super().__init__()
+        self.net, self.steps = net, steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        functional.reset_net(self.net)
+        return self.net(x.unsqueeze(0).repeat(self.steps, 1, 1, 1, 1))
+
+
+def test_a_users_spikingjelly_cnn_spikes_the_same(tmp_path) -> None:
+    net = _sj_cnn()
+    x, _ = _test_batch()
+    steps = 4
+    out = export_nir(net, x[:1].unsqueeze(0).repeat(steps, 1, 1, 1, 1), tmp_path / "sj.nir")
+    graph = nir.read(str(out.path))
+    # gamma = 1/tau went into the weights: every reader takes the plain w_in = 1.
+    assert all(np.all(n.w_in == 1) for n in graph.nodes.values() if isinstance(n, nir.CubaLIF))
+    wrapped = _SeqMean(net, steps)
+    want_out, _ = own_spikes(wrapped, x, (sj_neuron.LIFNode,), "net.")
+    _check_readers(wrapped, out.path, x, steps, ("snntorch", "norse", "spikingjelly"), (sj_neuron.LIFNode,), "net.")
+    assert want_out.shape == (steps, 64, 10)
+
+
+# ----------------------------------------------------------------------- what NIR cannot express
+
+
+def test_exporting_a_spikformer_names_what_nir_lacks(tmp_path) -> None:
+    net = create_model("spikformer_micro", img_size=16, timesteps=2, **EAGER)
+    with pytest.raises(NIRExportError, match="spike-spike attention"):
+        export_nir(net, torch.rand(1, 3, 16, 16), tmp_path / "s.nir")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_patch_selection_is_refused_by_name(tmp_path) -> None:
+    net = sparsify(create_model("spikformer_micro", img_size=16, timesteps=2, **EAGER), 0.4, 0.5, filter="patch_embed")
+    with pytest.raises(NIRExportError, match="patch selection"):
+        export_nir(net, torch.rand(1, 3, 16, 16), tmp_path / "s.nir")
+
+
+@pytest.mark.parametrize(
+    ("module", "match"),
+    [
+        (nn.MaxPool2d(2), "no max pooling"),
+        (sj_neuron.LIFNode(v_reset=None, step_mode="m"), "soft reset"),
+        (nn.ReLU(), "ANN activation"),
+        (nn.Upsample(scale_factor=2), "not a layer export_nir knows"),
+    ],
+)
+def test_what_nir_cannot_express_is_refused_naming_the_layer(module, match) -> None:
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), LIFNeuron(), module)
+    with pytest.raises(NIRExportError, match=match) as info:
+        nir_graph(net, torch.rand(2, 2, 1, 8, 8))
+    assert "2 (" in str(info.value)  # the module's path in the model
+
+
+def test_a_failed_write_keeps_the_old_file(vgg_ticket, tmp_path) -> None:
+    path = tmp_path / "t.nir"
+    path.write_bytes(b"old")
+    with pytest.raises(NIRExportError):
+        export_nir(create_model("spikformer_micro", img_size=16, timesteps=2), torch.rand(1, 3, 16, 16), path)
+    assert path.read_bytes() == b"old"
+    export_nir(vgg_ticket, torch.rand(1, 1, 8, 8), path)
+    assert nir.read(str(path)).nodes["head"].weight.shape == (10, 128)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.nir"]  # no temporary left
+
+
+# ----------------------------------------------------------------------- the neuron mapping
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    beta=st.floats(0.0, 0.999),
+    gamma=st.sampled_from([1.0, 0.5, 0.25]),
+    threshold=st.floats(0.25, 2.0),
+    dt=st.sampled_from([1e-4, 1e-3, 1.0]),
+)
+def test_the_euler_step_of_the_exported_node_is_the_neurons_update(beta, gamma, threshold, dt) -> None:
+    params = NeuronParams(beta, gamma, threshold)
+    node = neuron_to_nir(params, (5,), dt=dt)
+    # NIR's CubaLIF under forward Euler at dt, as the readers step it (current first),
+    # beside the library's V[n] = beta V[n-1] + gamma x[n] with the same resets.
+    x = torch.rand(8, 5, dtype=torch.float64) * 2
+    i = torch.zeros(5, dtype=torch.float64)
+    v = torch.zeros(5, dtype=torch.float64)
+    ours = torch.zeros(5, dtype=torch.float64)
+    for t in range(8):
+        i = i + dt / node.tau_syn[0] * (node.w_in[0] * x[t] - i)
+        v = v + dt / node.tau_mem[0] * (node.v_leak[0] - v + node.r[0] * i)
+        ours = beta * ours + gamma * x[t]
+        assert torch.allclose(v, ours, rtol=0, atol=1e-9)
+        fired = ours >= threshold
+        v, ours = torch.where(fired, 0.0, v), torch.where(fired, 0.0, ours)
+    want, _ = lif_multistep(x, beta=beta, gamma=gamma, threshold=threshold)
+    assert want.shape == x.shape
+    back = neuron_from_nir(node, "n", dt=dt)
+    assert back is not None
+    assert math.isclose(back.beta, beta, abs_tol=1e-9) and math.isclose(back.gamma, gamma, rel_tol=1e-9)
+    assert back.threshold == threshold
+
+
+def test_a_neuron_without_leak_is_an_if_node() -> None:
+    node = neuron_to_nir(NeuronParams(1.0), (3,), dt=1e-3)
+    assert isinstance(node, nir.IF) and float(node.r[0]) == pytest.approx(1e3)
+    assert neuron_from_nir(node, "n", dt=1e-3) == NeuronParams(1.0, pytest.approx(1.0), 1.0, "IF")
+
+
+# ----------------------------------------------------------------------- load_nir
+
+
+def test_load_nir_round_trip_is_exact_and_sparsify_searches_it(vgg_ticket, tmp_path) -> None:
+    x, y = _test_batch()
+    out = export_nir(vgg_ticket, x[:1], tmp_path / "vgg.nir")
+    model = load_nir(out.path)
+    assert model.timesteps == vgg_ticket.timesteps and model.input_shape == (1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), vgg_ticket(x), atol=1e-5)
+    # A network from another framework: search a ticket in it.
+    ticket = sparsify(model, pa=0.5, mode="mp")
+    swapped = [m for m in ticket.modules() if isinstance(m, SubnetLayer)]
+    assert len(swapped) == 3
+    opt = torch.optim.Adam([p for p in ticket.parameters() if p.requires_grad], lr=0.1)
+    before = [m.scores.detach().clone() for m in swapped]
+    nn.functional.cross_entropy(ticket(x), y).backward()
+    opt.step()
+    assert any(not torch.equal(b, m.scores) for b, m in zip(before, swapped, strict=True))
+
+
+def test_load_nir_refuses_what_it_cannot_build() -> None:
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([3])}),
+            "cell": nir.CubaLIF(
+                tau_syn=np.full(3, 5e-3), tau_mem=np.full(3, 1e-2), r=np.full(3, 100.0),
+                v_leak=np.zeros(3), v_threshold=np.ones(3),
+            ),
+            "output": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[("input", "cell"), ("cell", "output")],
+    )
+    with pytest.raises(NIRImportError, match="tau_syn"):
+        load_nir(graph, dt=DEFAULT_DT)
