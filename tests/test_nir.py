@@ -299,3 +299,23 @@ def test_load_nir_refuses_what_it_cannot_build() -> None:
     )
     with pytest.raises(NIRImportError, match="tau_syn"):
         load_nir(graph, dt=DEFAULT_DT)
+
+
+# ----------------------------------------------------------------------- the command line
+
+
+def test_cli_export_to_nir_writes_the_tickets_graph(tmp_path, capsys) -> None:
+    from _engine_testing import tiny
+
+    from spikelottery.cli import main
+    from spikelottery.engine import run
+
+    torch.manual_seed(0)
+    run(tiny(mode="mp", out=tmp_path))
+    out = tmp_path / "ticket.nir"
+    assert main(["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "NIR graph" in said and "[1, 8, 8]" in said
+    model = load_nir(out)
+    assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    assert main(["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(out)]) == 0

@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_export = sub.add_parser(
         "export",
-        help="export a ticket as a dense state_dict (safetensors) or an ONNX graph",
+        help="export a ticket as a dense state_dict (safetensors), an ONNX or a NIR graph",
         description="Rebuild the run's model from the ticket's metadata, load the ticket and "
         "export it with the ticket baked into dense layers (export_dense, export_onnx); "
         "patch pruning is not applied.",
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         required=True,
         choices=EXPORT_FORMATS,
-        help="'dense': the dense model's state_dict as safetensors; 'onnx': an ONNX graph",
+        help="'dense': the dense model's state_dict as safetensors; 'onnx': an ONNX graph; "
+        "'nir': a NIR graph (neuromorphic simulators and chips)",
     )
     p_export.add_argument("--out", required=True, metavar="PATH", help="the file to write")
     add_verbose_flag(p_export)

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # The --to formats of ``spikelottery export``.
-EXPORT_FORMATS = ("dense", "onnx")
+EXPORT_FORMATS = ("dense", "onnx", "nir")
 
 
 def _kept(ticket: TicketInfo) -> tuple[int, int]:
@@ -233,6 +233,8 @@ def export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             "load it with safetensors.torch.load_file into the run's dense zoo model "
             "(the file's metadata holds the run config)"
         )
+    elif args.to == "nir":
+        _export_nir(rebuilt, out)
     else:
         example = _export_onnx(rebuilt, out)
         print(
@@ -246,6 +248,8 @@ def _is_export(path: Path, to: str) -> bool:
     """``path`` is a file that ``spikelottery export --to <to>`` wrote (safe to replace)."""
     if to == "onnx":
         return path.suffix.lower() == ".onnx"
+    if to == "nir":
+        return path.suffix.lower() == ".nir"
     import safetensors
 
     try:
@@ -296,3 +300,23 @@ def _export_onnx(rebuilt: Rebuilt, out: Path) -> torch.Tensor:
             f"--to onnx needs the onnx package ({exc}); install it: pip install onnx"
         ) from None
     return example
+
+
+def _export_nir(rebuilt: Rebuilt, out: Path) -> None:
+    """Write the ticket as a NIR graph and say what it holds and how to run it."""
+    import torch
+
+    try:
+        from ..nir import export_nir
+    except ImportError as exc:  # pragma: no cover - nir is in the [nir] extra
+        raise SpikeLotteryError(
+            f"--to nir needs the nir package ({exc}); install it: pip install 'spikelottery[nir]'"
+        ) from None
+    result = export_nir(rebuilt.model, torch.zeros(1, *rebuilt.shape.input_shape), out)
+    counts = ", ".join(f"{n} {k}" for k, n in result.counts.items())
+    print(
+        f"{out}: NIR graph of one time step, input {list(result.sample_shape)}, {counts} nodes, "
+        f"{result.size_bytes:,} bytes; feed the input at each of T={result.timesteps} steps "
+        f"with dt={result.graph.metadata['dt']:g} s (snnTorch's; norse.torch.from_nir(g, dt=...)) "
+        "and average the output over T"
+    )
