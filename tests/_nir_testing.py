@@ -35,14 +35,18 @@ def _hooks(model: nn.Module, names: list[str], rec: dict[str, list[Tensor]]) -> 
         if name in wanted:
 
             def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-                rec.setdefault(name, []).append((out[0] if isinstance(out, tuple) else out).detach())
+                rec.setdefault(name, []).append(
+                    (out[0] if isinstance(out, tuple) else out).detach()
+                )
 
             hooks.append(module.register_forward_hook(hook))
     assert len(hooks) == len(wanted), f"reader model lacks neurons {sorted(wanted)}"
     return hooks
 
 
-def _per_sample(model: nn.Module, x: Tensor, steps: int, names: list[str], reset: Callable[[], None]) -> Record:
+def _per_sample(
+    model: nn.Module, x: Tensor, steps: int, names: list[str], reset: Callable[[], None]
+) -> Record:
     outs, spikes = [], {}
     for b in range(x.shape[0]):
         reset()
@@ -69,7 +73,9 @@ def run_snntorch(graph: nir.NIRGraph, x: Tensor, steps: int, names: list[str]) -
     return _per_sample(model, x, steps, names, lambda: snntorch.utils.reset(model))
 
 
-def run_norse(graph: nir.NIRGraph, x: Tensor, steps: int, names: list[str], dt: float = DEFAULT_DT) -> Record:
+def run_norse(
+    graph: nir.NIRGraph, x: Tensor, steps: int, names: list[str], dt: float = DEFAULT_DT
+) -> Record:
     """Norse's ``norse.torch.from_nir`` at ``dt``."""
     logging.getLogger().setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -78,7 +84,9 @@ def run_norse(graph: nir.NIRGraph, x: Tensor, steps: int, names: list[str], dt: 
     return _per_sample(model, x, steps, names, lambda: None)
 
 
-def run_spikingjelly(graph: nir.NIRGraph, x: Tensor, steps: int, names: list[str], dt: float = DEFAULT_DT) -> Record:
+def run_spikingjelly(
+    graph: nir.NIRGraph, x: Tensor, steps: int, names: list[str], dt: float = DEFAULT_DT
+) -> Record:
     """SpikingJelly's ``nir_exchange.import_from_nir`` in single-step mode, the whole batch."""
     model = sj_from_nir(graph, dt=dt, step_mode="s")
     functional.reset_net(model)
@@ -104,7 +112,9 @@ def own_spikes(model: nn.Module, x: Tensor, kinds: tuple[type, ...], prefix: str
     rec: dict[str, Tensor] = {}
     hooks = [
         m.register_forward_hook(
-            lambda _m, _i, out, n=n: rec.__setitem__(n.removeprefix(prefix).replace(".", "_"), out.detach())
+            lambda _m, _i, out, n=n: rec.__setitem__(
+                n.removeprefix(prefix).replace(".", "_"), out.detach()
+            )
         )
         for n, m in model.named_modules()
         if isinstance(m, kinds)

@@ -70,7 +70,15 @@ def resnet_ticket() -> nn.Module:
     return _train(sparsify(net, pa=0.4, mode="mp"), epochs=1)
 
 
-def _check_readers(model: nn.Module, path: Path, x: torch.Tensor, steps: int, readers: tuple[str, ...], kinds: tuple[type, ...], prefix: str = "") -> dict[str, int]:
+def _check_readers(
+    model: nn.Module,
+    path: Path,
+    x: torch.Tensor,
+    steps: int,
+    readers: tuple[str, ...],
+    kinds: tuple[type, ...],
+    prefix: str = "",
+) -> dict[str, int]:
     """Spike trains of every neuron equal the model's own in each reader; outputs within 1e-4."""
     want_out, want = own_spikes(model, x, kinds, prefix)
     assert want and sum(int(s.sum()) for s in want.values()) > 0, "no spikes to compare"
@@ -99,7 +107,14 @@ def test_a_trained_mp_vgg_ticket_spikes_the_same_in_three_simulators(vgg_ticket,
     # mp: every kept weight of a layer is +-alpha, BatchNorm folded in per output channel.
     assert isinstance(graph.nodes["features.0.act"], nir.CubaLIF)
     assert isinstance(graph.nodes["features.1.module"], nir.SumPool2d)
-    _check_readers(vgg_ticket, out.path, x, vgg_ticket.timesteps, ("snntorch", "norse", "spikingjelly"), (LIFNeuron,))
+    _check_readers(
+        vgg_ticket,
+        out.path,
+        x,
+        vgg_ticket.timesteps,
+        ("snntorch", "norse", "spikingjelly"),
+        (LIFNeuron,),
+    )
 
 
 def test_the_exported_weights_are_the_tickets(vgg_ticket) -> None:
@@ -119,7 +134,14 @@ def test_a_resnet_ticket_with_residual_adds_spikes_the_same(resnet_ticket, tmp_p
     # A residual add is two sets of edges into the next node (NIR sums a node's inputs).
     into = [src for src, dst in graph.edges if dst == "stages.1.0.conv1.conv"]
     assert sorted(into) == ["stages.0.0.conv2.act", "stem.act"]
-    counts = _check_readers(resnet_ticket, out.path, x, resnet_ticket.timesteps, ("snntorch", "spikingjelly"), (LIFNeuron,))
+    counts = _check_readers(
+        resnet_ticket,
+        out.path,
+        x,
+        resnet_ticket.timesteps,
+        ("snntorch", "spikingjelly"),
+        (LIFNeuron,),
+    )
     assert len(counts) == 9
 
 
@@ -177,7 +199,15 @@ def test_a_users_spikingjelly_cnn_spikes_the_same(tmp_path) -> None:
     assert all(np.all(n.w_in == 1) for n in graph.nodes.values() if isinstance(n, nir.CubaLIF))
     wrapped = _SeqMean(net, steps)
     want_out, _ = own_spikes(wrapped, x, (sj_neuron.LIFNode,), "net.")
-    _check_readers(wrapped, out.path, x, steps, ("snntorch", "norse", "spikingjelly"), (sj_neuron.LIFNode,), "net.")
+    _check_readers(
+        wrapped,
+        out.path,
+        x,
+        steps,
+        ("snntorch", "norse", "spikingjelly"),
+        (sj_neuron.LIFNode,),
+        "net.",
+    )
     assert want_out.shape == (steps, 64, 10)
 
 
@@ -192,7 +222,12 @@ def test_exporting_a_spikformer_names_what_nir_lacks(tmp_path) -> None:
 
 
 def test_patch_selection_is_refused_by_name(tmp_path) -> None:
-    net = sparsify(create_model("spikformer_micro", img_size=16, timesteps=2, **EAGER), 0.4, 0.5, filter="patch_embed")
+    net = sparsify(
+        create_model("spikformer_micro", img_size=16, timesteps=2, **EAGER),
+        0.4,
+        0.5,
+        filter="patch_embed",
+    )
     with pytest.raises(NIRExportError, match="patch selection"):
         export_nir(net, torch.rand(1, 3, 16, 16), tmp_path / "s.nir")
 
@@ -217,7 +252,11 @@ def test_a_failed_write_keeps_the_old_file(vgg_ticket, tmp_path) -> None:
     path = tmp_path / "t.nir"
     path.write_bytes(b"old")
     with pytest.raises(NIRExportError):
-        export_nir(create_model("spikformer_micro", img_size=16, timesteps=2), torch.rand(1, 3, 16, 16), path)
+        export_nir(
+            create_model("spikformer_micro", img_size=16, timesteps=2),
+            torch.rand(1, 3, 16, 16),
+            path,
+        )
     assert path.read_bytes() == b"old"
     export_nir(vgg_ticket, torch.rand(1, 1, 8, 8), path)
     assert nir.read(str(path)).nodes["head"].weight.shape == (10, 128)
@@ -234,7 +273,9 @@ def test_a_failed_write_keeps_the_old_file(vgg_ticket, tmp_path) -> None:
     threshold=st.floats(0.25, 2.0),
     dt=st.sampled_from([1e-4, 1e-3, 1.0]),
 )
-def test_the_euler_step_of_the_exported_node_is_the_neurons_update(beta, gamma, threshold, dt) -> None:
+def test_the_euler_step_of_the_exported_node_is_the_neurons_update(
+    beta, gamma, threshold, dt
+) -> None:
     params = NeuronParams(beta, gamma, threshold)
     node = neuron_to_nir(params, (5,), dt=dt)
     # NIR's CubaLIF under forward Euler at dt, as the readers step it (current first),
@@ -254,7 +295,9 @@ def test_the_euler_step_of_the_exported_node_is_the_neurons_update(beta, gamma, 
     assert want.shape == x.shape
     back = neuron_from_nir(node, "n", dt=dt)
     assert back is not None
-    assert math.isclose(back.beta, beta, abs_tol=1e-9) and math.isclose(back.gamma, gamma, rel_tol=1e-9)
+    assert math.isclose(back.beta, beta, abs_tol=1e-9) and math.isclose(
+        back.gamma, gamma, rel_tol=1e-9
+    )
     assert back.threshold == threshold
 
 
@@ -290,8 +333,11 @@ def test_load_nir_refuses_what_it_cannot_build() -> None:
         nodes={
             "input": nir.Input(input_type={"input": np.array([3])}),
             "cell": nir.CubaLIF(
-                tau_syn=np.full(3, 5e-3), tau_mem=np.full(3, 1e-2), r=np.full(3, 100.0),
-                v_leak=np.zeros(3), v_threshold=np.ones(3),
+                tau_syn=np.full(3, 5e-3),
+                tau_mem=np.full(3, 1e-2),
+                r=np.full(3, 100.0),
+                v_leak=np.zeros(3),
+                v_threshold=np.ones(3),
             ),
             "output": nir.Output(output_type={"output": np.array([3])}),
         },
@@ -306,16 +352,21 @@ def test_load_nir_refuses_what_it_cannot_build() -> None:
 
 def test_cli_export_to_nir_writes_the_tickets_graph(tmp_path, capsys) -> None:
     from _engine_testing import tiny
-
     from spikelottery.cli import main
     from spikelottery.engine import run
 
     torch.manual_seed(0)
     run(tiny(mode="mp", out=tmp_path))
     out = tmp_path / "ticket.nir"
-    assert main(["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(out)]) == 0
+    assert (
+        main(["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(out)])
+        == 0
+    )
     said = capsys.readouterr().out
     assert "NIR graph" in said and "[1, 8, 8]" in said
     model = load_nir(out)
     assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
-    assert main(["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(out)]) == 0
+    assert (
+        main(["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(out)])
+        == 0
+    )

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .._io import atomic_path
 from .._version import __version__
-from ..models import SpikingModel, Spikformer
+from ..models import Spikformer, SpikingModel
 from ..patch import find_patch_selectors
 from ..tickets import export_dense
 from .errors import NIRExportError
@@ -92,7 +92,9 @@ def nir_graph(
 ) -> NIRExport:
     """The NIR graph of a ticket without writing a file (see :func:`export_nir`)."""
     if not isinstance(model_or_ticket, nn.Module):
-        raise TypeError(f"model_or_ticket must be an nn.Module, got {type(model_or_ticket).__name__}")
+        raise TypeError(
+            f"model_or_ticket must be an nn.Module, got {type(model_or_ticket).__name__}"
+        )
     if neuron not in NEURON_NODES:
         raise ValueError(f"neuron must be one of {NEURON_NODES}, got neuron={neuron!r}")
     _check_exportable(model_or_ticket)
@@ -106,7 +108,8 @@ def nir_graph(
 
 def _metadata(model: nn.Module, dt: float, timesteps: int | None) -> dict[str, Any]:
     surrogates = sorted(
-        {str(getattr(m, "surrogate", "")) for m in model.modules() if hasattr(m, "surrogate")} - {""}
+        {str(getattr(m, "surrogate", "")) for m in model.modules() if hasattr(m, "surrogate")}
+        - {""}
     )
     meta: dict[str, Any] = {
         "generator": f"spikelottery {__version__}",
@@ -178,5 +181,10 @@ def export_nir(
     with atomic_path(target) as tmp:
         nir.write(str(tmp), result.graph)
     return NIRExport(
-        result.graph, target, result.sample_shape, result.timesteps, result.counts, target.stat().st_size
+        result.graph,
+        target,
+        result.sample_shape,
+        result.timesteps,
+        result.counts,
+        target.stat().st_size,
     )

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..binary import BinaryActivation
-from ..models import VGG, BasicBlock, ConvBNAct, LinearBNAct, SpikingResNet, Spikformer
+from ..models import VGG, BasicBlock, ConvBNAct, LinearBNAct, Spikformer, SpikingResNet
 from ..multistep import MultiStep
 from .errors import NIRExportError
 from .mapping import DEFAULT_DT, neuron_params, neuron_to_nir
@@ -132,7 +132,11 @@ def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
     with torch.no_grad():  # the functional op: a SpikingJelly layer.Conv2d wants [T, B, ...]
         probe = torch.zeros(1, *v.shape, dtype=weight.dtype)
-        shape = tuple(nn.functional.conv2d(probe, weight, None, conv.stride, padding, conv.dilation, conv.groups).shape[1:])
+        shape = tuple(
+            nn.functional.conv2d(
+                probe, weight, None, conv.stride, padding, conv.dilation, conv.groups
+            ).shape[1:]
+        )
     node = nir.Conv2d(
         input_shape=(int(v.shape[1]), int(v.shape[2])),
         weight=_array(weight),
@@ -157,7 +161,9 @@ def _linear(b: _Builder, path: str, linear: nn.Linear, v: _Value) -> _Value:
     weight = linear.weight.detach() * v.scale
     bias = linear.bias.detach() if linear.bias is not None else torch.zeros(linear.out_features)
     b.count["affine"] += 1
-    return b.add(path, nir.Affine(weight=_array(weight), bias=_array(bias)), v, (linear.out_features,))
+    return b.add(
+        path, nir.Affine(weight=_array(weight), bias=_array(bias)), v, (linear.out_features,)
+    )
 
 
 def _batchnorm(b: _Builder, path: str, bn: nn.modules.batchnorm._BatchNorm, v: _Value) -> _Value:
@@ -210,7 +216,12 @@ def _pool(b: _Builder, path: str, pool: nn.Module, v: _Value) -> _Value:
     if len(v.shape) != 3:
         raise NIRExportError(f"{path} ({type(pool).__name__}) reads shape {v.shape}, not (C, H, W)")
     if isinstance(pool, nn.AdaptiveAvgPool2d):
-        out = _pair(tuple(s if s is not None else v.shape[1 + i] for i, s in enumerate(_pair_any(pool.output_size))))
+        out = _pair(
+            tuple(
+                s if s is not None else v.shape[1 + i]
+                for i, s in enumerate(_pair_any(pool.output_size))
+            )
+        )
         if v.shape[1] % out[0] or v.shape[2] % out[1]:
             raise NIRExportError(
                 f"{path} (AdaptiveAvgPool2d) pools {v.shape[1:]} to {out}, which is not a fixed "
@@ -244,7 +255,7 @@ def _flatten(b: _Builder, path: str, start: int, end: int, v: _Value) -> _Value:
 
     rank = len(v.shape)
     start, end = start % rank, end % rank
-    shape = v.shape[:start] + (int(np.prod(v.shape[start : end + 1])),) + v.shape[end + 1 :]
+    shape = (*v.shape[:start], int(np.prod(v.shape[start : end + 1])), *v.shape[end + 1 :])
     if shape == v.shape:
         return v
     node = nir.Flatten(input_type={"input": np.array(v.shape)}, start_dim=start, end_dim=end)
@@ -295,7 +306,9 @@ def _join(path: str, *parts: str) -> str:
 
 def _block(b: _Builder, path: str, block: BasicBlock, v: _Value) -> _Value:
     v = b.settle(v)
-    main = _walk(b, _join(path, "conv2"), block.conv2, _walk(b, _join(path, "conv1"), block.conv1, v))
+    main = _walk(
+        b, _join(path, "conv2"), block.conv2, _walk(b, _join(path, "conv1"), block.conv1, v)
+    )
     short = v if block.shortcut is None else _walk(b, _join(path, "shortcut"), block.shortcut, v)
     total = _Value(main.sources + short.sources, main.shape)
     return _walk(b, _join(path, "act"), block.act, total)
@@ -342,6 +355,10 @@ def _refuse(path: str, module: nn.Module) -> NIRExportError:
     )
 
 
+def _refuse_spikformer(b: _Builder, path: str, module: nn.Module, v: _Value) -> _Value:
+    raise _refuse(path, module)
+
+
 def _sequence(b: _Builder, path: str, module: nn.Module, v: _Value) -> _Value:
     for name, child in module.named_children():
         v = _walk(b, _join(path, name), child, v)
@@ -350,18 +367,39 @@ def _sequence(b: _Builder, path: str, module: nn.Module, v: _Value) -> _Value:
 
 def _handlers() -> list[tuple[tuple[type, ...], Callable[..., _Value]]]:
     handlers: list[tuple[tuple[type, ...], Callable[..., _Value]]] = [
-        ((Spikformer,), lambda b, p, m, v: (_ for _ in ()).throw(_refuse(p, m))),
+        ((Spikformer,), _refuse_spikformer),
         ((VGG, SpikingResNet), _zoo),
         ((BasicBlock,), _block),
-        ((ConvBNAct,), lambda b, p, m, v: _walk(b, _join(p, "act"), m.act, _walk(b, _join(p, "bn"), m.bn, _walk(b, _join(p, "conv"), m.conv, v)))),
-        ((LinearBNAct,), lambda b, p, m, v: _walk(b, _join(p, "act"), m.act, _walk(b, _join(p, "bn"), m.bn, _walk(b, _join(p, "linear"), m.linear, v)))),
+        (
+            (ConvBNAct,),
+            lambda b, p, m, v: _walk(
+                b,
+                _join(p, "act"),
+                m.act,
+                _walk(b, _join(p, "bn"), m.bn, _walk(b, _join(p, "conv"), m.conv, v)),
+            ),
+        ),
+        (
+            (LinearBNAct,),
+            lambda b, p, m, v: _walk(
+                b,
+                _join(p, "act"),
+                m.act,
+                _walk(b, _join(p, "bn"), m.bn, _walk(b, _join(p, "linear"), m.linear, v)),
+            ),
+        ),
         ((nn.Sequential,), _sequence),
         ((MultiStep,), lambda b, p, m, v: _walk(b, _join(p, "module"), m.module, v)),
         ((nn.Conv2d,), _conv),
         ((nn.Linear,), _linear),
         ((nn.BatchNorm1d, nn.BatchNorm2d), _batchnorm),
         ((nn.AvgPool2d, nn.AdaptiveAvgPool2d), _pool),
-        ((nn.Flatten,), lambda b, p, m, v: _flatten(b, p, m.start_dim - 1, m.end_dim - 1 if m.end_dim > 0 else m.end_dim, v)),
+        (
+            (nn.Flatten,),
+            lambda b, p, m, v: _flatten(
+                b, p, m.start_dim - 1, m.end_dim - 1 if m.end_dim > 0 else m.end_dim, v
+            ),
+        ),
         ((nn.Identity, nn.Dropout), lambda b, p, m, v: v),
     ]
     try:
@@ -387,7 +425,9 @@ def _walk(b: _Builder, path: str, module: nn.Module, v: _Value) -> _Value:
     raise _refuse(path, module)
 
 
-def build_graph(model: nn.Module, sample_shape: tuple[int, ...], spec: GraphSpec) -> tuple[Any, dict[str, int]]:
+def build_graph(
+    model: nn.Module, sample_shape: tuple[int, ...], spec: GraphSpec
+) -> tuple[Any, dict[str, int]]:
     """The NIR graph of one time step of ``model`` (dense, in eval mode) for one sample.
 
     Args:

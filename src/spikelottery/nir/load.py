@@ -38,7 +38,9 @@ def _pair(a: Any) -> tuple[int, int]:
 class _SumPool(nn.Module):
     """NIR's ``SumPool2d``: the sum over each window (an average pool times its size)."""
 
-    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> None:
+    def __init__(
+        self, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+    ) -> None:
         super().__init__()
         self.pool = nn.AvgPool2d(kernel, stride, padding)
         self.size = kernel[0] * kernel[1]
@@ -81,7 +83,7 @@ def _module(name: str, node: Any, dt: float) -> nn.Module | None:
         conv = nn.Conv2d(
             weight.shape[1] * int(node.groups),
             weight.shape[0],
-            tuple(weight.shape[2:]),
+            (int(weight.shape[2]), int(weight.shape[3])),
             stride=_pair(node.stride),
             padding=_pair(node.padding),
             dilation=_pair(node.dilation),
@@ -122,7 +124,9 @@ def _order(nodes: Mapping[str, Any], edges: list[tuple[str, str]]) -> list[str]:
     for src, dst in edges:
         for end in (src, dst):
             if end not in indegree:
-                raise NIRImportError(f"NIR edge ({src!r}, {dst!r}) names a node {end!r} the graph lacks")
+                raise NIRImportError(
+                    f"NIR edge ({src!r}, {dst!r}) names a node {end!r} the graph lacks"
+                )
         indegree[dst] += 1
     ready = [name for name, d in indegree.items() if d == 0]
     order = []
@@ -189,7 +193,7 @@ class NIRNetwork(nn.Module):
             total = values[sources[0]]
             for src in sources[1:]:
                 total = total + values[src]
-            layer = self.layers[name] if name in self.layers else None
+            layer = self.layers[name] if name in self.layers else None  # noqa: SIM401 (ModuleDict)
             values[name] = layer(total) if layer is not None else total
         return values[self.output_name]
 
@@ -209,7 +213,9 @@ class NIRNetwork(nn.Module):
         return self.forward_sequence(x_seq).mean(0)
 
     def extra_repr(self) -> str:
-        return f"input_shape={self.input_shape}, timesteps={self.timesteps}, nodes={len(self.order)}"
+        return (
+            f"input_shape={self.input_shape}, timesteps={self.timesteps}, nodes={len(self.order)}"
+        )
 
 
 def load_nir(
@@ -240,7 +246,9 @@ def load_nir(
     else:
         graph = graph_or_path
     if not isinstance(graph, nir.NIRGraph):
-        raise TypeError(f"graph_or_path must be a nir.NIRGraph or a path, got {type(graph).__name__}")
+        raise TypeError(
+            f"graph_or_path must be a nir.NIRGraph or a path, got {type(graph).__name__}"
+        )
     meta = dict(graph.metadata or {})
     dt = float(dt if dt is not None else meta.get("dt", DEFAULT_DT))
     steps = int(timesteps if timesteps is not None else meta.get("timesteps", 4))

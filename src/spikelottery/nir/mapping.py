@@ -96,7 +96,8 @@ def _spikingjelly_params(module: nn.Module, where: str) -> NeuronParams | None:
     if kind not in (sj_neuron.LIFNode, sj_neuron.IFNode):
         return None
     name = kind.__name__
-    v_reset = module.v_reset
+    sj: Any = module  # SpikingJelly keeps its settings as plain attributes
+    v_reset = sj.v_reset
     if v_reset is None:
         raise NIRExportError(
             f"{where} ({name}) has a soft reset (v_reset=None: V minus the threshold after a "
@@ -108,12 +109,12 @@ def _spikingjelly_params(module: nn.Module, where: str) -> NeuronParams | None:
             f"{where} ({name}) resets to v_reset={float(v_reset)!r} with no matching leak "
             "target; the readers of NIR (snnTorch, Norse) reset to 0: use v_reset=0.0"
         )
-    threshold = float(module.v_threshold)
+    threshold = float(sj.v_threshold)
     if kind is sj_neuron.IFNode:
         return NeuronParams(1.0, 1.0, threshold, source=name)
-    tau = float(module.tau)
+    tau = float(sj.tau)
     beta = 1.0 - 1.0 / tau
-    gamma = 1.0 / tau if module.decay_input else 1.0
+    gamma = 1.0 / tau if sj.decay_input else 1.0
     return NeuronParams(beta, gamma, threshold, source=name)
 
 
