@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from _nir_testing import READERS, own_spikes
+from _ticket_testing import randomise_state
 from spikelottery import SubnetLayer, sparsify
 from spikelottery.data.digits import DigitsDataset
 from spikelottery.models import create_model
@@ -145,6 +146,37 @@ def test_a_resnet_ticket_with_residual_adds_spikes_the_same(resnet_ticket, tmp_p
     assert len(counts) == 9
 
 
+def test_a_membrane_residual_resnet_spikes_the_same(tmp_path) -> None:
+    """Here the add is of currents into one neuron: two sets of edges into a CubaLIF."""
+    torch.manual_seed(3)
+    net = create_model("resnet_tiny", in_channels=1, img_size=8, residual="membrane", **EAGER)
+    net = randomise_state(sparsify(net, pa=0.4, mode="mp")).eval()
+    x, _ = _test_batch()
+    out = export_nir(net, x[:1], tmp_path / "membrane.nir")
+    into = sorted(src for src, dst in nir.read(str(out.path)).edges if dst == "stages.1.0.act")
+    assert into == ["stages.1.0.conv2.conv", "stages.1.0.shortcut.conv"]
+    steps = net.timesteps
+    _check_readers(net, out.path, x, steps, ("snntorch", "spikingjelly"), (LIFNeuron,))
+
+
+def test_a_tie_at_the_threshold_is_the_one_stated_difference(tmp_path) -> None:
+    """NIR does not say whether V == threshold fires: we (and SpikingJelly) fire at >=,
+    snnTorch and Norse at >. An input of exactly 1.0 shows it."""
+    lin = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.zero_()
+    net = nn.Sequential(lin, LIFNeuron(beta=0.5, backend="eager"))
+    x = torch.ones(1, 1)
+    export_nir(net, x.unsqueeze(0), tmp_path / "tie.nir")
+    graph = nir.read(str(tmp_path / "tie.nir"))
+    with torch.no_grad():
+        assert net(x.unsqueeze(0)).item() == 1.0  # ours fires at V == 1
+    _, sj = READERS["spikingjelly"](graph, x, 1, ["1"])
+    _, snn = READERS["snntorch"](graph, x, 1, ["1"])
+    assert sj["1"].item() == 1.0 and snn["1"].item() == 0.0
+
+
 def _sj_cnn() -> nn.Sequential:
     """A user's SpikingJelly CNN: decay_input LIF (gamma = 1/tau), BatchNorm, avg pool."""
     torch.manual_seed(2)
@@ -209,6 +241,37 @@ def test_a_users_spikingjelly_cnn_spikes_the_same(tmp_path) -> None:
         "net.",
     )
     assert want_out.shape == (steps, 64, 10)
+
+
+def test_spikingjelly_if_neurons_are_nir_if_nodes(tmp_path) -> None:
+    """IF: read exactly by Norse and SpikingJelly; snnTorch 1.0's reader refuses r != 1
+    (and would build a leaky neuron with beta 0.9 for r = 1)."""
+    torch.manual_seed(4)
+    net = nn.Sequential(
+        layer.Conv2d(1, 8, 3, padding=1, step_mode="m"),
+        sj_neuron.IFNode(step_mode="m"),
+        layer.Flatten(step_mode="m"),
+        layer.Linear(8 * 8 * 8, 10, step_mode="m"),
+        sj_neuron.IFNode(step_mode="m"),
+    ).eval()
+    x, _ = _test_batch(16)
+    out = export_nir(net, x[:1].unsqueeze(0), tmp_path / "if.nir")
+    assert isinstance(nir.read(str(out.path)).nodes["1"], nir.IF)
+    _check_readers(
+        _SeqMean(net, 4), out.path, x, 4, ("norse", "spikingjelly"), (sj_neuron.IFNode,), "net."
+    )
+
+
+def test_neuron_lif_writes_plain_lif_nodes_that_snntorch_and_spikingjelly_read(
+    vgg_ticket, tmp_path
+) -> None:
+    x, _ = _test_batch(16)
+    out = export_nir(vgg_ticket, x[:1], tmp_path / "lif.nir", neuron="lif")
+    node = nir.read(str(out.path)).nodes["features.0.act"]
+    assert isinstance(node, nir.LIF) and np.allclose(node.r, 100.0)
+    _check_readers(
+        vgg_ticket, out.path, x, vgg_ticket.timesteps, ("snntorch", "spikingjelly"), (LIFNeuron,)
+    )
 
 
 # ----------------------------------------------------------------------- what NIR cannot express
@@ -326,6 +389,24 @@ def test_load_nir_round_trip_is_exact_and_sparsify_searches_it(vgg_ticket, tmp_p
     nn.functional.cross_entropy(ticket(x), y).backward()
     opt.step()
     assert any(not torch.equal(b, m.scores) for b, m in zip(before, swapped, strict=True))
+
+
+def test_the_engine_searches_a_ticket_in_a_loaded_graph(tmp_path) -> None:
+    from spikelottery.engine import run
+
+    dense = create_model("vgg_tiny", in_channels=1, img_size=8, **EAGER).eval()
+    model = load_nir(export_nir(dense, torch.zeros(1, 1, 8, 8), tmp_path / "d.nir").path)
+    res = run(
+        model=model,
+        dataset="digits",
+        mode="mp",
+        pa=0.4,
+        epochs=1,
+        max_batches=2,
+        out=None,
+        progress=False,
+    )
+    assert res.kept_fraction == pytest.approx(0.6, abs=0.01)
 
 
 def test_load_nir_refuses_what_it_cannot_build() -> None:
