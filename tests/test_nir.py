@@ -21,7 +21,7 @@ from _ticket_testing import randomise_state
 from spikelottery import SubnetLayer, sparsify
 from spikelottery.data.digits import DigitsDataset
 from spikelottery.models import create_model
-from spikelottery.neuron import LIFNeuron, lif_multistep
+from spikelottery.neuron import LIFNeuron
 from spikelottery.nir import (
     DEFAULT_DT,
     NeuronParams,
@@ -33,6 +33,7 @@ from spikelottery.nir import (
     neuron_to_nir,
     nir_graph,
 )
+from spikelottery.tickets import export_dense
 
 EAGER = {"neuron_kwargs": {"backend": "eager"}}
 
@@ -120,12 +121,19 @@ def test_a_trained_mp_vgg_ticket_spikes_the_same_in_three_simulators(vgg_ticket,
 
 def test_the_exported_weights_are_the_tickets(vgg_ticket) -> None:
     graph = nir_graph(vgg_ticket, torch.zeros(1, 1, 8, 8)).graph
-    # The head has no BatchNorm: its weights are alpha * sign(W) * M, times 1/4 of the sum pool.
-    weight = torch.as_tensor(graph.nodes["head"].weight)
-    kept = weight != 0
+    dense = export_dense(vgg_ticket)
+    # The head has no BatchNorm: its weights are alpha * sign(W) * M, times the 1/4 of the
+    # 2x2 sum pool before it (a power of two: exact).
+    head = torch.as_tensor(graph.nodes["head"].weight)
+    assert torch.equal(head, dense.head.weight.detach() / 4)
+    kept = head != 0
     assert 0 < kept.float().mean() < 1  # pruned
-    magnitudes = weight[kept].abs().unique()
-    assert magnitudes.numel() == 1  # one alpha per layer
+    assert head[kept].abs().unique().numel() == 1  # one alpha per layer
+    # A conv with BatchNorm folded in: the ticket's weight scaled per output channel.
+    conv, bn = dense.features[0].conv, dense.features[0].bn
+    scale = (bn.weight if bn.affine else 1) / torch.sqrt(bn.running_var + bn.eps)
+    want = conv.weight.detach() * scale.detach().view(-1, 1, 1, 1)
+    assert torch.allclose(torch.as_tensor(graph.nodes["features.0.conv"].weight), want, rtol=1e-6)
 
 
 def test_a_resnet_ticket_with_residual_adds_spikes_the_same(resnet_ticket, tmp_path) -> None:
@@ -354,8 +362,6 @@ def test_the_euler_step_of_the_exported_node_is_the_neurons_update(
         assert torch.allclose(v, ours, rtol=0, atol=1e-9)
         fired = ours >= threshold
         v, ours = torch.where(fired, 0.0, v), torch.where(fired, 0.0, ours)
-    want, _ = lif_multistep(x, beta=beta, gamma=gamma, threshold=threshold)
-    assert want.shape == x.shape
     back = neuron_from_nir(node, "n", dt=dt)
     assert back is not None
     assert math.isclose(back.beta, beta, abs_tol=1e-9) and math.isclose(

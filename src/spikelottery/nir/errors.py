@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from ..errors import SpikeLotteryError
 
-__all__ = ["NIRExportError", "NIRImportError"]
+__all__ = ["NO_ATTENTION", "NO_PATCH_SELECTION", "NIRExportError", "NIRImportError"]
+
+
+#: Why a Spikformer cannot be exported.
+NO_ATTENTION = (
+    "NIR has no node for spike-spike attention: a Spikformer computes Q K^T V, a product of "
+    "two activity tensors, and NIR's nodes are linear maps, convolutions, pools and neurons; "
+    "export a convolutional ticket (VGG, ResNet) instead"
+)
+
+#: Why patch pruning cannot be exported.
+NO_PATCH_SELECTION = (
+    "keeping the top patches per sample is a data-dependent gather, which NIR has no node "
+    "for; export the ticket without patch pruning (sparsify(..., pb=0)) or keep it in PyTorch"
+)
 
 
 class NIRExportError(SpikeLotteryError):

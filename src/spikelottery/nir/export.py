@@ -15,7 +15,7 @@ from .._version import __version__
 from ..models import Spikformer, SpikingModel
 from ..patch import find_patch_selectors
 from ..tickets import export_dense
-from .errors import NIRExportError
+from .errors import NO_ATTENTION, NO_PATCH_SELECTION, NIRExportError
 from .graph import GraphSpec, build_graph
 from .mapping import DEFAULT_DT, NEURON_NODES
 
@@ -68,19 +68,10 @@ def _sample_shape(model: nn.Module, example_input: Tensor) -> tuple[int, ...]:
 def _check_exportable(model: nn.Module) -> None:
     selectors = [name for name, sel in find_patch_selectors(model) if sel.pb > 0]
     if selectors:
-        raise NIRExportError(
-            f"{selectors[0]} has patch selection (pb > 0): keeping the top patches per sample is "
-            "a data-dependent gather, which NIR has no node for; export the ticket without "
-            "patch pruning (sparsify(..., pb=0)) or keep it in PyTorch"
-        )
+        raise NIRExportError(f"{selectors[0]} has patch selection (pb > 0): {NO_PATCH_SELECTION}")
     for name, module in model.named_modules():
         if isinstance(module, Spikformer):
-            raise NIRExportError(
-                f"{name or 'the model'} (Spikformer): NIR has no node for spike-spike "
-                "attention (Q K^T V multiplies two activity tensors; NIR's nodes are linear "
-                "maps, convolutions, pools and neurons), nor for patch selection; export a "
-                "convolutional ticket (VGG, ResNet) instead"
-            )
+            raise NIRExportError(f"{name or 'the model'} (Spikformer): {NO_ATTENTION}")
 
 
 def nir_graph(

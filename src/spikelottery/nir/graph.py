@@ -31,16 +31,10 @@ from torch import nn
 from ..binary import BinaryActivation
 from ..models import VGG, BasicBlock, ConvBNAct, LinearBNAct, Spikformer, SpikingResNet
 from ..multistep import MultiStep
-from .errors import NIRExportError
+from .errors import NO_ATTENTION, NIRExportError
 from .mapping import DEFAULT_DT, neuron_params, neuron_to_nir
 
 __all__ = ["GraphSpec", "build_graph"]
-
-_SPIKFORMER_REASON = (
-    "NIR has no node for spike-spike attention: a Spikformer computes Q K^T V, a product "
-    "of two activity tensors, and NIR's nodes are linear maps, convolutions, pools and "
-    "neurons; export the convolutional part (e.g. a VGG or ResNet ticket) instead"
-)
 
 
 @dataclass(frozen=True)
@@ -122,12 +116,13 @@ def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
     padding = conv.padding
     if isinstance(padding, str):  # "same" / "valid": the numbers torch uses
         k, d = _pair(conv.kernel_size), _pair(conv.dilation)
-        padding = (0, 0) if padding == "valid" else tuple(d[i] * (k[i] - 1) // 2 for i in (0, 1))
-        if padding != "valid" and any(d[i] * (k[i] - 1) % 2 for i in (0, 1)):
+        total = tuple(d[i] * (k[i] - 1) for i in (0, 1))
+        if padding == "same" and any(t % 2 for t in total):
             raise NIRExportError(
                 f"{path} uses padding='same' with an even kernel (uneven padding); NIR's "
                 "Conv2d pads both sides equally"
             )
+        padding = (0, 0) if padding == "valid" else (total[0] // 2, total[1] // 2)
     weight = conv.weight.detach() * v.scale
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
     with torch.no_grad():  # the functional op: a SpikingJelly layer.Conv2d wants [T, B, ...]
@@ -331,7 +326,7 @@ def _refuse(path: str, module: nn.Module) -> NIRExportError:
     where = path or "the model"
     kind = type(module).__name__
     if isinstance(module, Spikformer) or "Attention" in kind:
-        return NIRExportError(f"{where} ({kind}): {_SPIKFORMER_REASON}")
+        return NIRExportError(f"{where} ({kind}): {NO_ATTENTION}")
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)):
         return NIRExportError(
             f"{where} ({kind}): NIR has no max pooling node; use average pooling ('A' in a "

@@ -264,8 +264,6 @@ def load_nir(
     for name in order:
         module = _module(name, graph.nodes[name], dt)
         if module is not None:
-            if isinstance(graph.nodes[name], nir.NIRGraph):  # pragma: no cover - refused above
-                raise NIRImportError(f"NIR node {name!r} is a subgraph")
             layers[name] = module
     inputs: dict[str, list[str]] = {}
     for src, dst in edges:

@@ -162,7 +162,7 @@ def neuron_to_nir(
             without leak is always an ``IF`` node.
 
     >>> n = neuron_to_nir(NeuronParams(beta=0.99), (4,))
-    >>> type(n).__name__, float(n.tau_mem[0]), float(n.r[0])
+    >>> type(n).__name__, round(float(n.tau_mem[0]), 12), round(float(n.r[0]), 9)
     ('CubaLIF', 0.01, 100.0)
     """
     import nir
