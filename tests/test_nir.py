@@ -457,3 +457,13 @@ def test_cli_export_to_nir_writes_the_tickets_graph(tmp_path, capsys) -> None:
         main(["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(out)])
         == 0
     )
+
+
+def test_without_the_nir_package_the_error_says_how_to_install_it(monkeypatch, tmp_path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nir", None)  # import nir now raises ImportError
+    net = nn.Sequential(nn.Linear(3, 2), LIFNeuron())
+    with pytest.raises(ImportError, match=r"spikelottery\[nir\]"):
+        export_nir(net, torch.zeros(1, 1, 3), tmp_path / "x.nir")
+    assert not list(tmp_path.iterdir())

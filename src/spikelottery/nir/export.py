@@ -15,6 +15,7 @@ from .._version import __version__
 from ..models import Spikformer, SpikingModel
 from ..patch import find_patch_selectors
 from ..tickets import export_dense
+from ._package import nir_package
 from .errors import NO_ATTENTION, NO_PATCH_SELECTION, NIRExportError
 from .graph import GraphSpec, build_graph
 from .mapping import DEFAULT_DT, NEURON_NODES
@@ -166,7 +167,7 @@ def export_nir(
     >>> out = export_nir(net, torch.rand(2, 1, 8, 8), "/tmp/vgg_tiny.nir")  # doctest: +SKIP
     """
     result = nir_graph(model_or_ticket, example_input, dt=dt, neuron=neuron)
-    import nir
+    nir = nir_package()
 
     target = Path(path)
     with atomic_path(target) as tmp:

@@ -31,6 +31,7 @@ from torch import nn
 from ..binary import BinaryActivation
 from ..models import VGG, BasicBlock, ConvBNAct, LinearBNAct, Spikformer, SpikingResNet
 from ..multistep import MultiStep
+from ._package import nir_package
 from .errors import NO_ATTENTION, NIRExportError
 from .mapping import DEFAULT_DT, neuron_params, neuron_to_nir
 
@@ -81,7 +82,7 @@ class _Builder:
 
     def settle(self, value: _Value) -> _Value:
         """``value`` with a pending pool scale made real (the pool becomes an ``AvgPool2d``)."""
-        import nir
+        nir = nir_package()
 
         if value.pool is None:
             return value
@@ -104,7 +105,7 @@ def _run_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
-    import nir
+    nir = nir_package()
 
     if conv.padding_mode != "zeros":
         raise NIRExportError(
@@ -146,7 +147,7 @@ def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
 
 
 def _linear(b: _Builder, path: str, linear: nn.Linear, v: _Value) -> _Value:
-    import nir
+    nir = nir_package()
 
     if len(v.shape) != 1:
         raise NIRExportError(
@@ -163,7 +164,7 @@ def _linear(b: _Builder, path: str, linear: nn.Linear, v: _Value) -> _Value:
 
 def _batchnorm(b: _Builder, path: str, bn: nn.modules.batchnorm._BatchNorm, v: _Value) -> _Value:
     """Fold ``bn`` (eval statistics) into the conv or linear that made ``v``."""
-    import nir
+    nir = nir_package()
 
     node = b.nodes.get(v.sources[0]) if len(v.sources) == 1 else None
     used = any(src == v.sources[0] for src, _ in b.edges) if node is not None else True
@@ -205,7 +206,7 @@ def _batchnorm(b: _Builder, path: str, bn: nn.modules.batchnorm._BatchNorm, v: _
 
 
 def _pool(b: _Builder, path: str, pool: nn.Module, v: _Value) -> _Value:
-    import nir
+    nir = nir_package()
 
     v = b.settle(v)
     if len(v.shape) != 3:
@@ -246,7 +247,7 @@ def _pair_any(v: Any) -> tuple[Any, Any]:
 
 def _flatten(b: _Builder, path: str, start: int, end: int, v: _Value) -> _Value:
     """A flatten over the sample dims ``start..end`` (NIR counts without the batch axis)."""
-    import nir
+    nir = nir_package()
 
     rank = len(v.shape)
     start, end = start % rank, end % rank
@@ -260,7 +261,7 @@ def _flatten(b: _Builder, path: str, start: int, end: int, v: _Value) -> _Value:
 
 def _fold_gain(b: _Builder, v: _Value, gain: float) -> bool:
     """Scale the conv or linear that alone made ``v`` by ``gain``; ``False`` if there is none."""
-    import nir
+    nir = nir_package()
 
     node = b.nodes.get(v.sources[0]) if len(v.sources) == 1 else None
     if not isinstance(node, (nir.Conv2d, nir.Affine)) or any(s == v.sources[0] for s, _ in b.edges):
@@ -437,7 +438,7 @@ def build_graph(
     Raises:
         NIRExportError: A module NIR cannot express (named).
     """
-    import nir
+    nir = nir_package()
 
     b = _Builder(spec)
     b.nodes["input"] = nir.Input(input_type={"input": np.array(sample_shape)})

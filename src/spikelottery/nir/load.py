@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ..models import encode_input
 from ..multistep import MultiStep
 from ..neuron import LIFNeuron
+from ._package import nir_package
 from .errors import NIRImportError
 from .mapping import DEFAULT_DT, neuron_from_nir
 
@@ -66,7 +67,7 @@ class _Flatten(nn.Module):
 
 def _module(name: str, node: Any, dt: float) -> nn.Module | None:
     """The library module of one NIR node; ``None`` for the input and output nodes."""
-    import nir
+    nir = nir_package()
 
     if isinstance(node, (nir.Input, nir.Output)):
         return None
@@ -239,7 +240,7 @@ def load_nir(
     Raises:
         NIRImportError: A node, a parameter or a cycle that it cannot build (named).
     """
-    import nir
+    nir = nir_package()
 
     if isinstance(graph_or_path, (str, os.PathLike)):
         graph = nir.read(str(graph_or_path))

@@ -50,6 +50,7 @@ import numpy as np
 from torch import nn
 
 from ..neuron import LIFNeuron
+from ._package import nir_package
 from .errors import NIRExportError, NIRImportError
 
 __all__ = [
@@ -165,7 +166,7 @@ def neuron_to_nir(
     >>> type(n).__name__, round(float(n.tau_mem[0]), 12), round(float(n.r[0]), 9)
     ('CubaLIF', 0.01, 100.0)
     """
-    import nir
+    nir = nir_package()
 
     if not (dt > 0 and math.isfinite(dt)):
         raise ValueError(f"dt must be a positive number of seconds, got dt={dt!r}")
@@ -215,7 +216,7 @@ def neuron_from_nir(node: Any, name: str, *, dt: float = DEFAULT_DT) -> NeuronPa
             synaptic time constant longer than ``dt``, a leak target, a reset value, per-neuron
             parameters); the message names the node.
     """
-    import nir
+    nir = nir_package()
 
     kind = type(node).__name__
 
