@@ -415,6 +415,17 @@ def test_the_engine_searches_a_ticket_in_a_loaded_graph(tmp_path) -> None:
     assert res.kept_fraction == pytest.approx(0.6, abs=0.01)
 
 
+def test_load_nir_takes_dt_and_timesteps_from_the_files_metadata(tmp_path) -> None:
+    net = create_model("vgg_tiny", in_channels=1, img_size=8, timesteps=2, beta=0.9, **EAGER)
+    path = export_nir(net.eval(), torch.zeros(1, 1, 8, 8), tmp_path / "m.nir", dt=1e-3).path
+    model = load_nir(path)
+    lifs = [m for m in model.modules() if isinstance(m, LIFNeuron)]
+    assert model.timesteps == 2 and all(m.beta == pytest.approx(0.9) for m in lifs)
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+
+
 def test_load_nir_refuses_what_it_cannot_build() -> None:
     graph = nir.NIRGraph(
         nodes={
