@@ -18,7 +18,7 @@ from ..tickets import export_dense
 from ._package import nir_package
 from .errors import NO_ATTENTION, NO_PATCH_SELECTION, NIRExportError
 from .graph import GraphSpec, build_graph
-from .mapping import DEFAULT_DT, NEURON_NODES
+from .mapping import DEFAULT_DT, NEURON_NODES, neuron_params
 
 __all__ = ["NIRExport", "export_nir", "nir_graph"]
 
@@ -89,26 +89,38 @@ def nir_graph(
         )
     if neuron not in NEURON_NODES:
         raise ValueError(f"neuron must be one of {NEURON_NODES}, got neuron={neuron!r}")
+    if not (isinstance(dt, (int, float)) and 0 < dt < float("inf")):
+        raise ValueError(f"dt must be a positive number of seconds, got dt={dt!r}")
     _check_exportable(model_or_ticket)
     dense = export_dense(model_or_ticket).eval()
     shape = _sample_shape(dense, example_input)
     graph, counts = build_graph(dense, shape, GraphSpec(dt=float(dt), neuron=neuron))
     timesteps = getattr(dense, "timesteps", None)
-    graph.metadata = _metadata(dense, dt, timesteps)
+    graph.metadata = _metadata(dense, float(dt), neuron, timesteps)
     return NIRExport(graph, None, shape, timesteps, counts, 0)
 
 
-def _metadata(model: nn.Module, dt: float, timesteps: int | None) -> dict[str, Any]:
+def _metadata(model: nn.Module, dt: float, neuron: str, timesteps: int | None) -> dict[str, Any]:
     surrogates = sorted(
-        {str(getattr(m, "surrogate", "")) for m in model.modules() if hasattr(m, "surrogate")}
+        {
+            str(getattr(m, "surrogate", None) or getattr(m, "surrogate_function", ""))
+            for m in model.modules()
+            if neuron_params(m) is not None
+        }
         - {""}
     )
+    if neuron == "lif":
+        node = "LIF with tau = dt / (1 - lambda), r = gamma tau / dt"
+    else:
+        node = (
+            "CubaLIF with tau_syn = dt, tau_mem = dt / (1 - lambda), r = tau_mem / dt, w_in = gamma"
+        )
     meta: dict[str, Any] = {
         "generator": f"spikelottery {__version__}",
         "dt": float(dt),
         "discretisation": (
-            "forward Euler at dt; CubaLIF with tau_syn = dt, tau_mem = dt / (1 - lambda), "
-            "r = tau_mem / dt, w_in = gamma is V[n] = lambda V[n-1] + gamma I[n], reset to 0"
+            f"forward Euler at dt; {node} is V[n] = lambda V[n-1] + gamma I[n], spike at "
+            "V >= v_threshold, reset to 0; no leak (lambda = 1): IF with r = gamma / dt"
         ),
         "model": type(model).__name__,
         "readout": "the output node at every step; the library's logits are its mean over T",
