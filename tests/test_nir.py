@@ -21,6 +21,7 @@ from _ticket_testing import randomise_state
 from spikelottery import SubnetLayer, sparsify
 from spikelottery.data.digits import DigitsDataset
 from spikelottery.models import create_model
+from spikelottery.multistep import MultiStep
 from spikelottery.neuron import LIFNeuron
 from spikelottery.nir import (
     DEFAULT_DT,
@@ -183,6 +184,19 @@ def test_a_tie_at_the_threshold_is_the_one_stated_difference(tmp_path) -> None:
     _, sj = READERS["spikingjelly"](graph, x, 1, ["1"])
     _, snn = READERS["snntorch"](graph, x, 1, ["1"])
     assert sj["1"].item() == 1.0 and snn["1"].item() == 0.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="Norse 1.1 runs NIR graphs through nirtorch's deprecated GraphExecutor, which orders "
+    "nodes depth first and computes a residual add before a shortcut that has its own conv; "
+    "when this passes, Norse can join the ResNet checks (and docs/deploy.md can say so)",
+)
+def test_norse_runs_a_resnet_with_projected_shortcuts(resnet_ticket, tmp_path) -> None:
+    x, _ = _test_batch(8)
+    out = export_nir(resnet_ticket, x[:1], tmp_path / "resnet.nir")
+    _check_readers(resnet_ticket, out.path, x, resnet_ticket.timesteps, ("norse",), (LIFNeuron,))
 
 
 def _sj_cnn() -> nn.Sequential:
@@ -424,6 +438,43 @@ def test_load_nir_takes_dt_and_timesteps_from_the_files_metadata(tmp_path) -> No
     x = torch.rand(5, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(model(x), net(x), atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 6), min_size=1, max_size=2),
+    beta=st.floats(0.0, 1.0),
+    threshold=st.floats(0.2, 1.5),
+    pool=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_load_nir_of_an_export_computes_the_same_spikes(
+    widths, beta, threshold, pool, seed
+) -> None:
+    """Round trip of random conv / avg pool / linear stacks: bit-equal spikes (no BatchNorm,
+    so no rounding; the 2x2 pool's 1/4 is a power of two)."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    channels, size = 1, 4
+    for width in widths:
+        layers += [
+            MultiStep(nn.Conv2d(channels, width, 3, padding=1)),
+            LIFNeuron(beta, threshold=threshold, backend="eager"),
+        ]
+        channels = width
+    if pool:
+        layers.append(MultiStep(nn.AvgPool2d(2)))
+        size = 2
+    layers += [
+        MultiStep(nn.Flatten()),
+        nn.Linear(channels * size * size, 3),
+        LIFNeuron(beta, backend="eager"),
+    ]
+    net = nn.Sequential(*layers).eval()
+    x = torch.rand(3, 2, 1, 4, 4) * 3
+    graph = nir_graph(net, x).graph
+    with torch.no_grad():
+        assert torch.equal(load_nir(graph, timesteps=3).forward_sequence(x), net(x))
 
 
 def test_load_nir_refuses_what_it_cannot_build() -> None:
