@@ -1,4 +1,8 @@
-"""``spikelottery models`` and ``spikelottery datasets``: what the zoo and the data offer."""
+"""``spikelottery models`` and ``spikelottery datasets``: what the registries hold.
+
+Both lists read the registries (:data:`spikelottery.models.MODELS`,
+:data:`spikelottery.data.DATASETS`), so a plugin's registrations (``--plugin``) appear.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +14,6 @@ from .._table import format_rows
 from .common import dims, print_json
 
 __all__ = ["datasets_command", "models_command"]
-
-# Training and test samples of each data set's default split, known without reading it
-# (the data set classes document them; the tests check the embedded ones against the data).
-_SPLIT_SIZES: dict[str, tuple[int, int]] = {
-    "digits": (1438, 359),
-    "digits_dvs": (1438, 359),
-    "cifar10": (50_000, 10_000),
-    "cifar100": (50_000, 10_000),
-    "dvs128_gesture": (1176, 288),
-    "cifar10_dvs": (9000, 1000),
-    "digits_noisy": (1438, 359),
-    "digits_occluded": (1438, 359),
-    "digits_lowcontrast": (1438, 359),
-    "digits_few": (143, 359),
-    "digits_dvs_noisy": (1438, 359),
-}
-
 
 def _model_rows() -> list[dict[str, Any]]:
     """Every zoo model at :func:`~spikelottery.models.create_model`'s defaults."""
@@ -88,9 +75,9 @@ def _dataset_rows() -> list[dict[str, Any]]:
     from ..data import DATASETS, dataset_info
 
     rows = []
-    for name in DATASETS:
+    for name, spec in DATASETS.items():
         info = dataset_info(name)
-        train, test = _SPLIT_SIZES.get(name, (None, None))
+        train, test = spec.split_sizes or (None, None)
         rows.append(
             {
                 "name": name,

@@ -23,22 +23,22 @@ __all__ = ["dataset_name", "device_name", "method_name", "model_name", "regex", 
 
 def model_name(name: str, value: Any) -> str:
     """A zoo model's name (:func:`~spikelottery.models.list_models`), lower case."""
-    from ..models import list_models
+    from ..models import MODELS
 
-    key = str(text()(name, value)).strip().lower()
-    if key not in list_models():
-        raise ConfigError(name, f"unknown model {value!r}; valid names: {', '.join(list_models())}")
-    return key
+    key = str(text()(name, value))
+    if key not in MODELS:
+        raise ConfigError(name, MODELS.unknown_message(value))
+    return MODELS.resolve(key)
 
 
 def dataset_name(name: str, value: Any) -> str:
     """A data set's name (:data:`~spikelottery.data.DATASETS`), lower case, ``-`` as ``_``."""
     from ..data import DATASETS
 
-    key = str(text()(name, value)).strip().lower().replace("-", "_")
+    key = str(text()(name, value))
     if key not in DATASETS:
-        raise ConfigError(name, f"unknown dataset {value!r}; valid names: {', '.join(DATASETS)}")
-    return key
+        raise ConfigError(name, DATASETS.unknown_message(value))
+    return DATASETS.resolve(key)
 
 
 def method_name(name: str, value: Any) -> str | None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..data import DATASETS, dataset_spec
 from ..errors import SpikeLotteryError
 from ..layers import INITS
 from ..layers import MODES as SUBNET_MODES
@@ -66,9 +67,6 @@ _NEURONS = "spiking neurons"
 _OPTIM = "optimisation"
 _RUNNING = "running"
 
-#: The data sets that ``download=True`` fetches (torchvision's CIFAR downloads).
-_DOWNLOADABLE = ("cifar10", "cifar100")
-
 #: Training steps from which ``compile_lif="auto"`` compiles the LIF kernels: a cold
 #: compile costs about 10 s on 2 CPU cores and saves 0.03-0.07 s per step of the demo
 #: network (benchmarks/bench_startup.py).
@@ -92,13 +90,15 @@ class TrainConfig:
 
     model: str = setting(
         "vgg_small",
-        help="Zoo name (see :func:`spikelottery.models.list_models`).",
+        help="Model name (see :func:`spikelottery.models.list_models`; register your own with "
+        ":func:`~spikelottery.models.register_model`).",
         check=model_name,
         group=_EXPERIMENT,
     )
     dataset: str = setting(
         "digits",
-        help="Data set name (see :data:`spikelottery.data.DATASETS`).",
+        help="Data set name (see :data:`spikelottery.data.DATASETS`; register your own with "
+        ":func:`~spikelottery.data.register_dataset`).",
         check=dataset_name,
         group=_EXPERIMENT,
     )
@@ -337,7 +337,8 @@ class TrainConfig:
     )
     augment: bool = setting(
         False,
-        help="Random crop and flip of the training images (CIFAR only).",
+        help="Random crop and flip of the training images (the data sets that take "
+        "``augment``: CIFAR).",
         check=boolean,
         group=_EXPERIMENT,
     )
@@ -463,11 +464,13 @@ class TrainConfig:
                 "activations='binary' binarises an ANN's hidden activations; a spiking network's "
                 "spikes are binary already: use it with spiking=False (--ann)",
             )
-        if self.dataset in ("cifar10", "cifar100") and self.resolution not in (None, 32):
+        spec = dataset_spec(self.dataset)
+        if spec.fixed_resolution and self.resolution not in (None, spec.img_size):
+            side = spec.img_size
             raise ConfigError(
                 "resolution",
-                f"{self.dataset} images are 32x32; got resolution={self.resolution} (leave it "
-                "out, or 32)",
+                f"{self.dataset} images are {side}x{side}; got resolution={self.resolution} "
+                f"(leave it out, or {side})",
             )
         if self.patch_epochs and self.pb == 0.0:
             raise ConfigError(
@@ -480,13 +483,14 @@ class TrainConfig:
                 "overwrite",
                 "resume=True continues the run in out, overwrite=True replaces it: choose one",
             )
-        if self.download and self.dataset not in _DOWNLOADABLE:
+        if self.download and not spec.downloadable:
+            fetched = [n for n, s in DATASETS.items() if s.downloadable]
             raise ConfigError(
                 "download",
-                f"download=True fetches {' and '.join(_DOWNLOADABLE)} only; {self.dataset!r} "
+                f"download=True fetches {' and '.join(fetched)} only; {self.dataset!r} "
                 + (
                     "is embedded: nothing to download"
-                    if self.dataset.startswith("digits")
+                    if not spec.needs_root
                     else "cannot be downloaded automatically: put its files in data_root "
                     "(docs/data.md gives the sources and the layout)"
                 ),
