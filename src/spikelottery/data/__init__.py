@@ -3,6 +3,8 @@ DVS128 Gesture and CIFAR10-DVS from local files, and a registry by name."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from .aedat import read_aedat2, read_aedat3
 from .digits import DIGITS_ATTRIBUTION, DigitsDataset, load_digits, stratified_split
 from .dvs_sim import (
@@ -18,8 +20,6 @@ from .neuromorphic import (
     DVS128GESTURE_CLASSES,
     DVS128Gesture,
 )
-from typing import Any
-
 from .registry import (
     DATASETS,
     DatasetInfo,

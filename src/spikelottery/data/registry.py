@@ -37,7 +37,6 @@ from .vision import cifar10, cifar100
 
 __all__ = [
     "DATASETS",
-    "VARIANTS",
     "DatasetInfo",
     "DatasetSpec",
     "dataset_info",

@@ -16,6 +16,7 @@ from ..sparsify import sparsify
 from .checkpoint import seed_worker
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo, ShardSampler
+from .methods import search_method
 
 if TYPE_CHECKING:
     from ..data import DatasetInfo
@@ -112,7 +113,8 @@ def dataset_split(cfg: TrainConfig, split: str) -> Dataset:
 
     spec = dataset_spec(cfg.dataset)
     kwargs: dict[str, Any] = {}
-    if cfg.resolution is not None and cfg.resolution != spec.img_size or not spec.fixed_resolution:
+    fixed = spec.fixed_resolution
+    if not fixed or (cfg.resolution is not None and cfg.resolution != spec.img_size):
         kwargs["resolution"] = cfg.resolution
     if spec.is_event:
         kwargs["timesteps"] = cfg.timesteps
@@ -175,7 +177,7 @@ def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = N
             init=cfg.init,
             batchnorm=cfg.batchnorm,
             # IMP chooses its global counts by magnitude, each round (engine/imp.py).
-            scope=cfg.scope if cfg.search == "scores" else "layer",
+            scope=cfg.scope if search_method(cfg.search).trains_scores else "layer",
             activations=cfg.activations,
         )
     else:

@@ -15,10 +15,18 @@ from typing import Any
 import torch
 
 from ..threads import check_threads
-from .presets import PRESETS
+from .presets import METHODS
 from .settings import ConfigError, text
 
-__all__ = ["dataset_name", "device_name", "method_name", "model_name", "regex", "thread_count"]
+__all__ = [
+    "dataset_name",
+    "device_name",
+    "method_name",
+    "model_name",
+    "regex",
+    "search_name",
+    "thread_count",
+]
 
 
 def model_name(name: str, value: Any) -> str:
@@ -46,10 +54,22 @@ def method_name(name: str, value: Any) -> str | None:
     key = text(optional=True)(name, value)
     if key is None:
         return None
-    key = str(key).strip().lower()
-    if key not in PRESETS:
-        raise ConfigError(name, f"unknown method {value!r}; valid methods: {', '.join(PRESETS)}")
-    return key
+    key = str(key)
+    if key not in METHODS:
+        raise ConfigError(name, METHODS.unknown_message(value))
+    return METHODS.resolve(key)
+
+
+def search_name(name: str, value: Any) -> str:
+    """A registered search method's name (:data:`~spikelottery.engine.methods.SEARCH_METHODS`)."""
+    from .methods import SEARCH_METHODS, search_method
+
+    key = str(text()(name, value))
+    try:
+        search_method(key)
+    except KeyError:
+        raise ConfigError(name, SEARCH_METHODS.unknown_message(value)) from None
+    return SEARCH_METHODS.resolve(key)
 
 
 def device_name(name: str, value: Any) -> str:

@@ -22,10 +22,18 @@ from ..errors import SpikeLotteryError
 from ..layers import INITS
 from ..layers import MODES as SUBNET_MODES
 from ..scope import SCOPES
-from .checks import dataset_name, device_name, method_name, model_name, regex, thread_count
+from .checks import (
+    dataset_name,
+    device_name,
+    method_name,
+    model_name,
+    regex,
+    search_name,
+    thread_count,
+)
 from .config_file import load_config_file
 from .convention import INPUT_CONVENTIONS
-from .methods import SEARCHES, check_search
+from .methods import check_search
 from .presets import RENAMED_METHODS, check_method, resolve_method
 from .settings import (
     ConfigError,
@@ -112,8 +120,8 @@ class TrainConfig:
     )
     method: str | None = setting(
         None,
-        help="A method preset of the paper's vocabulary (``mpslt``, ``multisp-lt``, ...; see "
-        ":data:`spikelottery.engine.presets.PRESETS`): it sets ``spiking``, ``mode`` and "
+        help="A method of the paper's vocabulary (``mpslt``, ``multisp-lt``, ...; see "
+        ":data:`spikelottery.engine.presets.METHODS`) or a registered one: it sets ``spiking``, ``mode`` and "
         "``filter`` (and a starting ``pb``), and results record it. ``None``: set them yourself.",
         check=method_name,
         group=_EXPERIMENT,
@@ -281,8 +289,9 @@ class TrainConfig:
         'removed by magnitude; needs ``mode="lt"``), ``"random"`` (a random mask at the '
         "per-layer counts of ``pa``, its kept weights train: random pruning) or "
         '``"random-frozen"`` (a random mask of the frozen weights, nothing but BatchNorm '
-        "trains: edge-popup's control of the search).",
-        check=choice(SEARCHES),
+        "trains: edge-popup's control of the search), or a registered one "
+        "(:func:`~spikelottery.engine.methods.register_search`).",
+        check=search_name,
         group=_SEARCH,
     )
     scope: str = setting(

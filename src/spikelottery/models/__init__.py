@@ -22,7 +22,6 @@ from .vgg import VGG, VGG9_CONFIG
 
 __all__ = [
     "MODELS",
-    "ModelEntry",
     "RESIDUALS",
     "VGG",
     "VGG9_CONFIG",
@@ -30,6 +29,7 @@ __all__ = [
     "ConvBNAct",
     "ConvPEP",
     "LinearBNAct",
+    "ModelEntry",
     "Spikformer",
     "SpikformerBlock",
     "SpikingMLP",

@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..multistep import MultiStep
+from ._input import InputSpec
 from .blocks import (
     ConvBNAct,
     LinearBNAct,
@@ -16,7 +17,6 @@ from .blocks import (
     make_activation,
     pair,
 )
-from ._input import InputSpec
 
 __all__ = [
     "ConvPEP",
