@@ -170,6 +170,10 @@ class Registry(Mapping[str, T], Generic[T]):
                     stacklevel=3,
                 )
             return target
+        from .plugins import load_plugins
+
+        if isinstance(name, str) and load_plugins():  # a plugin may register it
+            return self.resolve(name, warn=warn)
         raise UnknownNameError(self.unknown_message(name))
 
     def unknown_message(self, name: Any) -> str:
@@ -193,10 +197,13 @@ class Registry(Mapping[str, T], Generic[T]):
         return len(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
+        if not isinstance(name, str) or not name.strip():
             return False
-        key = self._normalize(name)
-        return key in self._entries or key in self._aliases
+        try:
+            self.resolve(name, warn=False)
+        except UnknownNameError:
+            return False
+        return True
 
     def names(self, *, sort: bool = False) -> list[str]:
         """The registered names (no aliases), in registration order or sorted."""

@@ -21,6 +21,7 @@ from .settings import ConfigError, text
 __all__ = [
     "dataset_name",
     "device_name",
+    "hardware_preset_name",
     "method_name",
     "model_name",
     "regex",
@@ -70,6 +71,16 @@ def search_name(name: str, value: Any) -> str:
     except KeyError:
         raise ConfigError(name, SEARCH_METHODS.unknown_message(value)) from None
     return SEARCH_METHODS.resolve(key)
+
+
+def hardware_preset_name(name: str, value: Any) -> str:
+    """A registered hardware preset's name (short names such as ``"int8"`` resolve)."""
+    from ..energy.hardware import HARDWARE_PRESETS
+
+    key = str(text()(name, value))
+    if key not in HARDWARE_PRESETS:
+        raise ConfigError(name, HARDWARE_PRESETS.unknown_message(value))
+    return HARDWARE_PRESETS.resolve(key)
 
 
 def device_name(name: str, value: Any) -> str:

@@ -25,6 +25,7 @@ from ..scope import SCOPES
 from .checks import (
     dataset_name,
     device_name,
+    hardware_preset_name,
     method_name,
     model_name,
     regex,
@@ -400,6 +401,15 @@ class TrainConfig:
         help="Test batches measured by the energy estimate.",
         check=integer(1),
         group=_RUNNING,
+    )
+    energy_preset: str = setting(
+        "fp32-45nm",
+        help="Hardware preset that prices the energy estimate (the paper's: fp32 at 45 nm; "
+        "see :data:`spikelottery.energy.hardware.HARDWARE_PRESETS`, register your own with "
+        ":func:`~spikelottery.energy.hardware.register_hardware_preset`).",
+        check=hardware_preset_name,
+        group=_RUNNING,
+        metavar="NAME",
     )
     deterministic: bool = setting(
         False,
