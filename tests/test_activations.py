@@ -23,21 +23,24 @@ from _networks import NETWORKS, Net
 from spikelottery import (
     BinaryActivation,
     SpikeLotteryError,
-    SubnetLayer,
-    binarize_activations,
     densify,
-    kept_count,
     load_ticket,
     read_ticket_info,
-    restore_activations,
     save_ticket,
     sparsify,
 )
-from spikelottery.activations import ACTIVATION_TYPES, functional_activations
+from spikelottery.activations import (
+    ACTIVATION_TYPES,
+    binarize_activations,
+    functional_activations,
+    restore_activations,
+)
 from spikelottery.data import dataset_info
 from spikelottery.engine import TrainConfig, run
 from spikelottery.engine.build import build_model
 from spikelottery.engine.presets import PRESETS
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetLayer
 from spikelottery.neuron import LIFNeuron
 
 _ACTS = [nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Hardtanh]

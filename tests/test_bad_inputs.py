@@ -23,12 +23,13 @@ from torch.utils.data import TensorDataset
 
 import spikelottery._compat
 from _engine_testing import EAGER, tiny
-from spikelottery import SpikeLotteryError, check_ticket, densify, kept_fraction, sparsify, summary
+from spikelottery import SpikeLotteryError, check_ticket, densify, sparsify, summary
 from spikelottery._compat import quiet_cuda_home_probe
 from spikelottery.engine import ConfigError, TrainConfig, Trainer, load_config_file
 from spikelottery.engine.outputs import check_out
 from spikelottery.layers import SubnetConv, SubnetConv1d, SubnetLinear
 from spikelottery.models import create_model, min_img_size
+from spikelottery.summary import kept_fraction
 
 NEURONS = {"neuron_kwargs": {"backend": "eager"}}
 

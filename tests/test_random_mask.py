@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from _engine_testing import tiny
-from spikelottery import SubnetLayer, kept_count, sparsify
+from spikelottery import sparsify
 from spikelottery.engine import ConfigError, run
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetLayer
 from spikelottery.masks import random_mask
 from spikelottery.pruning import random_masks
 

@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="export a ticket as a dense state_dict (safetensors) or an ONNX graph",
         description="Rebuild the run's model from the ticket's metadata, load the ticket and "
-        "export it with the ticket baked into dense layers (export_dense, export_onnx); "
+        "export it with the ticket baked into dense layers (densify(copy=True, "
+        "patches='remove'), export_onnx); "
         "patch pruning is not applied.",
     )
     add_ticket_arg(p_export)
