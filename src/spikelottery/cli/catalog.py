@@ -149,7 +149,7 @@ def _search_rows() -> list[dict[str, Any]]:
 def _hardware_rows() -> list[dict[str, Any]]:
     from ..energy.hardware import HARDWARE_PRESETS
 
-    short = {}
+    short: dict[str, list[str]] = {}
     for alias, name in HARDWARE_PRESETS.aliases().items():
         short.setdefault(name, []).append(alias)
     return [

@@ -25,7 +25,6 @@ __all__ = [
     "ANN_BASELINES",
     "E_SRAM_BIT_PJ",
     "HARDWARE_PRESETS",
-    "PRESETS",
     "HardwarePreset",
     "find_preset",
     "register_hardware_preset",
@@ -67,9 +66,6 @@ class HardwarePreset:
 #: (``"fp32"`` is ``"fp32-45nm"``; a preset registered later gets no short name unless it
 #: asks for a free one).
 HARDWARE_PRESETS: Registry[HardwarePreset] = Registry("hardware preset")
-#: The same registry under its former name (one meaning per name: prefer
-#: :data:`HARDWARE_PRESETS`; ``spikelottery.energy.PRESETS`` goes in 0.2).
-PRESETS = HARDWARE_PRESETS
 
 
 def register_hardware_preset(
