@@ -88,3 +88,14 @@ def test_a_plugin_that_fails_to_import_is_named(plugin_dir: Path) -> None:
     )
     assert done.returncode == 1
     assert "plugin 'no_such_plugin' (--plugin) failed to import" in done.stderr
+
+
+def test_an_installed_entry_point_is_loaded_without_a_flag(plugin_dir: Path, tmp_path: Path) -> None:
+    # A minimal installed distribution whose spikelottery.plugins entry point is my_plugin.
+    info = tmp_path / "my_plugin_dist-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin-dist\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[spikelottery.plugins]\nmine = my_plugin\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(plugin_dir), str(ROOT / "src")])}
+    listed = _cli(plugin_dir, "list", "models", "--json", env=env)
+    assert "my_mlp" in [r["name"] for r in json.loads(listed)]
