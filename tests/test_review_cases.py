@@ -126,7 +126,7 @@ class Tied(nn.Module):
 
 
 def test_d3_tied_layers_are_updated_together_or_not_at_all() -> None:
-    model = sparsify(Tied(), 0.5)
+    model = sparsify(Tied(), 0.5, mode="lt")
     with pytest.raises(SpikeLotteryError, match=r"'a', 'b' share.*update all"):
         sparsify(model, 0.8, filter="^a$")
     with pytest.raises(SpikeLotteryError, match="different pa or mode"):
