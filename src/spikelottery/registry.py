@@ -20,7 +20,7 @@ A name is never re-pointed silently: registering it again is an error unless
 ``"fp32-45nm"``); an alias with ``deprecated=True`` works with a ``FutureWarning``
 that names the new spelling.
 
-The registries: :data:`spikelottery.models.MODELS`, :data:`spikelottery.data.DATASET_REGISTRY`,
+The registries: :data:`spikelottery.models.MODELS`, :data:`spikelottery.data.DATASETS`,
 :data:`spikelottery.engine.SEARCH_METHODS`, :data:`spikelottery.engine.METHODS` and
 :data:`spikelottery.energy.hardware.HARDWARE_PRESETS`; the command line reads its lists from
 them and loads user registrations with ``--plugin`` (:mod:`spikelottery.plugins`).

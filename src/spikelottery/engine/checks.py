@@ -19,6 +19,7 @@ from .presets import METHODS
 from .settings import ConfigError, text
 
 __all__ = [
+    "check_data",
     "dataset_name",
     "device_name",
     "hardware_preset_name",
@@ -48,6 +49,33 @@ def dataset_name(name: str, value: Any) -> str:
     if key not in DATASETS:
         raise ConfigError(name, DATASETS.unknown_message(value))
     return DATASETS.resolve(key)
+
+
+def check_data(dataset: str, resolution: int | None, download: bool) -> None:
+    """The settings the data set's spec constrains (:class:`~spikelottery.data.DatasetSpec`):
+    a fixed image size (CIFAR's 32x32), and ``download`` for the data sets that download."""
+    from ..data import DATASETS
+
+    spec = DATASETS[dataset]
+    if spec.fixed_resolution and resolution not in (None, spec.img_size):
+        side = spec.img_size
+        raise ConfigError(
+            "resolution",
+            f"{dataset} images are {side}x{side}; got resolution={resolution} "
+            f"(leave it out, or {side})",
+        )
+    if download and not spec.downloadable:
+        fetched = [n for n, s in DATASETS.items() if s.downloadable]
+        raise ConfigError(
+            "download",
+            f"download=True fetches {' and '.join(fetched)} only; {dataset!r} "
+            + (
+                "is embedded: nothing to download"
+                if not spec.needs_root
+                else "cannot be downloaded automatically: put its files in data_root "
+                "(docs/data.md gives the sources and the layout)"
+            ),
+        )
 
 
 def method_name(name: str, value: Any) -> str | None:

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import DATASETS, dataset_spec
 from ..errors import SpikeLotteryError
 from ..layers import INITS
 from ..layers import MODES as SUBNET_MODES
 from ..scope import SCOPES
 from .checks import (
+    check_data,
     dataset_name,
     device_name,
     hardware_preset_name,
@@ -483,14 +483,7 @@ class TrainConfig:
                 "activations='binary' binarises an ANN's hidden activations; a spiking network's "
                 "spikes are binary already: use it with spiking=False (--ann)",
             )
-        spec = dataset_spec(self.dataset)
-        if spec.fixed_resolution and self.resolution not in (None, spec.img_size):
-            side = spec.img_size
-            raise ConfigError(
-                "resolution",
-                f"{self.dataset} images are {side}x{side}; got resolution={self.resolution} "
-                f"(leave it out, or {side})",
-            )
+        check_data(self.dataset, self.resolution, self.download)
         if self.patch_epochs and self.pb == 0.0:
             raise ConfigError(
                 "patch_epochs",
@@ -501,18 +494,6 @@ class TrainConfig:
             raise ConfigError(
                 "overwrite",
                 "resume=True continues the run in out, overwrite=True replaces it: choose one",
-            )
-        if self.download and not spec.downloadable:
-            fetched = [n for n, s in DATASETS.items() if s.downloadable]
-            raise ConfigError(
-                "download",
-                f"download=True fetches {' and '.join(fetched)} only; {self.dataset!r} "
-                + (
-                    "is embedded: nothing to download"
-                    if not spec.needs_root
-                    else "cannot be downloaded automatically: put its files in data_root "
-                    "(docs/data.md gives the sources and the layout)"
-                ),
             )
         return self
 
