@@ -43,7 +43,9 @@ def _cli(plugin_dir: Path, *args: str, env: dict[str, str] | None = None) -> str
     return done.stdout
 
 
-def test_plugin_registrations_run_through_spikelottery_run(plugin_dir: Path, tmp_path: Path) -> None:
+def test_plugin_registrations_run_through_spikelottery_run(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     _cli(
         plugin_dir,
@@ -90,7 +92,9 @@ def test_a_plugin_that_fails_to_import_is_named(plugin_dir: Path) -> None:
     assert "plugin 'no_such_plugin' (--plugin) failed to import" in done.stderr
 
 
-def test_an_installed_entry_point_is_loaded_without_a_flag(plugin_dir: Path, tmp_path: Path) -> None:
+def test_an_installed_entry_point_is_loaded_without_a_flag(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
     # A minimal installed distribution whose spikelottery.plugins entry point is my_plugin.
     info = tmp_path / "my_plugin_dist-0.1.dist-info"
     info.mkdir()

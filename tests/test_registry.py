@@ -84,7 +84,9 @@ def test_hardware_preset_for_another_node_does_not_re_point_the_short_name() -> 
         assert resolve_preset("fp32").name == "fp32-45nm"
         assert resolve_preset("fp32-7nm").e_mac == 1.31
         with pytest.raises(DuplicateNameError):
-            register_hardware_preset(HardwarePreset("fp32-5nm", 1.0, 0.3, 32, "t"), aliases=("fp32",))
+            register_hardware_preset(
+                HardwarePreset("fp32-5nm", 1.0, 0.3, 32, "t"), aliases=("fp32",)
+            )
         with pytest.raises(DuplicateNameError):
             register_hardware_preset(HardwarePreset("fp32-45nm", 1.0, 0.3, 32, "t"))
     finally:

@@ -76,7 +76,12 @@ class Registry(Mapping[str, T], Generic[T]):
     # -- registering ---------------------------------------------------------------
     @overload
     def register(
-        self, name: str, entry: None = None, *, overwrite: bool = ..., aliases: tuple[str, ...] = ...
+        self,
+        name: str,
+        entry: None = None,
+        *,
+        overwrite: bool = ...,
+        aliases: tuple[str, ...] = ...,
     ) -> Callable[[T], T]: ...
 
     @overload
@@ -130,7 +135,9 @@ class Registry(Mapping[str, T], Generic[T]):
             self._aliases[alias] = (key, False)
         return entry
 
-    def alias(self, alias: str, name: str, *, deprecated: bool = False, overwrite: bool = False) -> None:
+    def alias(
+        self, alias: str, name: str, *, deprecated: bool = False, overwrite: bool = False
+    ) -> None:
         """Make ``alias`` a second name of ``name``; ``deprecated`` warns when it is used.
 
         Raises:

@@ -15,6 +15,7 @@ from .common import dims, print_json
 
 __all__ = ["LIST_KINDS", "datasets_command", "list_command", "models_command"]
 
+
 def _model_rows() -> list[dict[str, Any]]:
     """Every zoo model at :func:`~spikelottery.models.create_model`'s defaults."""
     import torch

@@ -258,9 +258,7 @@ def variants() -> dict[str, tuple[str, dict[str, Any]]]:
     >>> variants()["digits_few"]
     ('digits', {'train_fraction': 0.1})
     """
-    return {
-        n: (s.base, dict(s.base_kwargs)) for n, s in DATASETS.items() if s.base is not None
-    }
+    return {n: (s.base, dict(s.base_kwargs)) for n, s in DATASETS.items() if s.base is not None}
 
 
 def dataset_info(

@@ -143,9 +143,7 @@ def measure_energy(
         with torch.no_grad():
             # A network that does not spike pays its MACs on every step it runs (the
             # ANN twin on event frames runs T); the SNN's ANN reference runs once.
-            report = estimate_energy(
-                model, measured, ann_every_step=not spiking, preset=preset
-            )
+            report = estimate_energy(model, measured, ann_every_step=not spiking, preset=preset)
         sparse = report.reprice(density_scaling=True)
     except Exception as exc:
         logger.warning(

@@ -135,7 +135,9 @@ def register_search(
 
     def add(cls: type[SearchMethod]) -> type[SearchMethod]:
         if not (isinstance(cls, type) and issubclass(cls, SearchMethod)):
-            raise TypeError(f"register_search({name!r}): expected a SearchMethod subclass, got {cls!r}")
+            raise TypeError(
+                f"register_search({name!r}): expected a SearchMethod subclass, got {cls!r}"
+            )
         SEARCH_METHODS.register(name, cls, overwrite=overwrite)
         cls.name = SEARCH_METHODS.resolve(name)
         return cls

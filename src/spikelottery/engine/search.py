@@ -146,9 +146,7 @@ class SearchSteps:
         if self.early:
             searching = stage.name in self.search_stages
             set_timesteps((state.model, state.net), self.small_t if searching else cfg.timesteps)
-        return self.method.enter(
-            state.model, stage, done=done, checkpoint_model=checkpoint_model
-        )
+        return self.method.enter(state.model, stage, done=done, checkpoint_model=checkpoint_model)
 
     def after_load(self, state: RunState) -> None:
         """After the trainer loads a checkpoint: fixed masks get their counts back.

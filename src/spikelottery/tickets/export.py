@@ -36,9 +36,7 @@ M = TypeVar("M", bound=nn.Module)
 PATCH_OPTIONS: tuple[str, ...] = ("keep", "remove")
 
 
-def densify(
-    model: M, *, copy: bool = False, patches: str = "keep", activations: str = "keep"
-) -> M:
+def densify(model: M, *, copy: bool = False, patches: str = "keep", activations: str = "keep") -> M:
     """Bake the ticket into plain dense layers and return the result.
 
     Every score-mask layer becomes the class it was made from (``nn.Conv2d``,
@@ -73,7 +71,9 @@ def densify(
     if patches not in PATCH_OPTIONS:
         raise ValueError(f"patches must be 'keep' or 'remove', got patches={patches!r}")
     if activations not in ("keep", "restore"):
-        raise ValueError(f"activations must be 'keep' or 'restore', got activations={activations!r}")
+        raise ValueError(
+            f"activations must be 'keep' or 'restore', got activations={activations!r}"
+        )
     if isinstance(model, SubnetLayer):
         if not copy:
             raise TypeError(
