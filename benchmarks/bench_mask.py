@@ -39,8 +39,10 @@ from collections.abc import Callable
 
 import torch
 
-from spikelottery import SubnetLayer, kept_count, sparsify
 from spikelottery import layers as layers_module
+from spikelottery import sparsify
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetLayer
 from spikelottery.masks import topk_mask, topk_mask_kthvalue, topk_mask_sorted
 from spikelottery.models import create_model
 

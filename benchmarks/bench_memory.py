@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikelottery import SubnetLayer, create_model, sparsify
+from spikelottery import create_model, sparsify
+from spikelottery.layers import SubnetLayer
 
 CATEGORIES = ("parameters", "grads", "optimizer", "cache")
 _MODULE_DICTS = ("_parameters", "_buffers", "_modules")

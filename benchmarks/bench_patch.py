@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from spikelottery import create_model, estimate_energy, kept_count, sparsify
+from spikelottery import create_model, estimate_energy, sparsify
+from spikelottery.functional import kept_count
 
 
 def _macs_after_patch_embed(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:

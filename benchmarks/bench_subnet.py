@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikelottery import SubnetConv, kept_count
+from spikelottery import SubnetConv
+from spikelottery.functional import kept_count
 
 
 class FullSortConv(nn.Conv2d):

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from spikelottery import SubnetLayer, sparsify
+from spikelottery import sparsify
+from spikelottery.layers import SubnetLayer
 from spikelottery.models import create_model
 from spikelottery.tickets import save_ticket
 

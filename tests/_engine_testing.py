@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikelottery import SubnetLayer
 from spikelottery.engine import TrainConfig
+from spikelottery.layers import SubnetLayer
 
 # A tiny, fast experiment: the 8x8 digits, the tiny VGG, the eager LIF loop (no compile).
 EAGER = {"neuron_kwargs": {"backend": "eager"}}

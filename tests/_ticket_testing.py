@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from spikelottery import SubnetLayer, sparsify
+from spikelottery import sparsify
+from spikelottery.layers import SubnetLayer
 from spikelottery.tickets import save_ticket
 from spikelottery.tickets.format import ticket_digest
 

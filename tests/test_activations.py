@@ -23,21 +23,24 @@ from _networks import NETWORKS, Net
 from spikelottery import (
     BinaryActivation,
     SpikeLotteryError,
-    SubnetLayer,
-    binarize_activations,
     densify,
-    kept_count,
     load_ticket,
     read_ticket_info,
-    restore_activations,
     save_ticket,
     sparsify,
 )
-from spikelottery.activations import ACTIVATION_TYPES, functional_activations
+from spikelottery.activations import (
+    ACTIVATION_TYPES,
+    binarize_activations,
+    functional_activations,
+    restore_activations,
+)
 from spikelottery.data import dataset_info
 from spikelottery.engine import TrainConfig, run
 from spikelottery.engine.build import build_model
-from spikelottery.engine.presets import PRESETS
+from spikelottery.engine.presets import METHODS
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetLayer
 from spikelottery.neuron import LIFNeuron
 
 _ACTS = [nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Hardtanh]
@@ -266,9 +269,9 @@ def _preset_model(method: str, **values: object) -> nn.Module:
 _PAPER_BINARY = {"mplt": None, "pepsp-lt": "patch_embed", "multisp-lt": "patch_embed"}
 
 
-@pytest.mark.parametrize("method", list(PRESETS))
+@pytest.mark.parametrize("method", list(METHODS))
 def test_each_preset_builds_the_activations_and_counts_it_says(method: str) -> None:
-    preset = PRESETS[method]
+    preset = METHODS[method]
     values = {"search_timesteps": 2} if preset.early_time else {}
     model = _preset_model(method, **values)
     binary = [n for n, m in model.named_modules() if isinstance(m, BinaryActivation)]
@@ -299,7 +302,7 @@ def test_each_preset_builds_the_activations_and_counts_it_says(method: str) -> N
 
 def test_the_relu_variants_differ_from_the_paper_presets_only_in_activations() -> None:
     for name in ("mplt", "pepsp-lt", "multisp-lt"):
-        paper, relu = PRESETS[name], PRESETS[f"{name}-relu"]
+        paper, relu = METHODS[name], METHODS[f"{name}-relu"]
         assert paper.fixed["activations"] == "binary" and relu.fixed["activations"] == "keep"
         assert {k: v for k, v in paper.fixed.items() if k != "activations"} == {
             k: v for k, v in relu.fixed.items() if k != "activations"
@@ -335,7 +338,7 @@ def test_the_old_random_name_warns_and_means_random_trained() -> None:
 def _tiny_method(method: str, **changes: object) -> TrainConfig:
     """The quick test run as a run of ``method`` (the preset's settings win)."""
     values = {
-        k: v for k, v in tiny().to_dict().items() if k not in {*PRESETS[method].fixed, "method"}
+        k: v for k, v in tiny().to_dict().items() if k not in {*METHODS[method].fixed, "method"}
     }
     values.update(changes)
     return TrainConfig.for_method(method, **values)

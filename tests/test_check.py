@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from _networks import NETWORKS, Net
-from spikelottery import SpikeLotteryError, SubnetLayer, check_ticket, sparsify
+from spikelottery import SpikeLotteryError, check_ticket, sparsify
+from spikelottery.layers import SubnetLayer
 
 
 class ReadsRawWeight(nn.Module):

@@ -170,6 +170,7 @@ def test_field_order_is_the_results_json_order() -> None:
         "checkpoint",
         "max_batches",
         "energy_batches",
+        "energy_preset",
         "deterministic",
         "sync_batchnorm",
         "model_input",

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from _engine_testing import tiny
-from spikelottery import SpikeLotteryError, SubnetLayer
+from spikelottery import SpikeLotteryError
 from spikelottery.engine import Trainer, run
 from spikelottery.engine.convention import TimeFirst, is_time_first, logits_of
+from spikelottery.layers import SubnetLayer
 
 
 def _sj_sequential(in_channels: int, classes: int = 10) -> nn.Module:

@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(
     import os, sys
     import torch
     from torch import nn
-    from spikelottery import SubnetLayer
+    from spikelottery.layers import SubnetLayer
     from spikelottery.engine import TrainConfig, Trainer
     from spikelottery.neuron import LIFNeuron
 

@@ -11,15 +11,15 @@ from torch import nn
 
 from spikelottery.energy import (
     E_SRAM_BIT_PJ,
-    PRESETS,
     PricingOptions,
     estimate_energy,
 )
+from spikelottery.energy.hardware import HARDWARE_PRESETS
 from spikelottery.neuron import LIFNeuron
 
 
 def test_presets_are_horowitz_2014() -> None:
-    assert {n: (p.e_mac, p.e_ac, p.bits) for n, p in PRESETS.items()} == {
+    assert {n: (p.e_mac, p.e_ac, p.bits) for n, p in HARDWARE_PRESETS.items()} == {
         "fp32-45nm": (4.6, 0.9, 32),
         "fp16-45nm": (1.5, 0.4, 16),
         "int8-45nm": (0.23, 0.03, 8),

@@ -12,18 +12,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 from _engine_testing import tiny
-from spikelottery import (
-    SubnetLayer,
-    densify,
-    kept_count,
-    kept_fraction,
-    load_ticket,
-    save_ticket,
-    sparsify,
-    summary,
-)
+from spikelottery import densify, load_ticket, save_ticket, sparsify, summary
 from spikelottery import scope as scope_module
 from spikelottery.engine import ConfigError, run
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetLayer
 from spikelottery.masks import top_count_mask, topk_mask
 from spikelottery.scope import (
     GlobalScope,
@@ -32,6 +25,7 @@ from spikelottery.scope import (
     score_magnitudes,
     set_model_pa,
 )
+from spikelottery.summary import kept_fraction
 
 
 def _net() -> nn.Module:

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 from _engine_testing import tiny
-from spikelottery import SubnetLayer, kept_count, load_ticket, sparsify
+from spikelottery import load_ticket, sparsify
 from spikelottery.engine import TICKET_FILE, ConfigError, run
 from spikelottery.engine.build import zoo_model
 from spikelottery.engine.imp import ImpRounds, imp_kept_counts, imp_round
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetLayer
 from spikelottery.pruning import magnitude_masks, prune_by_magnitude
 
 

@@ -9,15 +9,9 @@ from hypothesis import given
 from torch import nn
 
 import spikelottery.layers as layers_mod
-from spikelottery import (
-    BinaryActivation,
-    SubnetConv,
-    SubnetConv1d,
-    SubnetLayer,
-    SubnetLinear,
-    kept_count,
-)
-from spikelottery.layers import init_weight_, subnet_class_for
+from spikelottery import BinaryActivation, SubnetConv, SubnetLinear
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetConv1d, SubnetLayer, init_weight_, subnet_class_for
 
 ratios = st.floats(0.0, 0.99).map(lambda p: round(p, 2))
 

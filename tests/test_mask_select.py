@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from torch import nn
 
-from spikelottery import SubnetConv, SubnetLayer, SubnetLinear, kept_count, topk_mask
+from spikelottery import SubnetConv, SubnetLinear
+from spikelottery.functional import kept_count, topk_mask
+from spikelottery.layers import SubnetLayer
 from spikelottery.masks import (
     _RADIX_DTYPES,
     _RADIX_MIN_NUMEL,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given
 
-from spikelottery import kept_count, topk_mask
+from spikelottery.functional import kept_count, topk_mask
 from spikelottery.masks import approx_sign, binary_sign, mp_alpha, subnet_weight
 
 ratios = st.floats(min_value=0.0, max_value=0.999, allow_nan=False).map(lambda p: round(p, 3))

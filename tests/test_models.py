@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from spikelottery import kept_count, sparsify
+from spikelottery import sparsify
+from spikelottery.functional import kept_count
 from spikelottery.models import (
     VGG,
     ConvPEP,

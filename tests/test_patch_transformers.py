@@ -8,14 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from _networks import timm_vit, tv_swin, tv_vit
-from spikelottery import (
-    SpikeLotteryError,
-    attach_patch_selector,
-    check_ticket,
-    find_patch_selectors,
-    kept_count,
-    sparsify,
-)
+from spikelottery import SpikeLotteryError, check_ticket, sparsify
+from spikelottery.functional import kept_count
+from spikelottery.patch import attach_patch_selector, find_patch_selectors
 
 
 def _first_block_input(blocks: nn.Module, model: nn.Module, x: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spikelottery.engine import ConfigError, TrainConfig
-from spikelottery.engine.presets import PRESETS, preset_table, resolve_method
+from spikelottery.engine.presets import METHODS, preset_table, resolve_method
 from spikelottery.report import infer_method
 
 PAPER = {
@@ -33,7 +33,7 @@ def test_paper_presets(name: str) -> None:
 
 
 def test_every_preset_builds() -> None:
-    for name in PRESETS:
+    for name in METHODS:
         assert TrainConfig.for_method(name, out=None).method == name
 
 

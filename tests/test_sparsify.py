@@ -11,17 +11,10 @@ import torch
 from hypothesis import given
 from torch import nn
 
-from spikelottery import (
-    SpikeLotteryError,
-    SubnetConv,
-    SubnetLayer,
-    SubnetLinear,
-    densify,
-    kept_count,
-    kept_fraction,
-    sparsify,
-    summary,
-)
+from spikelottery import SpikeLotteryError, SubnetConv, SubnetLinear, densify, sparsify, summary
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetLayer
+from spikelottery.summary import kept_fraction
 
 
 class Custom(nn.Module):
@@ -306,7 +299,8 @@ def test_summary_without_subnet_layers() -> None:
 
 
 def test_pb_zero_removes_the_patch_selector_and_none_leaves_it() -> None:
-    from spikelottery import create_model, find_patch_selectors
+    from spikelottery import create_model
+    from spikelottery.patch import find_patch_selectors
 
     model = create_model("spikformer_micro", timesteps=1)
     _, report = sparsify(model, 0.4, 0.3, filter="patch_embed", return_report=True)

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from _ticket_testing import FAST, outputs, save_cnn_ticket, small_cnn
-from spikelottery import SubnetLayer, sparsify
+from spikelottery import sparsify
+from spikelottery.layers import SubnetLayer
 from spikelottery.models import create_model
 from spikelottery.patch import PatchSelector
-from spikelottery.tickets import export_dense, export_onnx
+from spikelottery.tickets import densify, export_dense, export_onnx
 
 
 @pytest.fixture
@@ -23,9 +24,9 @@ def cnn_ticket(tmp_path: Path) -> tuple[nn.Module, Path]:
 # --------------------------------------------------------------------------- export
 
 
-def test_export_dense_loads_strictly_into_the_original_architecture(cnn_ticket) -> None:
+def test_densify_copy_loads_strictly_into_the_original_architecture(cnn_ticket) -> None:
     net, _ = cnn_ticket
-    dense = export_dense(net)
+    dense = densify(net, copy=True, patches="remove")
     assert isinstance(net[0], SubnetLayer)  # the original is not changed
     assert not any(isinstance(m, SubnetLayer) for m in dense.modules())
     plain = small_cnn().eval()
@@ -35,15 +36,17 @@ def test_export_dense_loads_strictly_into_the_original_architecture(cnn_ticket) 
         assert torch.equal(plain(x), net(x))
 
 
-def test_export_dense_removes_patch_selector() -> None:
+def test_densify_copy_removes_patch_selector() -> None:
     kwargs = {"img_size": 16, **FAST}
     net = sparsify(
         create_model("spikformer_micro", **kwargs).eval(), 0.4, 0.5, filter="patch_embed"
     )
-    dense = export_dense(net)
+    dense = densify(net, copy=True, patches="remove")
     assert not any(isinstance(m, (PatchSelector, SubnetLayer)) for m in dense.modules())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in dense.modules())
     assert isinstance(net.patch_embed.patch_selector, PatchSelector)  # original keeps it
+    kept = densify(net, copy=True)  # patches="keep": the copy still prunes patches
+    assert isinstance(kept.patch_embed.patch_selector, PatchSelector)
     plain = create_model("spikformer_micro", **kwargs).eval()
     plain.load_state_dict(dense.state_dict(), strict=True)
     x = torch.rand(2, 3, 16, 16)
@@ -86,9 +89,32 @@ def test_export_onnx_spiking_model(tmp_path: Path) -> None:
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     (y,) = ReferenceEvaluator(proto).run(None, {"x": x.numpy()})
-    reference = export_dense(net)
+    reference = densify(net, copy=True, patches="remove")
     for module in reference.modules():
         if hasattr(module, "backend"):
             module.backend = "eager"  # same semantics, no compilation in the test
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(y), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_densify_flags_say_how_copy_and_in_place_differ() -> None:
+    torch.manual_seed(0)
+    net = sparsify(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)), pa=0.5)
+    copy = densify(net, copy=True)
+    assert type(net[0]).__name__ == "SubnetLinear"  # the original is untouched
+    assert type(copy[0]) is nn.Linear
+    layer = densify(net[0], copy=True)
+    assert type(layer) is nn.Linear and torch.equal(layer.weight, copy[0].weight)
+    with pytest.raises(TypeError, match="copy=True"):
+        densify(net[0])
+    with pytest.raises(ValueError, match="patches must be"):
+        densify(net, patches="drop")
+    assert densify(net) is net and type(net[0]) is nn.Linear  # in place
+
+
+def test_export_dense_is_deprecated_for_densify_copy() -> None:
+    net = sparsify(nn.Sequential(nn.Linear(8, 2)), pa=0.5)
+    with pytest.warns(FutureWarning, match=r"densify\(model, copy=True, patches='remove'\)"):
+        old = export_dense(net)
+    new = densify(net, copy=True, patches="remove")
+    assert all(torch.equal(old.state_dict()[k], v) for k, v in new.state_dict().items())

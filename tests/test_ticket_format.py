@@ -22,7 +22,8 @@ from _ticket_testing import (
     small_cnn,
     state_copy,
 )
-from spikelottery import SpikeLotteryError, kept_count, topk_mask
+from spikelottery import SpikeLotteryError
+from spikelottery.functional import kept_count, topk_mask
 from spikelottery.tickets import load_ticket, pack_bits, read_ticket_info, unpack_bits
 
 

@@ -21,7 +21,9 @@ from _ticket_testing import (
     small_cnn,
     state_copy,
 )
-from spikelottery import SpikeLotteryError, SubnetLayer, kept_count, sparsify
+from spikelottery import SpikeLotteryError, sparsify
+from spikelottery.functional import kept_count
+from spikelottery.layers import SubnetLayer
 from spikelottery.models import create_model
 from spikelottery.patch import PatchSelector
 from spikelottery.tickets import FORMAT_VERSION, load_ticket, read_ticket_info, save_ticket

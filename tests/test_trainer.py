@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _engine_testing import strip_seconds, subnet_state, tiny
-from spikelottery import SpikeLotteryError, SubnetLayer
+from spikelottery import SpikeLotteryError
 from spikelottery.engine import (
     CHECKPOINT_FILE,
     RESULTS_FILE,
@@ -26,6 +26,7 @@ from spikelottery.engine import (
     run,
 )
 from spikelottery.engine.stages import stage_plan
+from spikelottery.layers import SubnetLayer
 from spikelottery.neuron import LIFNeuron
 
 # --------------------------------------------------------------------------- determinism

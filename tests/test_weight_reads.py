@@ -25,7 +25,6 @@ from torch.nn.utils import prune
 from _networks import NETWORKS, Net, SharedNet, TiedEmbeddingLM, TiedLinearNet, subclass_net
 from spikelottery import (
     SpikeLotteryError,
-    SubnetLayer,
     SubnetLinear,
     densify,
     load_ticket,
@@ -34,6 +33,7 @@ from spikelottery import (
     summary,
 )
 from spikelottery._state import reset_states
+from spikelottery.layers import SubnetLayer
 
 IDS = [n.name for n in NETWORKS]
 
@@ -113,7 +113,7 @@ def _assert_ticket_holds(net: Net, pa: float, mode: str, seed: int) -> None:
 
 
 def _mask_of(scores: Tensor, pa: float) -> Tensor:
-    from spikelottery import topk_mask
+    from spikelottery.functional import topk_mask
 
     return topk_mask(scores, pa)
 

@@ -1,78 +1,100 @@
 """spikelottery: lottery tickets in spiking neural networks.
 
+The names users reach for first; the rest lives in the subpackages
+(:mod:`spikelottery.engine`, :mod:`spikelottery.energy`, :mod:`spikelottery.tickets`, ...)
+and the pure tensor functions in :mod:`spikelottery.functional`.
+
 >>> from spikelottery import sparsify
 """
 
-from ._validation import kept_count
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
 from ._version import __version__
-from .activations import binarize_activations, restore_activations
-from .check import TicketCheck, check_ticket
-from .encoding import DirectEncoder, EventFrames, direct_encode, encode
-from .energy import EnergyReport, estimate_energy
-from .engine import Results, TrainConfig, Trainer, run
+from .check import check_ticket
+from .data import get_dataset
+from .energy import estimate_energy
+from .engine import TrainConfig, run
 from .errors import SpikeLotteryError
-from .layers import BinaryActivation, SubnetConv, SubnetConv1d, SubnetLayer, SubnetLinear
-from .masks import approx_sign, subnet_weight, topk_mask
-from .models import create_model, list_models
-from .multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d
+from .layers import BinaryActivation, SubnetConv, SubnetLinear
+from .models import create_model
 from .neuron import LIFNeuron
-from .patch import PatchSelector, attach_patch_selector, find_patch_selectors, select_patches
-from .sparsify import SparsifyReport, TicketSummary, densify, kept_fraction, sparsify, summary
-from .tickets import (
-    TicketInfo,
-    export_dense,
-    export_onnx,
-    load_ticket,
-    read_ticket_info,
-    save_ticket,
-)
+from .patch import PatchSelector
+from .sparsify import sparsify, summary
+from .tickets import densify, export_onnx, load_ticket, read_ticket_info, save_ticket
 
 __all__ = [
     "BinaryActivation",
-    "DirectEncoder",
-    "EnergyReport",
-    "EventFrames",
     "LIFNeuron",
-    "MultiStep",
     "PatchSelector",
-    "Results",
-    "SeqBatchNorm1d",
-    "SeqBatchNorm2d",
-    "SparsifyReport",
     "SpikeLotteryError",
     "SubnetConv",
-    "SubnetConv1d",
-    "SubnetLayer",
     "SubnetLinear",
-    "TicketCheck",
-    "TicketInfo",
-    "TicketSummary",
     "TrainConfig",
-    "Trainer",
     "__version__",
-    "approx_sign",
-    "attach_patch_selector",
-    "binarize_activations",
     "check_ticket",
     "create_model",
     "densify",
-    "direct_encode",
-    "encode",
     "estimate_energy",
-    "export_dense",
     "export_onnx",
-    "find_patch_selectors",
-    "kept_count",
-    "kept_fraction",
-    "list_models",
+    "get_dataset",
     "load_ticket",
     "read_ticket_info",
-    "restore_activations",
     "run",
     "save_ticket",
-    "select_patches",
     "sparsify",
-    "subnet_weight",
     "summary",
-    "topk_mask",
 ]
+
+#: Names that left the top level in 0.1 and their homes: they still work here, with a
+#: ``FutureWarning``, until 0.2.
+MOVED: dict[str, str] = {
+    "DirectEncoder": "spikelottery.encoding",
+    "EnergyReport": "spikelottery.energy",
+    "EventFrames": "spikelottery.encoding",
+    "MultiStep": "spikelottery.multistep",
+    "Results": "spikelottery.engine",
+    "SeqBatchNorm1d": "spikelottery.multistep",
+    "SeqBatchNorm2d": "spikelottery.multistep",
+    "SparsifyReport": "spikelottery.sparsify",
+    "SubnetConv1d": "spikelottery.layers",
+    "SubnetLayer": "spikelottery.layers",
+    "TicketCheck": "spikelottery.check",
+    "TicketInfo": "spikelottery.tickets",
+    "TicketSummary": "spikelottery.summary",
+    "Trainer": "spikelottery.engine",
+    "approx_sign": "spikelottery.functional",
+    "attach_patch_selector": "spikelottery.patch",
+    "binarize_activations": "spikelottery.activations",
+    "direct_encode": "spikelottery.functional",
+    "encode": "spikelottery.functional",
+    "export_dense": "spikelottery.tickets",
+    "find_patch_selectors": "spikelottery.patch",
+    "kept_count": "spikelottery.functional",
+    "kept_fraction": "spikelottery.summary",
+    "list_models": "spikelottery.models",
+    "restore_activations": "spikelottery.activations",
+    "select_patches": "spikelottery.functional",
+    "subnet_weight": "spikelottery.functional",
+    "topk_mask": "spikelottery.functional",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    hint = (
+        "densify(model, copy=True, patches='remove')"
+        if name == "export_dense"
+        else f"from {home} import {name}"
+    )
+    warnings.warn(
+        f"spikelottery.{name} moved: use {hint}; the top-level name goes in spikelottery 0.2",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(home), name)

@@ -1,6 +1,7 @@
 """Small helpers shared by the engine and the energy estimator (not public API).
 
-* :func:`reset_states`: forget every neuron's membrane state before a new batch;
+* :func:`reset_states`: forget every neuron's membrane state before a new batch (defined
+  in :mod:`spikelottery.neuron`, its public home);
 * :func:`unwrap`: the model inside a ``DistributedDataParallel`` / ``DataParallel``;
 * :func:`split_batch`: ``x`` and ``y`` of a batch (a tensor or an ``(x, y, ...)`` pair);
 * :func:`finite_or_none`: ``nan`` and infinities become ``None`` (JSON has neither).
@@ -13,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ._compat import optional_import
+from .neuron import reset_states
 
 __all__ = ["finite_or_none", "reset_states", "split_batch", "unwrap"]
 
@@ -27,30 +28,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
     return model
-
-
-def reset_states(model: nn.Module) -> None:
-    """Forget every neuron's membrane state before a new batch.
-
-    Calls ``reset()`` on the stateful modules only: :class:`~spikelottery.LIFNeuron` and
-    SpikingJelly's ``MemoryModule`` subclasses (its neurons and stateful layers). Other
-    modules are never touched, although SpikingJelly's own ``functional.reset_net`` calls
-    ``reset()`` on every module that has one: in timm, torchvision-style or user code a
-    ``reset()`` method may mean something else entirely (timm's classifier heads take
-    ``reset(num_classes)``). A ``DistributedDataParallel`` / ``DataParallel`` wrapper is
-    looked through.
-
-    >>> reset_states(nn.Sequential(nn.Linear(2, 2)))  # no neuron: nothing to do
-    """
-    from .neuron import LIFNeuron  # neuron.py must not depend on this module's users
-
-    stateful: tuple[type, ...] = (LIFNeuron,)
-    sj_base = optional_import("spikingjelly.activation_based.base")
-    if sj_base is not None:
-        stateful += (sj_base.MemoryModule,)
-    for module in unwrap(model).modules():
-        if isinstance(module, stateful):
-            module.reset()  # type: ignore[operator]
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Any]:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._compat import optional_import
 from ._lif_kernels import BACKENDS, LIFParams, resolve_surrogate, run_lif
 from .surrogate import SurrogateFn, atan_surrogate, heaviside, sigmoid_surrogate
 
@@ -36,6 +37,7 @@ __all__ = [
     "atan_surrogate",
     "heaviside",
     "lif_multistep",
+    "reset_states",
     "sigmoid_surrogate",
 ]
 
@@ -283,3 +285,27 @@ class LIFNeuron(nn.Module):
         if self.backend != "auto":
             parts.append(f"backend={self.backend}")
         return ", ".join(parts)
+
+
+def reset_states(model: nn.Module) -> None:
+    """Forget every neuron's membrane state before a new batch.
+
+    Calls ``reset()`` on the stateful modules only: :class:`~spikelottery.LIFNeuron` and
+    SpikingJelly's ``MemoryModule`` subclasses (its neurons and stateful layers). Other
+    modules are never touched, although SpikingJelly's own ``functional.reset_net`` calls
+    ``reset()`` on every module that has one: in timm, torchvision-style or user code a
+    ``reset()`` method may mean something else entirely (timm's classifier heads take
+    ``reset(num_classes)``). A ``DistributedDataParallel`` / ``DataParallel`` wrapper is
+    looked through.
+
+    >>> reset_states(nn.Sequential(nn.Linear(2, 2)))  # no neuron: nothing to do
+    """
+    from ._state import unwrap  # _state imports this module
+
+    stateful: tuple[type, ...] = (LIFNeuron,)
+    sj_base = optional_import("spikingjelly.activation_based.base")
+    if sj_base is not None:
+        stateful += (sj_base.MemoryModule,)
+    for module in unwrap(model).modules():
+        if isinstance(module, stateful):
+            module.reset()  # type: ignore[operator]

@@ -39,8 +39,9 @@ from collections.abc import Callable, Sequence
 from .._version import __version__
 from ..engine import ConfigError
 from ..errors import SpikeLotteryError
+from ..plugins import load_plugins, remember
 from ..threads import thread_scope
-from .catalog import datasets_command, models_command
+from .catalog import LIST_KINDS, datasets_command, list_command, models_command
 from .common import log_to_stderr
 from .flags import (
     add_config_flags,
@@ -72,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find lottery tickets in spiking neural networks.",
     )
     parser.add_argument("--version", action="version", version=f"spikelottery {__version__}")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        default=[],
+        help="import MODULE first, so that what it registers (models, data sets, methods, "
+        "hardware presets) can be named; repeatable, allowed anywhere on the command line; "
+        "also read from $SPIKELOTTERY_PLUGINS and the 'spikelottery.plugins' entry points",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p_run = sub.add_parser(
@@ -134,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(p_datasets)
     p_datasets.set_defaults(_parser=p_datasets)
 
+    p_list = sub.add_parser(
+        "list",
+        help="list a registry: models, datasets, methods, searches or hardware presets",
+        description="List the registered names of one kind, the library's and those of "
+        "plugins (--plugin MODULE).",
+    )
+    p_list.add_argument("kind", choices=sorted(LIST_KINDS), help="what to list")
+    add_json_flag(p_list)
+    p_list.set_defaults(_parser=p_list)
+
     p_info = sub.add_parser(
         "info",
         help="describe a ticket file: layers, pa, pb, mode, kept weights, metadata",
@@ -171,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="export a ticket as a dense state_dict (safetensors), an ONNX or a NIR graph",
         description="Rebuild the run's model from the ticket's metadata, load the ticket and "
-        "export it with the ticket baked into dense layers (export_dense, export_onnx); "
+        "export it with the ticket baked into dense layers (densify(copy=True, "
+        "patches='remove'), export_onnx); "
         "patch pruning is not applied.",
     )
     add_ticket_arg(p_export)
@@ -195,11 +216,37 @@ _COMMANDS: dict[str, Callable[[argparse.ArgumentParser, argparse.Namespace], int
     "report": report_command,
     "models": models_command,
     "datasets": datasets_command,
+    "list": list_command,
     "info": info_command,
     "evaluate": evaluate_command,
     "energy": energy_command,
     "export": export_command,
 }
+
+
+def _load_plugins(argv: list[str]) -> list[str]:
+    """Load the ``--plugin`` modules (anywhere in ``argv``) and the installed plugins first,
+    so that the parser's lists and the run see their registrations; return the rest of
+    ``argv``."""
+    rest, modules, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg == "--plugin" and i + 1 < len(argv):
+            modules.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--plugin="):
+            modules.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+        i += 1
+    if modules:
+        remember(modules)  # a sweep's worker processes load them too
+    load_plugins(modules)
+    return rest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,6 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     an error found while running (a missing data file, a mismatched checkpoint) prints
     ``spikelottery: error: ...`` and returns 1.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = _load_plugins(argv)
+    except SpikeLotteryError as exc:
+        print(f"spikelottery: error: {exc}", file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     parser: argparse.ArgumentParser = args._parser  # errors read "spikelottery run: error: ..."
     quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)

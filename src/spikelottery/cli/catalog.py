@@ -1,4 +1,8 @@
-"""``spikelottery models`` and ``spikelottery datasets``: what the zoo and the data offer."""
+"""``spikelottery models`` and ``spikelottery datasets``: what the registries hold.
+
+Both lists read the registries (:data:`spikelottery.models.MODELS`,
+:data:`spikelottery.data.DATASETS`), so a plugin's registrations (``--plugin``) appear.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,7 @@ from typing import Any
 from .._table import format_rows
 from .common import dims, print_json
 
-__all__ = ["datasets_command", "models_command"]
-
-# Training and test samples of each data set's default split, known without reading it
-# (the data set classes document them; the tests check the embedded ones against the data).
-_SPLIT_SIZES: dict[str, tuple[int, int]] = {
-    "digits": (1438, 359),
-    "digits_dvs": (1438, 359),
-    "cifar10": (50_000, 10_000),
-    "cifar100": (50_000, 10_000),
-    "dvs128_gesture": (1176, 288),
-    "cifar10_dvs": (9000, 1000),
-    "digits_noisy": (1438, 359),
-    "digits_occluded": (1438, 359),
-    "digits_lowcontrast": (1438, 359),
-    "digits_few": (143, 359),
-    "digits_dvs_noisy": (1438, 359),
-}
+__all__ = ["LIST_KINDS", "datasets_command", "list_command", "models_command"]
 
 
 def _model_rows() -> list[dict[str, Any]]:
@@ -88,9 +76,9 @@ def _dataset_rows() -> list[dict[str, Any]]:
     from ..data import DATASETS, dataset_info
 
     rows = []
-    for name in DATASETS:
+    for name, spec in DATASETS.items():
         info = dataset_info(name)
-        train, test = _SPLIT_SIZES.get(name, (None, None))
+        train, test = spec.split_sizes or (None, None)
         rows.append(
             {
                 "name": name,
@@ -126,4 +114,81 @@ def datasets_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         for r in rows
     ]
     print("\n".join(format_rows(header, cells, numeric=[1, 4, 5])))
+    return 0
+
+
+def _method_rows() -> list[dict[str, Any]]:
+    from ..engine import METHODS
+
+    return [
+        {
+            "name": name,
+            "settings": dict(p.fixed),
+            "defaults": dict(p.defaults),
+            "paper": p.column,
+            "description": p.description,
+        }
+        for name, p in METHODS.items()
+    ]
+
+
+def _search_rows() -> list[dict[str, Any]]:
+    from ..engine import SEARCH_METHODS, search_method
+
+    search_method("scores")  # the library's are registered
+    return [
+        {
+            "name": name,
+            "modes": list(cls.modes),
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "description": cls.description,
+        }
+        for name, cls in SEARCH_METHODS.items()
+    ]
+
+
+def _hardware_rows() -> list[dict[str, Any]]:
+    from ..energy.hardware import HARDWARE_PRESETS
+
+    short: dict[str, list[str]] = {}
+    for alias, name in HARDWARE_PRESETS.aliases().items():
+        short.setdefault(name, []).append(alias)
+    return [
+        {
+            "name": name,
+            "aliases": short.get(name, []),
+            "e_mac_pj": p.e_mac,
+            "e_ac_pj": p.e_ac,
+            "bits": p.bits,
+            "source": p.source,
+        }
+        for name, p in HARDWARE_PRESETS.items()
+    ]
+
+
+#: ``spikelottery list KIND``: what each kind lists (every list reads its registry).
+LIST_KINDS: dict[str, Any] = {
+    "models": _model_rows,
+    "datasets": _dataset_rows,
+    "methods": _method_rows,
+    "searches": _search_rows,
+    "hardware": _hardware_rows,
+}
+
+
+def list_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``spikelottery list KIND``: the registered names of one registry, one per line
+    (``models`` and ``datasets`` as their own commands print them)."""
+    if args.kind == "models":
+        return models_command(parser, args)
+    if args.kind == "datasets":
+        return datasets_command(parser, args)
+    rows = LIST_KINDS[args.kind]()
+    if args.json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        extra = r.get("description") or r.get("source") or ""
+        aliases = f" (also {', '.join(r['aliases'])})" if r.get("aliases") else ""
+        print(f"{r['name']}{aliases}: {extra}" if extra else r["name"] + aliases)
     return 0

@@ -24,6 +24,7 @@ __all__ = [
     "field_flag",
     "flag_of",
     "or_none",
+    "registered_names",
 ]
 
 
@@ -142,8 +143,36 @@ def add_config_flags(
             options.update(_value_options(hints[f.name], f.name))
             options["metavar"] = declared.metavar or f.name.upper()
             shown = f"default: {format_default(default)}"
+        names = registered_names(f.name)
+        if names:
+            shown = f"one of: {', '.join(names)}; {shown}"
         options["help"] = f"{plain(declared.help)} ({shown})".replace("%", "%%")
         groups[declared.group].add_argument(flag_of(f), **options)
+
+
+def registered_names(field: str) -> list[str]:
+    """The names a registry holds for the TrainConfig field ``field`` (empty for others).
+
+    The lists of ``--model``, ``--dataset``, ``--method``, ``--search`` and
+    ``--energy-preset`` read the registries, plugins' registrations included.
+
+    >>> "vgg9" in registered_names("model"), registered_names("pa")
+    (True, [])
+    """
+    from ..data import DATASETS
+    from ..energy.hardware import HARDWARE_PRESETS
+    from ..engine import METHODS, SEARCH_METHODS
+    from ..models import MODELS
+
+    registries: dict[str, Any] = {
+        "model": MODELS,
+        "dataset": DATASETS,
+        "method": METHODS,
+        "search": SEARCH_METHODS,
+        "energy_preset": HARDWARE_PRESETS,
+    }
+    registry = registries.get(field)
+    return [] if registry is None else list(registry)
 
 
 def add_verbosity(p: argparse.ArgumentParser) -> None:

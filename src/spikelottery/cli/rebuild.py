@@ -123,7 +123,7 @@ def _no_model(path: str) -> str:
         "'model_source' = 'zoo' when the engine trained a zoo model), so its model cannot be "
         "rebuilt here. In Python, load it into "
         f"the model it was found in: net = load_ticket(build_my_model(), {path!r}), then "
-        "evaluate(net, loader), estimate_energy(net, batches) or export_dense(net)"
+        "evaluate(net, loader), estimate_energy(net, batches) or densify(net, copy=True)"
     )
 
 

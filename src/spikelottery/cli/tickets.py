@@ -265,9 +265,9 @@ def _export_dense(rebuilt: Rebuilt, out: Path, ticket_path: str) -> tuple[int, i
     import safetensors.torch
 
     from .._io import atomic_write_bytes
-    from ..tickets import export_dense
+    from ..tickets import densify
 
-    dense = export_dense(rebuilt.model)
+    dense = densify(rebuilt.model, copy=True, patches="remove")
     # Clones: safetensors refuses tensors that share memory (tied weights).
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in dense.state_dict().items()}
     metadata = {

@@ -44,10 +44,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._state import reset_states
+
+# The library's search methods register themselves on import.
+from . import search_imp, search_random, search_scores  # noqa: F401
 from .checkpoint import CHECKPOINT_FILE, seed_everything
 from .config import MODES, ConfigError, TrainConfig
 from .config_file import load_config_file
 from .evaluation import evaluate
+from .methods import SEARCH_METHODS, SearchMethod, register_search, search_method
+from .presets import METHODS, MethodPreset, register_method
 from .results import RESULTS_FILE, TICKET_FILE, Results
 from .trainer import Trainer, run
 
@@ -59,11 +64,15 @@ __all__ = [
     "DEMO_EPOCHS",
     "DEMO_LAYERS",
     "DEMO_METHODS",
+    "METHODS",
     "MODES",
     "RESULTS_FILE",
+    "SEARCH_METHODS",
     "TICKET_FILE",
     "ConfigError",
+    "MethodPreset",
     "Results",
+    "SearchMethod",
     "TrainConfig",
     "Trainer",
     "demo",
@@ -71,8 +80,11 @@ __all__ = [
     "evaluate",
     "format_table",
     "load_config_file",
+    "register_method",
+    "register_search",
     "reset_states",
     "run",
+    "search_method",
     "seed_everything",
 ]
 

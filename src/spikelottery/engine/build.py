@@ -16,6 +16,7 @@ from ..sparsify import sparsify
 from .checkpoint import seed_worker
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo, ShardSampler
+from .methods import search_method
 
 if TYPE_CHECKING:
     from ..data import DatasetInfo
@@ -59,15 +60,17 @@ def build_datasets(
         ConfigError: ``cfg.dataset`` is read from files and ``cfg.data_root`` is not set.
         SpikeLotteryError: A set is empty (checked here, before any training).
     """
-    from ..data import dataset_info
+    from ..data import DATASETS, dataset_info
 
     info = dataset_info(cfg.dataset, resolution=cfg.resolution, timesteps=cfg.timesteps)
     if (train_set is None or test_set is None) and info.needs_root and cfg.data_root is None:
         fetch = " (with download=True, --download, to fetch them there)" if cfg.download else ""
+        embedded = [repr(n) for n, s in DATASETS.items() if not s.needs_root and s.base is None]
         raise ConfigError(
             "data_root",
             f"{cfg.dataset!r} is read from local files: set data_root (--data-root) to the "
-            f"folder that holds them{fetch}; only 'digits' and 'digits_dvs' are embedded",
+            f"folder that holds them{fetch}; only {' and '.join(embedded)} (and their "
+            "variants) are embedded",
         )
     origin = {
         "training": "the train_set given" if train_set is not None else f"{cfg.dataset!r}",
@@ -98,24 +101,26 @@ def _check_not_empty(data: Dataset, what: str) -> None:
 def dataset_split(cfg: TrainConfig, split: str) -> Dataset:
     """``cfg.dataset``'s ``split`` (``"train"`` or ``"test"``), read as a run reads it.
 
-    The data set gets ``cfg.resolution`` (CIFAR only at 32), ``cfg.timesteps`` (event
-    data only) and, for the CIFAR training split with ``cfg.augment``, augmentation.
+    The data set gets ``cfg.resolution`` (unless its images come at one size, as CIFAR's),
+    ``cfg.timesteps`` (event data only), ``download`` if it downloads and, for the
+    training split with ``cfg.augment``, ``augment`` if it augments
+    (:class:`~spikelottery.data.DatasetSpec`).
 
     >>> len(dataset_split(TrainConfig(dataset="digits", resolution=8), "test"))
     359
     """
-    from ..data import dataset_info, get_dataset
+    from ..data import dataset_spec, get_dataset
 
-    info = dataset_info(cfg.dataset, resolution=cfg.resolution, timesteps=cfg.timesteps)
-    kwargs: dict[str, Any] = {"resolution": cfg.resolution}
-    if info.is_event:
+    spec = dataset_spec(cfg.dataset)
+    kwargs: dict[str, Any] = {}
+    fixed = spec.fixed_resolution
+    if not fixed or (cfg.resolution is not None and cfg.resolution != spec.img_size):
+        kwargs["resolution"] = cfg.resolution
+    if spec.is_event:
         kwargs["timesteps"] = cfg.timesteps
-    cifar = cfg.dataset in ("cifar10", "cifar100")
-    if cifar and cfg.resolution in (None, 32):
-        kwargs.pop("resolution")
-    if cifar and cfg.download:
+    if spec.downloadable and cfg.download:
         kwargs["download"] = True
-    if cifar and cfg.augment and split == "train":
+    if spec.augmentable and cfg.augment and split == "train":
         kwargs["augment"] = True
     return get_dataset(cfg.dataset, cfg.data_root, split=split, **kwargs)
 
@@ -172,7 +177,7 @@ def build_model(cfg: TrainConfig, info: DatasetInfo, model: nn.Module | None = N
             init=cfg.init,
             batchnorm=cfg.batchnorm,
             # IMP chooses its global counts by magnitude, each round (engine/imp.py).
-            scope=cfg.scope if cfg.search == "scores" else "layer",
+            scope=cfg.scope if search_method(cfg.search).trains_scores else "layer",
             activations=cfg.activations,
         )
     else:

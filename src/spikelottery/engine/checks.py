@@ -15,30 +15,67 @@ from typing import Any
 import torch
 
 from ..threads import check_threads
-from .presets import PRESETS
+from .presets import METHODS
 from .settings import ConfigError, text
 
-__all__ = ["dataset_name", "device_name", "method_name", "model_name", "regex", "thread_count"]
+__all__ = [
+    "check_data",
+    "dataset_name",
+    "device_name",
+    "hardware_preset_name",
+    "method_name",
+    "model_name",
+    "regex",
+    "search_name",
+    "thread_count",
+]
 
 
 def model_name(name: str, value: Any) -> str:
     """A zoo model's name (:func:`~spikelottery.models.list_models`), lower case."""
-    from ..models import list_models
+    from ..models import MODELS
 
-    key = str(text()(name, value)).strip().lower()
-    if key not in list_models():
-        raise ConfigError(name, f"unknown model {value!r}; valid names: {', '.join(list_models())}")
-    return key
+    key = str(text()(name, value))
+    if key not in MODELS:
+        raise ConfigError(name, MODELS.unknown_message(value))
+    return MODELS.resolve(key)
 
 
 def dataset_name(name: str, value: Any) -> str:
     """A data set's name (:data:`~spikelottery.data.DATASETS`), lower case, ``-`` as ``_``."""
     from ..data import DATASETS
 
-    key = str(text()(name, value)).strip().lower().replace("-", "_")
+    key = str(text()(name, value))
     if key not in DATASETS:
-        raise ConfigError(name, f"unknown dataset {value!r}; valid names: {', '.join(DATASETS)}")
-    return key
+        raise ConfigError(name, DATASETS.unknown_message(value))
+    return DATASETS.resolve(key)
+
+
+def check_data(dataset: str, resolution: int | None, download: bool) -> None:
+    """The settings the data set's spec constrains (:class:`~spikelottery.data.DatasetSpec`):
+    a fixed image size (CIFAR's 32x32), and ``download`` for the data sets that download."""
+    from ..data import DATASETS
+
+    spec = DATASETS[dataset]
+    if spec.fixed_resolution and resolution not in (None, spec.img_size):
+        side = spec.img_size
+        raise ConfigError(
+            "resolution",
+            f"{dataset} images are {side}x{side}; got resolution={resolution} "
+            f"(leave it out, or {side})",
+        )
+    if download and not spec.downloadable:
+        fetched = [n for n, s in DATASETS.items() if s.downloadable]
+        raise ConfigError(
+            "download",
+            f"download=True fetches {' and '.join(fetched)} only; {dataset!r} "
+            + (
+                "is embedded: nothing to download"
+                if not spec.needs_root
+                else "cannot be downloaded automatically: put its files in data_root "
+                "(docs/data.md gives the sources and the layout)"
+            ),
+        )
 
 
 def method_name(name: str, value: Any) -> str | None:
@@ -46,10 +83,32 @@ def method_name(name: str, value: Any) -> str | None:
     key = text(optional=True)(name, value)
     if key is None:
         return None
-    key = str(key).strip().lower()
-    if key not in PRESETS:
-        raise ConfigError(name, f"unknown method {value!r}; valid methods: {', '.join(PRESETS)}")
-    return key
+    key = str(key)
+    if key not in METHODS:
+        raise ConfigError(name, METHODS.unknown_message(value))
+    return METHODS.resolve(key)
+
+
+def search_name(name: str, value: Any) -> str:
+    """A registered search method's name (:data:`~spikelottery.engine.methods.SEARCH_METHODS`)."""
+    from .methods import SEARCH_METHODS, search_method
+
+    key = str(text()(name, value))
+    try:
+        search_method(key)
+    except KeyError:
+        raise ConfigError(name, SEARCH_METHODS.unknown_message(value)) from None
+    return SEARCH_METHODS.resolve(key)
+
+
+def hardware_preset_name(name: str, value: Any) -> str:
+    """A registered hardware preset's name (short names such as ``"int8"`` resolve)."""
+    from ..energy.hardware import HARDWARE_PRESETS
+
+    key = str(text()(name, value))
+    if key not in HARDWARE_PRESETS:
+        raise ConfigError(name, HARDWARE_PRESETS.unknown_message(value))
+    return HARDWARE_PRESETS.resolve(key)
 
 
 def device_name(name: str, value: Any) -> str:

@@ -21,10 +21,20 @@ from ..errors import SpikeLotteryError
 from ..layers import INITS
 from ..layers import MODES as SUBNET_MODES
 from ..scope import SCOPES
-from .checks import dataset_name, device_name, method_name, model_name, regex, thread_count
+from .checks import (
+    check_data,
+    dataset_name,
+    device_name,
+    hardware_preset_name,
+    method_name,
+    model_name,
+    regex,
+    search_name,
+    thread_count,
+)
 from .config_file import load_config_file
 from .convention import INPUT_CONVENTIONS
-from .methods import SEARCHES, check_search
+from .methods import check_search
 from .presets import RENAMED_METHODS, check_method, resolve_method
 from .settings import (
     ConfigError,
@@ -66,9 +76,6 @@ _NEURONS = "spiking neurons"
 _OPTIM = "optimisation"
 _RUNNING = "running"
 
-#: The data sets that ``download=True`` fetches (torchvision's CIFAR downloads).
-_DOWNLOADABLE = ("cifar10", "cifar100")
-
 #: Training steps from which ``compile_lif="auto"`` compiles the LIF kernels: a cold
 #: compile costs about 10 s on 2 CPU cores and saves 0.03-0.07 s per step of the demo
 #: network (benchmarks/bench_startup.py).
@@ -92,13 +99,15 @@ class TrainConfig:
 
     model: str = setting(
         "vgg_small",
-        help="Zoo name (see :func:`spikelottery.models.list_models`).",
+        help="Model name (see :func:`spikelottery.models.list_models`; register your own with "
+        ":func:`~spikelottery.models.register_model`).",
         check=model_name,
         group=_EXPERIMENT,
     )
     dataset: str = setting(
         "digits",
-        help="Data set name (see :data:`spikelottery.data.DATASETS`).",
+        help="Data set name (see :data:`spikelottery.data.DATASETS`; register your own with "
+        ":func:`~spikelottery.data.register_dataset`).",
         check=dataset_name,
         group=_EXPERIMENT,
     )
@@ -112,8 +121,8 @@ class TrainConfig:
     )
     method: str | None = setting(
         None,
-        help="A method preset of the paper's vocabulary (``mpslt``, ``multisp-lt``, ...; see "
-        ":data:`spikelottery.engine.presets.PRESETS`): it sets ``spiking``, ``mode`` and "
+        help="A method of the paper's vocabulary (``mpslt``, ``multisp-lt``, ...; see "
+        ":data:`spikelottery.engine.presets.METHODS`) or a registered one: it sets ``spiking``, ``mode`` and "
         "``filter`` (and a starting ``pb``), and results record it. ``None``: set them yourself.",
         check=method_name,
         group=_EXPERIMENT,
@@ -281,8 +290,9 @@ class TrainConfig:
         'removed by magnitude; needs ``mode="lt"``), ``"random"`` (a random mask at the '
         "per-layer counts of ``pa``, its kept weights train: random pruning) or "
         '``"random-frozen"`` (a random mask of the frozen weights, nothing but BatchNorm '
-        "trains: edge-popup's control of the search).",
-        check=choice(SEARCHES),
+        "trains: edge-popup's control of the search), or a registered one "
+        "(:func:`~spikelottery.engine.methods.register_search`).",
+        check=search_name,
         group=_SEARCH,
     )
     scope: str = setting(
@@ -337,7 +347,8 @@ class TrainConfig:
     )
     augment: bool = setting(
         False,
-        help="Random crop and flip of the training images (CIFAR only).",
+        help="Random crop and flip of the training images (the data sets that take "
+        "``augment``: CIFAR).",
         check=boolean,
         group=_EXPERIMENT,
     )
@@ -390,6 +401,15 @@ class TrainConfig:
         help="Test batches measured by the energy estimate.",
         check=integer(1),
         group=_RUNNING,
+    )
+    energy_preset: str = setting(
+        "fp32-45nm",
+        help="Hardware preset that prices the energy estimate (the paper's: fp32 at 45 nm; "
+        "see :data:`spikelottery.energy.hardware.HARDWARE_PRESETS`, register your own with "
+        ":func:`~spikelottery.energy.hardware.register_hardware_preset`).",
+        check=hardware_preset_name,
+        group=_RUNNING,
+        metavar="NAME",
     )
     deterministic: bool = setting(
         False,
@@ -463,12 +483,7 @@ class TrainConfig:
                 "activations='binary' binarises an ANN's hidden activations; a spiking network's "
                 "spikes are binary already: use it with spiking=False (--ann)",
             )
-        if self.dataset in ("cifar10", "cifar100") and self.resolution not in (None, 32):
-            raise ConfigError(
-                "resolution",
-                f"{self.dataset} images are 32x32; got resolution={self.resolution} (leave it "
-                "out, or 32)",
-            )
+        check_data(self.dataset, self.resolution, self.download)
         if self.patch_epochs and self.pb == 0.0:
             raise ConfigError(
                 "patch_epochs",
@@ -479,17 +494,6 @@ class TrainConfig:
             raise ConfigError(
                 "overwrite",
                 "resume=True continues the run in out, overwrite=True replaces it: choose one",
-            )
-        if self.download and self.dataset not in _DOWNLOADABLE:
-            raise ConfigError(
-                "download",
-                f"download=True fetches {' and '.join(_DOWNLOADABLE)} only; {self.dataset!r} "
-                + (
-                    "is embedded: nothing to download"
-                    if self.dataset.startswith("digits")
-                    else "cannot be downloaded automatically: put its files in data_root "
-                    "(docs/data.md gives the sources and the layout)"
-                ),
             )
         return self
 

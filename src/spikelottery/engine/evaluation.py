@@ -118,10 +118,11 @@ def measure_energy(
     device: torch.device,
     batches: int,
     spiking: bool,
+    preset: str = "fp32-45nm",
 ) -> dict[str, Any] | None:
     """The energy figures of :class:`~spikelottery.engine.Results`, on ``batches`` test batches.
 
-    Returns ``None`` when there is no batch or the estimate fails (a user model the
+    ``preset`` names the hardware preset that prices it. Returns ``None`` when there is no batch or the estimate fails (a user model the
     counter cannot follow must not lose the run: the failure is logged).
     """
     from ..energy import estimate_energy
@@ -142,7 +143,7 @@ def measure_energy(
         with torch.no_grad():
             # A network that does not spike pays its MACs on every step it runs (the
             # ANN twin on event frames runs T); the SNN's ANN reference runs once.
-            report = estimate_energy(model, measured, ann_every_step=not spiking)
+            report = estimate_energy(model, measured, ann_every_step=not spiking, preset=preset)
         sparse = report.reprice(density_scaling=True)
     except Exception as exc:
         logger.warning(

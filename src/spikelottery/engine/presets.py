@@ -1,8 +1,11 @@
-"""Method presets: the paper's vocabulary (``mpslt``, ``multisp-lt``, ...) as run settings.
+"""Methods: the paper's vocabulary (``mpslt``, ``multisp-lt``, ...) as named run settings.
 
 A preset names a method; it fixes the settings that define the method (``spiking``,
 ``mode``, ``filter``) and gives defaults for the ones a sweep may still vary (``pb`` of
-the MultiSp methods). :func:`resolve_method` turns ``{"method": "mpslt", ...}`` into the
+the MultiSp methods). Methods live in :data:`METHODS`, an open registry
+(:func:`register_method` adds one; a method that needs a new way of finding the mask
+names a registered search method, :func:`~spikelottery.engine.methods.register_search`).
+:func:`resolve_method` turns ``{"method": "mpslt", ...}`` into the
 full settings, refusing a setting that contradicts the method;
 :class:`~spikelottery.engine.TrainConfig` records the method and checks it again.
 
@@ -26,15 +29,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ..registry import Registry
 from .settings import ConfigError
 
 __all__ = [
-    "PRESETS",
+    "METHODS",
     "RENAMED_METHODS",
-    "Preset",
+    "MethodPreset",
     "check_method",
     "preset_problem",
     "preset_table",
+    "register_method",
     "resolve_method",
 ]
 
@@ -43,7 +48,7 @@ PATCH_EMBED = "patch_embed"
 
 
 @dataclass(frozen=True)
-class Preset:
+class MethodPreset:
     """One method: the settings it fixes, the defaults it brings, and its paper column.
 
     Attributes:
@@ -93,14 +98,14 @@ _MP_EMBED = {"mode": "mp", "filter": PATCH_EMBED, **_SCORES}
 _MP_PAPER = "binary weights and binary activations (the paper; biprop's 1/1)"
 
 #: The paper's binarised ANN tickets: binary weights and binary activations.
-_PAPER_ANN: dict[str, Preset] = {
-    "mplt": Preset(
+_PAPER_ANN: dict[str, MethodPreset] = {
+    "mplt": MethodPreset(
         {"spiking": False, "mode": "mp", "filter": None, **_SCORES, **_BINARY},
         column="Table I 'MPLTs'",
         description=f"binarised ANN ticket alpha*sign(W)*M: {_MP_PAPER}",
         requires=_no_patches,
     ),
-    "pepsp-lt": Preset(
+    "pepsp-lt": MethodPreset(
         {"spiking": False, **_MP_EMBED, **_BINARY},
         {"pb": 0.0},
         column="Table II 'PEPSp-LTs'",
@@ -108,7 +113,7 @@ _PAPER_ANN: dict[str, Preset] = {
         "activations binary",
         requires=_no_patches,
     ),
-    "multisp-lt": Preset(
+    "multisp-lt": MethodPreset(
         {"spiking": False, **_MP_EMBED, **_BINARY},
         {"pb": 0.3},
         column="Table II 'MultiSp-LTs'",
@@ -118,7 +123,7 @@ _PAPER_ANN: dict[str, Preset] = {
 }
 
 
-def _relu_variant(name: str) -> Preset:
+def _relu_variant(name: str) -> MethodPreset:
     """The paper's binarised ANN ticket ``name`` with ReLU activations (biprop's "1/32").
 
     What ``mplt``, ``pepsp-lt`` and ``multisp-lt`` were before binary activations were
@@ -133,42 +138,58 @@ def _relu_variant(name: str) -> Preset:
     )
 
 
-#: Every preset by name. The first ten are the paper's columns (DESIGN "Method names"),
+#: Every method by name (a :class:`~spikelottery.registry.Registry` of
+#: :class:`MethodPreset`). The first ten are the paper's columns (DESIGN "Method names"),
 #: then the ``-relu`` variants of its binarised ANN tickets, then the baselines of
-#: ``search`` and ``scope`` (docs/methods.md).
-PRESETS: Mapping[str, Preset] = MappingProxyType(
+#: ``search`` and ``scope`` (docs/methods.md), then a user's (:func:`register_method`).
+METHODS: Registry[MethodPreset] = Registry("method")
+
+
+def register_method(name: str, preset: MethodPreset, *, overwrite: bool = False) -> MethodPreset:
+    """Register ``preset`` as the method ``name`` (``TrainConfig(method=name)``, ``--method``).
+
+    Raises:
+        TypeError: ``preset`` is not a :class:`MethodPreset`.
+        ~spikelottery.registry.DuplicateNameError: ``name`` is taken and not ``overwrite``.
+    """
+    if not isinstance(preset, MethodPreset):
+        raise TypeError(f"register_method({name!r}): expected a MethodPreset, got {preset!r}")
+    return METHODS.register(name, preset, overwrite=overwrite)
+
+
+_BUILTIN: Mapping[str, MethodPreset] = MappingProxyType(
     {
-        "ann": Preset(
+        "ann": MethodPreset(
             {"spiking": False, "mode": "dense", **_KEEP},
             column="Table I 'ANN', Table II 'ViT'",
             description="the ReLU twin, dense weights trained",
         ),
-        "snn": Preset(
+        "snn": MethodPreset(
             {"spiking": True, "mode": "dense", **_KEEP},
             column="Table I 'SNN', Table II 'Spiking-ViT'",
             description="the spiking network, dense weights trained",
         ),
-        "lt": Preset(
+        "lt": MethodPreset(
             {"spiking": False, "mode": "lt", "filter": None, **_SCORES, **_KEEP},
             column="Table I 'LTs'",
             description="ANN ticket: scores train, frozen random weights W*M (edge-popup), ReLU",
             requires=_no_patches,
         ),
-        "slt": Preset(
+        "slt": MethodPreset(
             {"spiking": True, "mode": "lt", "filter": None, **_SCORES, **_KEEP},
             column="Table I 'SLTs'",
             description="spiking ticket: scores train, frozen random weights W*M",
             requires=_no_patches,
         ),
         "mplt": _PAPER_ANN["mplt"],
-        "mpslt": Preset(
+        "mpslt": MethodPreset(
             {"spiking": True, "mode": "mp", "filter": None, **_SCORES, **_KEEP},
             column="Table I 'MPSLTs'",
             description="binarised spiking ticket: alpha*sign(W)*M, spikes (binary already)",
             requires=_no_patches,
         ),
         "pepsp-lt": _PAPER_ANN["pepsp-lt"],
-        "pepsp-slt": Preset(
+        "pepsp-slt": MethodPreset(
             {"spiking": True, **_MP_EMBED, **_KEEP},
             {"pb": 0.0},
             column="Table II 'PEPSp-SLTs'",
@@ -176,7 +197,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             requires=_no_patches,
         ),
         "multisp-lt": _PAPER_ANN["multisp-lt"],
-        "multisp-slt": Preset(
+        "multisp-slt": MethodPreset(
             {"spiking": True, **_MP_EMBED, **_KEEP},
             {"pb": 0.3},
             column="Table II 'MultiSp-SLTs'",
@@ -185,20 +206,20 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         ),
         **{f"{name}-relu": _relu_variant(name) for name in ("mplt", "pepsp-lt", "multisp-lt")},
         # The baselines of the SNN lottery-ticket literature (docs/methods.md).
-        "imp": Preset(
+        "imp": MethodPreset(
             {"spiking": False, "mode": "lt", "search": "imp", **_KEEP},
             column="baseline (Frankle & Carbin; Kim et al. ECCV 2022)",
             description="ANN, iterative magnitude pruning with rewinding: weights train, "
             "mask by |W|",
             requires=_no_patches,
         ),
-        "imp-snn": Preset(
+        "imp-snn": MethodPreset(
             {"spiking": True, "mode": "lt", "search": "imp", **_KEEP},
             column="baseline (Kim et al. ECCV 2022)",
             description="spiking, iterative magnitude pruning with rewinding",
             requires=_no_patches,
         ),
-        "et-imp-snn": Preset(
+        "et-imp-snn": MethodPreset(
             {"spiking": True, "mode": "lt", "search": "imp", **_KEEP},
             {"search_timesteps": 2},
             column="baseline (Kim et al. ECCV 2022, Early-Time)",
@@ -206,7 +227,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             requires=_no_patches,
             early_time=True,
         ),
-        "et-slt": Preset(
+        "et-slt": MethodPreset(
             {"spiking": True, "mode": "lt", "search": "scores", **_KEEP},
             {"search_timesteps": 2},
             column="Early-Time (Kim et al.) for SLTs",
@@ -214,28 +235,28 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             requires=_no_patches,
             early_time=True,
         ),
-        "random-frozen": Preset(
+        "random-frozen": MethodPreset(
             {"spiking": True, "mode": "lt", "search": "random-frozen", **_KEEP},
             column="control of the score search (edge-popup's random subnetwork)",
             description="spiking, a random mask of the same frozen weights at the per-layer "
             "counts of pa; nothing trains that slt does not train (BatchNorm)",
             requires=_no_patches,
         ),
-        "random-trained": Preset(
+        "random-trained": MethodPreset(
             {"spiking": True, "mode": "lt", "search": "random", **_KEEP},
             column="random pruning baseline (not a control of the search)",
             description="spiking, a random mask at the per-layer counts of pa whose kept "
             "weights TRAIN",
             requires=_no_patches,
         ),
-        "global-slt": Preset(
+        "global-slt": MethodPreset(
             {"spiking": True, "mode": "lt", "search": "scores", "scope": "global", **_KEEP},
             column="global threshold (normalised scores; not biprop's)",
             description="spiking ticket, one threshold over all layers on abs(scores) / std per "
             "layer (W*M)",
             requires=_no_patches,
         ),
-        "global-mpslt": Preset(
+        "global-mpslt": MethodPreset(
             {"spiking": True, "mode": "mp", "search": "scores", "scope": "global", **_KEEP},
             column="global threshold (normalised scores; not biprop's)",
             description="binarised spiking ticket, one threshold over all layers on "
@@ -244,6 +265,8 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         ),
     }
 )
+for _name, _preset_entry in _BUILTIN.items():
+    register_method(_name, _preset_entry)
 
 #: Old method names and the preset that now computes what they computed. Before binary
 #: activations were added, ``mplt``, ``pepsp-lt`` and ``multisp-lt`` kept ReLU
@@ -262,12 +285,12 @@ RENAMED_METHODS: Mapping[str, str] = MappingProxyType(
 _DEPRECATED = {"random": "random-trained"}
 
 
-def _preset(name: Any) -> Preset:
+def _preset(name: Any) -> MethodPreset:
     if isinstance(name, str) and name in _DEPRECATED:
-        return PRESETS[_DEPRECATED[name]]
-    if not isinstance(name, str) or name not in PRESETS:
-        raise ConfigError("method", f"unknown method {name!r}; valid methods: {', '.join(PRESETS)}")
-    return PRESETS[name]
+        return METHODS[_DEPRECATED[name]]
+    if not isinstance(name, str) or name not in METHODS:
+        raise ConfigError("method", METHODS.unknown_message(name))
+    return METHODS[name]
 
 
 def resolve_method(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,7 +365,7 @@ def preset_problem(name: str, values: Mapping[str, Any]) -> tuple[str, str] | No
     if not preset.early_time and steps is not None:
         early = [
             n
-            for n, p in PRESETS.items()
+            for n, p in METHODS.items()
             if p.early_time and p.fixed.items() <= preset.fixed.items()
         ]
         instead = f"use method {early[0]!r}" if early else "leave it out"
@@ -378,8 +401,25 @@ def preset_table() -> str:
     '| method | settings | defaults | paper | what it is |'
     """
     lines = ["| method | settings | defaults | paper | what it is |", "|---|---|---|---|---|"]
-    for name, p in PRESETS.items():
+    for name, p in METHODS.items():
         fixed = ", ".join(f"{k}={v!r}" for k, v in p.fixed.items())
         defaults = ", ".join(f"{k}={v!r}" for k, v in p.defaults.items()) or "-"
         lines.append(f"| `{name}` | {fixed} | {defaults} | {p.column or '-'} | {p.description} |")
     return "\n".join(lines)
+
+
+_RENAMED = {"PRESETS": "METHODS", "Preset": "MethodPreset"}
+
+
+def __getattr__(name: str) -> Any:
+    # One meaning per name: PRESETS also named the hardware presets and the model zoo.
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(
+            f"spikelottery.engine.presets.{name} is now {new} (the same object); the old "
+            "name goes in spikelottery 0.2",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,10 +3,10 @@
 The trainer calls it when it enters a stage (also when a resumed run replays the stages
 before its checkpoint), before and after each epoch, and when the run ends:
 
+* the run's search method (:class:`~spikelottery.engine.methods.SearchMethod`): what it
+  does on entering a stage and after each epoch (``imp``: the rounds and the rewind
+  point; ``random`` and ``random-frozen``: a random fixed mask drawn from ``seed``);
 * score search: the annealed kept fraction (``anneal_epochs``) before each epoch;
-* ``imp``: the rounds and the rewind point (:class:`~spikelottery.engine.imp.ImpRounds`);
-* ``random`` and ``random-frozen``: a random fixed mask at each layer's kept count,
-  drawn from ``seed`` (its kept weights train, or nothing but BatchNorm does);
 * Early-Time tickets (``search_timesteps``): the search stages run at
   ``search_timesteps``, the rest at ``timesteps``. After the last search epoch the found
   ticket is evaluated at both, and the time one evaluation takes at each gives the
@@ -23,21 +23,19 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from .._state import finite_or_none, reset_states
-from ..pruning import random_masks, restore_fixed_masks
+from ..pruning import restore_fixed_masks
 from ..scope import annealed_ratio, set_model_pa
 from .convention import call_model
 from .evaluation import evaluate, input_and_label
-from .imp import REWIND_FILE, ImpRounds, imp_round
-from .methods import RANDOM_SEARCHES, search_stage_names
+from .methods import search_method
 from .settings import ConfigError
-from .stages import Stage, freeze_masks, train_kept_weights
+from .stages import Stage
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -111,7 +109,9 @@ class SearchSteps:
 
     def __init__(self, cfg: TrainConfig, *, event: bool, main: bool = True) -> None:
         self.cfg = cfg
-        self.search_stages = search_stage_names(cfg)
+        self.method_class = search_method(cfg.search)
+        self.method = self.method_class(cfg, main=main)
+        self.search_stages = self.method_class.search_stages(cfg)
         self.early = cfg.search_timesteps is not None
         self.small_t: int = cfg.search_timesteps or cfg.timesteps
         if self.early and event:
@@ -120,17 +120,6 @@ class SearchSteps:
                 f"{cfg.dataset!r} holds event frames whose T the data set fixes at timesteps="
                 f"{cfg.timesteps}; Early-Time tickets need static images (direct encoding)",
             )
-        self.imp = (
-            ImpRounds(
-                cfg.imp_fraction,
-                cfg.scope,
-                cfg.rewind_epoch,
-                path=Path(cfg.out) / REWIND_FILE if cfg.out is not None else None,
-                write=main,
-            )
-            if cfg.search == "imp"
-            else None
-        )
 
     # -- the trainer's calls ----------------------------------------------------------
     def enter(
@@ -157,30 +146,7 @@ class SearchSteps:
         if self.early:
             searching = stage.name in self.search_stages
             set_timesteps((state.model, state.net), self.small_t if searching else cfg.timesteps)
-        loaded = False
-        round_ = imp_round(stage.name)
-        if self.imp is not None and round_ is not None:
-            if done >= stage.last_epoch:
-                phase = "replay"
-            elif checkpoint_model is not None and done > stage.first_epoch:
-                phase = "mid"
-            elif checkpoint_model is not None and done == stage.first_epoch and done > 0:
-                phase = "boundary"
-            else:
-                phase = "fresh"
-            loaded = self.imp.enter(
-                state.model, round_, phase=phase, checkpoint_model=checkpoint_model
-            )
-            if round_ in self.imp.kept and phase != "replay":
-                logger.info("IMP round %d: kept %s", round_, self.imp.kept[round_])
-        if cfg.search in RANDOM_SEARCHES and stage.name == "train":
-            generator = torch.Generator().manual_seed(cfg.seed)
-            random_masks(state.model, generator)
-            if cfg.search == "random":
-                train_kept_weights(state.model)
-            else:
-                freeze_masks(state.model)
-        return loaded
+        return self.method.enter(state.model, stage, done=done, checkpoint_model=checkpoint_model)
 
     def after_load(self, state: RunState) -> None:
         """After the trainer loads a checkpoint: fixed masks get their counts back.
@@ -188,22 +154,20 @@ class SearchSteps:
         A fixed mask (IMP, random) lives in the scores and in each layer's ``pa``, which
         a ``state_dict`` does not hold.
         """
-        if self.cfg.search == "imp" or self.cfg.search in RANDOM_SEARCHES:
+        if self.method_class.fixed_mask:
             restore_fixed_masks(state.model)
 
     def before_epoch(self, state: RunState, stage: Stage, epoch: int) -> None:
         """Anneal the kept fraction of a score search."""
-        if self.cfg.anneal_epochs and stage.name == "search":
+        if self.cfg.anneal_epochs and stage.name in self.search_stages:
             pa = annealed_ratio(self.cfg.pa, epoch - stage.first_epoch, self.cfg.anneal_epochs)
             set_model_pa(state.model, pa)
 
     def after_epoch(
         self, state: RunState, stage: Stage, epoch: int, record: dict[str, Any]
     ) -> None:
-        """Record IMP's rewind point; measure an Early-Time ticket after the search."""
-        round_ = imp_round(stage.name)
-        if self.imp is not None and round_ is not None:
-            self.imp.after_epoch(state.model, round_, epoch + 1 - stage.first_epoch)
+        """The method's step (IMP's rewind point); measure an Early-Time ticket after the search."""
+        self.method.after_epoch(state.model, stage, epoch)
         last_search = self.search_stages[-1] if self.search_stages else None
         if self.early and stage.name == last_search and epoch + 1 == stage.last_epoch:
             record[EARLY_TIME_KEY] = self._measure(state, record["seconds"])

@@ -5,8 +5,9 @@
 * ``patch`` (with ``pb > 0``), ``patch_epochs``: all but the masks and the patch embedding;
 * ``finetune``, ``finetune_epochs``: the kept weights, with the masks fixed.
 
-``search="imp"`` replaces stage 1 by ``imp_rounds + 1`` stages ``imp0`` (the dense
-weights) to ``imp<r>`` (the weights of the mask after ``r`` rounds), ``epochs`` each
+The search method plans stage 1 (:meth:`~spikelottery.engine.methods.SearchMethod.stages`):
+``search="imp"`` replaces it by ``imp_rounds + 1`` stages ``imp0`` (the dense weights) to
+``imp<r>`` (the weights of the mask after ``r`` rounds), ``epochs`` each
 (:mod:`~spikelottery.engine.imp`); ``search="random"`` by ``train`` (the kept weights of a
 random mask) and ``search="random-frozen"`` by ``train`` (a random mask; only what the
 score search also trains besides its scores, e.g. BatchNorm).
@@ -23,7 +24,7 @@ from torch import nn
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from .config import TrainConfig
-from .methods import RANDOM_SEARCHES
+from .methods import search_method
 
 __all__ = [
     "Stage",
@@ -56,11 +57,7 @@ def stage_plan(cfg: TrainConfig) -> list[Stage]:
     >>> [(s.name, s.first_epoch, s.epochs) for s in stage_plan(TrainConfig(out=None, epochs=3))]
     [('search', 0, 3)]
     """
-    if cfg.search == "imp":
-        plan = [(f"imp{k}", cfg.epochs) for k in range(cfg.imp_rounds + 1)]
-    else:
-        weights = cfg.mode == "dense" or cfg.search in RANDOM_SEARCHES
-        plan = [("train" if weights else "search", cfg.epochs)]
+    plan = list(search_method(cfg.search).stages(cfg))
     if cfg.pb > 0:
         plan.append(("patch", cfg.patch_epochs))
     if cfg.finetune_epochs:

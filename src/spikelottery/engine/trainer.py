@@ -321,6 +321,7 @@ class Trainer:
                 device=state.device,
                 batches=cfg.energy_batches,
                 spiking=cfg.spiking,
+                preset=cfg.energy_preset,
             )
         results = Results(
             accuracy=accuracy,

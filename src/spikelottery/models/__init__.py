@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from ._blocks import ConvBNAct, LinearBNAct, SpikingModel, encode_input, make_activation
-from ._registry import create_model, list_models, min_img_size
+from .blocks import ConvBNAct, LinearBNAct, SpikingModel, encode_input, make_activation
+from .registry import MODELS, ModelEntry, create_model, list_models, min_img_size, register_model
 from .resnet import RESIDUALS, BasicBlock, SpikingResNet
 from .spikformer import (
     ConvPEP,
@@ -21,6 +21,7 @@ from .spikformer import (
 from .vgg import VGG, VGG9_CONFIG
 
 __all__ = [
+    "MODELS",
     "RESIDUALS",
     "VGG",
     "VGG9_CONFIG",
@@ -28,6 +29,7 @@ __all__ = [
     "ConvBNAct",
     "ConvPEP",
     "LinearBNAct",
+    "ModelEntry",
     "Spikformer",
     "SpikformerBlock",
     "SpikingMLP",
@@ -40,4 +42,5 @@ __all__ = [
     "list_models",
     "make_activation",
     "min_img_size",
+    "register_model",
 ]

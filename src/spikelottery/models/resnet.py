@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..multistep import MultiStep
-from ._blocks import (
+from .blocks import (
     ConvBNAct,
     LinearBNAct,
     SpikingModel,

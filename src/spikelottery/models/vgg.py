@@ -8,7 +8,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..multistep import MultiStep
-from ._blocks import (
+from ._input import InputSpec
+from .blocks import (
     ConvBNAct,
     LinearBNAct,
     SpikingModel,
@@ -16,7 +17,6 @@ from ._blocks import (
     make_activation,
     pair,
 )
-from ._input import InputSpec
 
 __all__ = ["VGG", "VGG9_CONFIG"]
 

@@ -14,7 +14,7 @@ from .._io import atomic_path
 from .._version import __version__
 from ..models import Spikformer, SpikingModel
 from ..patch import find_patch_selectors
-from ..tickets import export_dense
+from ..tickets import densify
 from ._package import nir_package
 from .errors import NO_ATTENTION, NO_PATCH_SELECTION, NIRExportError
 from .graph import GraphSpec, build_graph
@@ -92,7 +92,7 @@ def nir_graph(
     if not (isinstance(dt, (int, float)) and 0 < dt < float("inf")):
         raise ValueError(f"dt must be a positive number of seconds, got dt={dt!r}")
     _check_exportable(model_or_ticket)
-    dense = export_dense(model_or_ticket).eval()
+    dense = densify(model_or_ticket, copy=True, patches="remove").eval()
     shape = _sample_shape(dense, example_input)
     graph, counts = build_graph(dense, shape, GraphSpec(dt=float(dt), neuron=neuron))
     timesteps = getattr(dense, "timesteps", None)
@@ -147,7 +147,7 @@ def export_nir(
     """Write a ticket as a NIR graph (the Neuromorphic Intermediate Representation).
 
     The graph is one time step of one sample: the ticket's effective weights (``W * M``, or
-    ``alpha * sign(W) * M`` for ``mp``, via :func:`~spikelottery.export_dense`), BatchNorm
+    ``alpha * sign(W) * M`` for ``mp``, via :func:`~spikelottery.densify`), BatchNorm
     folded into the conv or linear before it, neurons as NIR ``CubaLIF`` nodes whose Euler
     step at ``dt`` is the library's ``V[n] = lambda V[n-1] + gamma I[n]`` with a reset to 0
     (see :mod:`spikelottery.nir.mapping`), average pools, flattens and the residual adds of

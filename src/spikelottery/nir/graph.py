@@ -427,7 +427,7 @@ def build_graph(
     """The NIR graph of one time step of ``model`` (dense, in eval mode) for one sample.
 
     Args:
-        model: A dense model (no score masks; see :func:`~spikelottery.export_dense`).
+        model: A dense model (no score masks; see :func:`~spikelottery.densify`).
         sample_shape: One sample's input shape at one step, e.g. ``(1, 8, 8)``.
         spec: The time step and the neuron node kind.
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from ..engine import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
 from ..engine.config import field_defaults, runtime_fields
-from ..engine.presets import PRESETS, RENAMED_METHODS, preset_problem
+from ..engine.presets import METHODS as PRESETS
+from ..engine.presets import RENAMED_METHODS, preset_problem
 from ..errors import SpikeLotteryError
 from ..sweep import FAILED_FILE, JOBS_FILE, SETTINGS_FILE
 from .environment import ENVIRONMENT_KEY, environment_columns

@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..engine.presets import PRESETS
+from ..engine.presets import METHODS as PRESETS
 from .collect import varying_axes
 from .stats import summarize
 

@@ -23,7 +23,7 @@ are never regenerated from a seed (a seed may be stored as metadata, for the rec
 
 The modules: ``format`` (the format's name and version, bit packing, :class:`TicketInfo`
 and reading a file), ``save`` (:func:`save_ticket`), ``load`` (:func:`load_ticket`) and
-``export`` (:func:`export_dense`, :func:`export_onnx`).
+``export`` (:func:`densify`, :func:`export_onnx`).
 
 >>> import os, tempfile, torch
 >>> from torch import nn
@@ -39,7 +39,7 @@ and reading a file), ``save`` (:func:`save_ticket`), ``load`` (:func:`load_ticke
 >>> tmp.cleanup()
 """
 
-from .export import export_dense, export_onnx
+from .export import densify, export_dense, export_onnx
 from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -55,6 +55,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "TicketInfo",
+    "densify",
     "export_dense",
     "export_onnx",
     "load_ticket",

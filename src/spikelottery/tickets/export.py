@@ -1,4 +1,13 @@
-"""Export a ticket as a plain dense PyTorch model, or to ONNX."""
+"""Bake a ticket into dense layers (:func:`densify`), export it as plain PyTorch or ONNX.
+
+:func:`densify` is the one function; its flags say how its two former spellings differed:
+
+* ``densify(model)``: in place, the patch selectors stay (the model computes the same
+  ticket, patch pruning included);
+* ``densify(model, copy=True, patches="remove")``: a copy (``model`` unchanged), with the
+  patch selectors and their hooks removed: plain PyTorch, what :func:`export_onnx`
+  exports. This is what ``export_dense(model)`` did (the old name warns, and goes in 0.2).
+"""
 
 from __future__ import annotations
 
@@ -16,43 +25,89 @@ from .._modules import invalidate_spikingjelly_cache
 from ..layers import SubnetLayer
 from ..neuron import LIFNeuron
 from ..patch import attach_patch_selector
-from ..sparsify import densify
+from ..sparsify import densify as bake_in_place
 from ._common import PathLike, as_path
 
-__all__ = ["export_dense", "export_onnx"]
+__all__ = ["PATCH_OPTIONS", "densify", "export_dense", "export_onnx"]
 
 M = TypeVar("M", bound=nn.Module)
 
+#: The ``patches`` values of :func:`densify`: keep the patch selectors, or remove them.
+PATCH_OPTIONS: tuple[str, ...] = ("keep", "remove")
 
-def export_dense(model: M) -> M:
-    """A plain-PyTorch copy of ``model`` with the ticket baked into dense layers.
 
-    The copy (``model`` is not changed) has every score-mask layer replaced by the dense
-    layer it was made from holding ``W * M`` or ``alpha * sign(W) * M`` (see
-    :func:`~spikelottery.densify`), and any patch selector removed with its hooks: the
-    result runs without spikelottery's layers, and patch pruning is NOT applied. Its
-    ``state_dict`` loads with ``strict=True`` into the original dense architecture.
+def densify(model: M, *, copy: bool = False, patches: str = "keep", activations: str = "keep") -> M:
+    """Bake the ticket into plain dense layers and return the result.
 
-    Binary activations (``sparsify(..., activations="binary")``) stay in the copy as
-    :class:`~spikelottery.BinaryActivation` modules (a sign; no state), so the copy
-    computes the ticket. The original architecture, loaded with this ``state_dict``,
-    still has its real activations and does not: swap them with
-    :func:`~spikelottery.binarize_activations` there too.
+    Every score-mask layer becomes the class it was made from (``nn.Conv2d``,
+    SpikingJelly's ``layer.Conv2d``, ...) holding ``W * M`` or ``alpha * sign(W) * M``; the
+    scores are dropped. A layer registered at several places stays one layer, and layers
+    that shared a weight share the baked one. The ``state_dict`` of the result loads with
+    ``strict=True`` into the user's original, unmodified architecture.
+
+    Args:
+        model: A sparsified model (or a single score-mask layer, with ``copy=True``).
+        copy: Work on a deep copy and leave ``model`` unchanged (``False``: in place).
+        patches: ``"keep"`` the patch selectors (stateless: the result still prunes
+            patches) or ``"remove"`` them with their hooks (plain PyTorch, for export).
+        activations: ``"keep"`` binary activations as
+            :class:`~spikelottery.BinaryActivation` modules (the result computes the
+            ticket), or ``"restore"`` the activations they replaced.
+
+    Raises:
+        TypeError: ``model`` is not a module, or a single layer with ``copy=False``.
+        ValueError: An unknown ``patches`` or ``activations``.
 
     >>> from spikelottery import sparsify
-    >>> dense = export_dense(sparsify(nn.Sequential(nn.Linear(8, 2)), pa=0.5))
-    >>> type(dense[0]).__name__, sorted(dense.state_dict())
-    ('Linear', ['0.bias', '0.weight'])
+    >>> net = sparsify(nn.Sequential(nn.Linear(8, 2)), pa=0.5)
+    >>> dense = densify(net, copy=True, patches="remove")
+    >>> type(dense[0]).__name__, type(net[0]).__name__, sorted(dense.state_dict())
+    ('Linear', 'SubnetLinear', ['0.bias', '0.weight'])
+    >>> type(densify(net)[0]).__name__  # in place
+    'Linear'
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    out = copy.deepcopy(model)
-    if isinstance(out, SubnetLayer):
-        return out.to_dense()  # type: ignore[return-value]
-    attach_patch_selector(out, 0.0)  # removes the selectors and their hooks
-    densify(out)
+        raise TypeError(f"densify(model): model must be an nn.Module, got {type(model).__name__}")
+    if patches not in PATCH_OPTIONS:
+        raise ValueError(f"patches must be 'keep' or 'remove', got patches={patches!r}")
+    if activations not in ("keep", "restore"):
+        raise ValueError(
+            f"activations must be 'keep' or 'restore', got activations={activations!r}"
+        )
+    if isinstance(model, SubnetLayer):
+        if not copy:
+            raise TypeError(
+                "densify(layer) cannot replace a single layer in place: pass copy=True (or "
+                "call layer.to_dense())"
+            )
+        return copy_module(model).to_dense()  # type: ignore[return-value]
+    out = copy_module(model) if copy else model
+    if patches == "remove":
+        attach_patch_selector(out, 0.0)  # removes the selectors and their hooks
+    bake_in_place(out, activations=activations)
     invalidate_spikingjelly_cache(out)
     return out
+
+
+def copy_module(model: M) -> M:
+    """A deep copy of ``model`` (its parameters, buffers and hooks)."""
+    return copy.deepcopy(model)
+
+
+def export_dense(model: M) -> M:
+    """Deprecated: ``densify(model, copy=True, patches="remove")`` (goes in 0.2).
+
+    A plain-PyTorch copy of ``model`` with the ticket baked into dense layers and the
+    patch selectors removed (patch pruning is NOT applied). Binary activations stay as
+    :class:`~spikelottery.BinaryActivation` modules.
+    """
+    warnings.warn(
+        "export_dense(model) is densify(model, copy=True, patches='remove') "
+        "(spikelottery.densify); export_dense goes in spikelottery 0.2",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return densify(model, copy=True, patches="remove")
 
 
 def _have_onnxscript() -> bool:
@@ -71,7 +126,7 @@ def export_onnx(
     dynamo: bool | None = None,
     **kwargs: Any,
 ) -> Path:
-    """Export the ticket in ``model`` to ONNX, as the dense network of :func:`export_dense`.
+    """Export the ticket in ``model`` to ONNX, as ``densify(model, copy=True, patches="remove")``.
 
     The copy is put in eval mode, its LIF neurons on the eager backend, and passed to
     :func:`torch.onnx.export`. Its newer
@@ -100,7 +155,7 @@ def export_onnx(
     PosixPath('ticket.onnx')
     """
     path = as_path(path)
-    dense = export_dense(model).eval()
+    dense = densify(model, copy=True, patches="remove").eval()
     for module in dense.modules():
         if isinstance(module, LIFNeuron):
             # The fused kernel is a compiled autograd function that tracing cannot follow

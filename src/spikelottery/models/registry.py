@@ -1,4 +1,18 @@
-"""Model names for :func:`create_model`: the paper's presets and small variants for CPU runs."""
+"""The model registry: :func:`create_model` by name, :func:`register_model` for your own.
+
+The zoo registers the paper's models and small variants for CPU runs; a user registers
+theirs the same way, from outside the package:
+
+>>> from torch import nn
+>>> @register_model("my_mlp", description="a two-layer MLP")
+... def my_mlp(*, spiking, num_classes, in_channels, img_size, timesteps, beta, hidden=32):
+...     side = img_size if isinstance(img_size, int) else img_size[0]
+...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, hidden),
+...                          nn.ReLU(), nn.Linear(hidden, num_classes))
+>>> create_model("my_mlp", in_channels=1, img_size=8, hidden=16)[1].out_features
+16
+>>> _ = MODELS.unregister("my_mlp")
+"""
 
 from __future__ import annotations
 
@@ -9,37 +23,96 @@ from typing import Any
 
 from torch import nn
 
+from ..registry import Registry
 from .resnet import SpikingResNet
 from .spikformer import Spikformer
 from .vgg import VGG, VGG9_CONFIG
 
-__all__ = ["create_model", "list_models", "min_img_size"]
+__all__ = ["MODELS", "ModelEntry", "create_model", "list_models", "min_img_size", "register_model"]
+
+# Arguments create_model passes itself (shown apart from the model's own options).
+_SET_BY_CREATE_MODEL = ("spiking", "num_classes", "in_channels", "img_size", "timesteps", "beta")
 
 
 @dataclass(frozen=True)
-class _Preset:
+class ModelEntry:
+    """A registered model: its builder, the arguments the name fixes, and one line about it.
+
+    Attributes:
+        builder: A class or function called with ``spiking``, ``num_classes``,
+            ``in_channels``, ``img_size``, ``timesteps``, ``beta`` (keywords) and the
+            options; may have a ``min_img_size(**options)`` (default: 1).
+        kwargs: Options the name fixes (a user's keywords override them).
+        description: One line for ``spikelottery models``.
+    """
+
     builder: Callable[..., nn.Module]
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
 
-_PRESETS: dict[str, _Preset] = {
-    "vgg9": _Preset(
+#: Every model by name (:class:`~spikelottery.registry.Registry` of :class:`ModelEntry`).
+MODELS: Registry[ModelEntry] = Registry("model name")
+
+
+def register_model(
+    name: str,
+    builder: Callable[..., nn.Module] | None = None,
+    *,
+    description: str = "",
+    overwrite: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Register a model builder as ``name``; without ``builder``, a decorator.
+
+    Args:
+        name: The name of :func:`create_model` and ``spikelottery run --model``.
+        builder: A class or function taking the keywords ``spiking``, ``num_classes``,
+            ``in_channels``, ``img_size``, ``timesteps`` and ``beta`` (or ``**kwargs``).
+        description: One line for ``spikelottery models``.
+        overwrite: Replace a model of the same name (otherwise an error).
+        **kwargs: Options the name fixes (as ``vgg9`` fixes its layer config).
+
+    Returns:
+        ``builder`` (the decorator returns the function unchanged).
+
+    Raises:
+        TypeError: The builder does not take the keywords :func:`create_model` passes.
+        ~spikelottery.registry.DuplicateNameError: ``name`` is taken and not ``overwrite``.
+    """
+
+    def add(obj: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        params = inspect.signature(obj).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            missing = [k for k in _SET_BY_CREATE_MODEL if k not in params]
+            if missing:
+                raise TypeError(
+                    f"register_model({name!r}): {getattr(obj, '__name__', obj)!r} must take the "
+                    f"keyword(s) {', '.join(missing)} (create_model passes them), or **kwargs"
+                )
+        MODELS.register(name, ModelEntry(obj, dict(kwargs), description), overwrite=overwrite)
+        return obj
+
+    return add if builder is None else add(builder)
+
+
+_BUILTIN: dict[str, ModelEntry] = {
+    "vgg9": ModelEntry(
         VGG,
         {"config": VGG9_CONFIG, "hidden": (128,)},
         "VGG-9 (paper): 64C3-64C3-AP2-128C3-128C3-AP2-256C3-256C3-256C3-AP2-FC128-FC10",
     ),
-    "vgg_small": _Preset(
+    "vgg_small": ModelEntry(
         VGG,
         {"config": (32, 32, "A", 64, "A"), "hidden": ()},
         "small VGG for 16x16 digits: 32C3-32C3-AP2-64C3-AP2-FC",
     ),
-    "vgg_tiny": _Preset(
+    "vgg_tiny": ModelEntry(
         VGG,
         {"config": (16, "A", 32, "A"), "hidden": ()},
         "tiny VGG for tests and 8x8 digits: 16C3-AP2-32C3-AP2-FC",
     ),
-    "resnet19": _Preset(
+    "resnet19": ModelEntry(
         SpikingResNet,
         {
             "blocks": (3, 3, 2),
@@ -50,7 +123,7 @@ _PRESETS: dict[str, _Preset] = {
         },
         "ResNet-19 (paper): stem 64C3, BasicBlocks [3,3,2] at 128/256/512, avgpool, FC256-FC",
     ),
-    "resnet_tiny": _Preset(
+    "resnet_tiny": ModelEntry(
         SpikingResNet,
         {
             "blocks": (1, 1, 1),
@@ -61,52 +134,45 @@ _PRESETS: dict[str, _Preset] = {
         },
         "tiny ResNet for tests: stem 16C3, BasicBlocks [1,1,1] at 16/32/64, avgpool, FC",
     ),
-    "spikformer_tiny": _Preset(
+    "spikformer_tiny": ModelEntry(
         Spikformer,
         {"embed_dim": 192, "depth": 12, "num_heads": 3, "mlp_ratio": 4.0},
         "Spikformer TINY (paper): ConvPEP, 12 blocks, D=192, 3 heads",
     ),
-    "spikformer_small": _Preset(
+    "spikformer_small": ModelEntry(
         Spikformer,
         {"embed_dim": 384, "depth": 12, "num_heads": 6, "mlp_ratio": 4.0},
         "Spikformer SMALL (paper): ConvPEP, 12 blocks, D=384, 6 heads",
     ),
-    "spikformer_mini": _Preset(
+    "spikformer_mini": ModelEntry(
         Spikformer,
         {"embed_dim": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 4.0},
         "small Spikformer for CPU runs: ConvPEP, 4 blocks, D=64, 4 heads",
     ),
-    "spikformer_micro": _Preset(
+    "spikformer_micro": ModelEntry(
         Spikformer,
         {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 4.0},
         "micro Spikformer for tests: ConvPEP, 2 blocks, D=32, 2 heads",
     ),
 }
-
-
-# Arguments create_model passes itself (shown apart from the model's own options).
-_SET_BY_CREATE_MODEL = ("spiking", "num_classes", "in_channels", "img_size", "timesteps", "beta")
+for _name, _entry in _BUILTIN.items():
+    MODELS.register(_name, _entry)
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`, sorted.
+    """Names accepted by :func:`create_model` (the zoo's and registered ones), sorted.
 
     >>> "vgg9" in list_models()
     True
     """
-    return sorted(_PRESETS)
+    return MODELS.names(sort=True)
 
 
-def _preset(name: Any) -> tuple[str, _Preset]:
+def _preset(name: Any) -> tuple[str, ModelEntry]:
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
-    key = name.strip().lower()
-    preset = _PRESETS.get(key)
-    if preset is None:
-        raise ValueError(
-            f"unknown model name {name!r}; valid names are: {', '.join(list_models())}"
-        )
-    return key, preset
+    key = MODELS.resolve(name)
+    return key, MODELS[key]
 
 
 def min_img_size(name: str, **kwargs: Any) -> int:
@@ -120,6 +186,8 @@ def min_img_size(name: str, **kwargs: Any) -> int:
     """
     _, preset = _preset(name)
     builder: Any = preset.builder
+    if not hasattr(builder, "min_img_size"):
+        return 1
     return int(builder.min_img_size(**{**preset.kwargs, **kwargs}))
 
 
@@ -157,7 +225,8 @@ def create_model(
         :class:`~spikelottery.models.Spikformer`.
 
     Raises:
-        ValueError: Unknown ``name`` (the message lists the valid names) or a bad argument.
+        ValueError: Unknown ``name`` (:class:`~spikelottery.registry.UnknownNameError`, which
+            lists the valid names) or a bad argument.
         TypeError: An argument the model class does not take (the message lists those it does).
 
     >>> import torch
@@ -167,7 +236,8 @@ def create_model(
     """
     key, preset = _preset(name)
     accepted = inspect.signature(preset.builder).parameters
-    unknown = sorted(k for k in kwargs if k not in accepted)
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = [] if open_ended else sorted(k for k in kwargs if k not in accepted)
     if unknown:
         valid = sorted(k for k in accepted if k not in _SET_BY_CREATE_MODEL)
         raise TypeError(
