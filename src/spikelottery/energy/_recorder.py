@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
 from ..errors import SpikeLotteryError
-from ._neurons import is_neuron
+from ._neurons import is_neuron, step_mode
 from ._operands import Stats, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
 from ._synops import matmul_synops
 
@@ -28,8 +28,9 @@ __all__ = ["NeuronTally", "Pair", "Recorder", "Steps", "SynCount", "Tally", "mat
 # count weighted by the input's absolute values, per row as well (``None`` when equal).
 SynCount = tuple[Tensor, Tensor | None]
 
-# Sample-steps of one call: a conv's batch dim, or (leading dims, B) of a linear / matmul
-# output, resolved by lead_sample_steps (in _counting) once T is known.
+# Sample-steps of one call: a conv's batch dim, or (leading dims, batch index) of a
+# linear / matmul output, resolved by lead_sample_steps (in _counting) once the batch's B
+# (read from the neurons after the call) and T are known.
 Steps = float | tuple[tuple[int, ...], int]
 
 
@@ -58,7 +59,8 @@ class Tally:
     w_nnz: int | None = None
     w_numel: int | None = None
     w_binarised: bool = False
-    # Exact synaptic operations: (call index in its batch, count shape, B) -> summed counts.
+    # Exact synaptic operations: (call index in its batch, count shape, batch index) ->
+    # summed counts (the batch's B is read after its run, from the neurons).
     syn_steps: dict[tuple[int, tuple[int, ...], int], Tensor] = field(default_factory=dict)
     syn_values: Tensor | None = None
     # The same split of the counts weighted by the input's absolute values.
@@ -66,8 +68,12 @@ class Tally:
     syn_missing: bool = False
     batch_id: int = -1
     batch_calls: int = 0
+    # Area of the pooling window in front of an average-pooled spike input (1.0 if none):
+    # a pooled value of k/area is k spikes, each reaching the layer's weights.
+    pool_area: float = 1.0
+    weights: int = 0  # entries of the weight (0 for activation-activation matmuls)
 
-    def add_synops(self, syn: SynCount | None, batch_id: int, batch: int) -> None:
+    def add_synops(self, syn: SynCount | None, batch_id: int) -> None:
         """Add one call's exact count (``None``: this op has no exact count)."""
         if batch_id != self.batch_id:
             self.batch_id, self.batch_calls = batch_id, 0
@@ -83,7 +89,7 @@ class Tally:
             values = events
         elif values.dim() > 2:
             values = values.flatten(2).sum(dim=2)
-        key = (index, tuple(events.shape), batch)
+        key = (index, tuple(events.shape), batch_id)
         for steps, rows in ((self.syn_steps, events), (self.syn_value_steps, values)):
             prev = steps.get(key)
             steps[key] = rows if prev is None else prev + rows
@@ -125,6 +131,7 @@ class Tally:
         self.act_numel += left[2]
         if weight is not None:
             self.w_nnz, self.w_numel = weight
+            self.weights = weight[1]
 
 
 def matmul_count(a: Tensor, b: Tensor, spike_driven: bool) -> SynCount:
@@ -237,8 +244,13 @@ class Recorder:
         self.pairs: dict[tuple[tuple[str, str], tuple[str, str]], Pair] = {}
         self.neurons: dict[str, NeuronTally] = {}
         self.handles: list[Any] = []
-        self.batch = 1
         self.batch_id = -1
+        # The batch size B of each batch, by index (read after its run, from the neurons).
+        self.batch_sizes: list[int] = []
+        # What each neuron call of the running batch saw: (name, step_mode, input shape).
+        self.seen: list[tuple[str, str, tuple[int, ...]]] = []
+        # id(average-pooled spike tensor) -> (weak reference, window area).
+        self.pooled: dict[int, tuple[weakref.ref[Tensor], float]] = {}
         self.exact = True  # count exact synaptic operations (``_synops``)
         neuron_modules = {id(m) for m in model.modules() if is_neuron(m)}
         # A neuron inside another neuron module is counted once, at the innermost.
@@ -257,11 +269,28 @@ class Recorder:
             self.handles.append(m.register_forward_pre_hook(self._pre))
             self.handles.append(m.register_forward_hook(self._post, always_call=True))
 
-    def start_batch(self, batch: int) -> None:
-        """Begin a model call on a batch of ``batch`` samples."""
+    def start_batch(self) -> None:
+        """Begin a model call on a new batch (its B is set by :meth:`end_batch`)."""
         self.stack.clear()
-        self.batch = batch
+        self.seen.clear()
+        self.pooled.clear()
         self.batch_id += 1
+
+    def end_batch(self, batch: int) -> None:
+        """The batch just run had ``batch`` samples."""
+        self.batch_sizes.append(batch)
+
+    def mark_pooled(self, out: Tensor, area: float) -> None:
+        """``out`` is an average pool of spikes over windows of ``area`` inputs."""
+        self.pooled[id(out)] = (weakref.ref(out), area)
+
+    def pool_area(self, x: Tensor) -> float:
+        """The window area of the average-pooled spikes ``x`` is (a view of), else 1.0."""
+        for t in (x, getattr(x, "_base", None)):
+            hit = self.pooled.get(id(t)) if t is not None else None
+            if hit is not None and hit[0]() is t:
+                return hit[1]
+        return 1.0
 
     def close(self) -> None:
         """Remove the hooks."""
@@ -308,8 +337,9 @@ class Recorder:
         return frame.name or type(frame.module).__name__
 
     def lead(self, lead: Sequence[int]) -> Steps:
-        """The output's leading (non-feature) dims and this batch's B: read once T is known."""
-        return tuple(int(n) for n in lead), self.batch
+        """The output's leading (non-feature) dims and this batch's index: read once B and
+        T are known."""
+        return tuple(int(n) for n in lead), self.batch_id
 
     def take_index(self, kind: str) -> int:
         """The next index of an op of ``kind`` in the running module (0, 1, ...)."""
@@ -330,8 +360,11 @@ class Recorder:
     def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if id(module) in self.neuron_ids:
             out = next((t for t in tree_flatten(output)[0] if isinstance(t, Tensor)), None)
+            inp = next((t for t in tree_flatten(args)[0] if isinstance(t, Tensor)), out)
             if out is not None:
                 name = self.names.get(id(module), type(module).__name__)
+                mode = step_mode(module)
+                self.seen.append((name, mode, tuple(inp.shape) if inp is not None else ()))
                 tally = self.neurons.get(name)
                 if tally is None:
                     tally = NeuronTally(name, type(module).__name__, len(self.neurons))
@@ -418,7 +451,7 @@ class Recorder:
         if counted is not None:
             tally.w_binarised = counted[2]
         if self.exact:
-            tally.add_synops(synops, self.batch_id, self.batch)
+            tally.add_synops(synops, self.batch_id)
         return tally
 
     def record_pairable(self, a: Tensor, b: Tensor, out: Tensor) -> None:

@@ -18,8 +18,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from ._operands import is_weight, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
-from ._recorder import Recorder, SynCount, matmul_count
+from ._operands import (
+    Stats,
+    is_weight,
+    mm_base,
+    mm_macs,
+    mm_shape,
+    operand_stats,
+    virtual_stats,
+)
+from ._recorder import Recorder, SynCount, Tally, matmul_count
 from ._synops import conv_synops, linear_synops, matmul_synops
 
 __all__ = ["OpMode"]
@@ -98,7 +106,8 @@ def _rule_conv(
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, False)
     stats = operand_stats(x)
     syn = _conv_count(rec, x, w, stats[0], args, kwargs, False) if math.isfinite(stats[1]) else None
-    rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
+    tally = rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
+    _note_pooled(rec, tally, x, stats)
 
 
 def _rule_conv_transpose(
@@ -113,7 +122,8 @@ def _rule_conv_transpose(
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, True)
     stats = operand_stats(x)
     syn = _conv_count(rec, x, w, stats[0], args, kwargs, True) if math.isfinite(stats[1]) else None
-    rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
+    tally = rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
+    _note_pooled(rec, tally, x, stats)
 
 
 def _rule_linear(
@@ -126,7 +136,7 @@ def _rule_linear(
     if rec.exact and math.isfinite(stats[1]):
         values = None if stats[0] else linear_synops(x, w, values=True)
         syn = (linear_synops(x, w), values)
-    rec.record(
+    tally = rec.record(
         "linear",
         f"{fin} -> {fout}",
         fin * fout,
@@ -136,6 +146,59 @@ def _rule_linear(
         weight=w,
         synops=syn,
     )
+    _note_pooled(rec, tally, x, stats)
+
+
+def _note_pooled(rec: Recorder, tally: Tally, x: Tensor, stats: Stats) -> None:
+    """A layer fed average-pooled spikes keeps the pool's window area (one call is enough:
+    a layer's input comes from the same pool on every call)."""
+    if not stats[0]:
+        area = rec.pool_area(x)
+        if area > 1.0:
+            tally.pool_area = area
+
+
+def _pool_dims(v: Any, nd: int) -> tuple[int, ...]:
+    return (int(v),) * nd if isinstance(v, int) else tuple(int(n) for n in v)
+
+
+def _avg_pool_area(args: tuple[Any, ...], kwargs: Mapping[str, Any], nd: int) -> float | None:
+    """Inputs per window of ``F.avg_poolNd`` when every window has the same divisor."""
+    # avg_poolNd(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    kernel = _pool_dims(_arg(args, kwargs, 1, "kernel_size"), nd)
+    padding = _pool_dims(_arg(args, kwargs, 3, "padding", 0), nd)
+    ceil_mode = bool(_arg(args, kwargs, 4, "ceil_mode", False))
+    include_pad = bool(_arg(args, kwargs, 5, "count_include_pad", True))
+    divisor = _arg(args, kwargs, 6, "divisor_override", None)
+    if divisor:
+        return float(divisor)
+    if ceil_mode or (any(padding) and not include_pad):
+        return None  # edge windows average over fewer inputs
+    return float(math.prod(kernel))
+
+
+def _rule_pool(nd: int, adaptive: bool) -> _Rule:
+    """The rule of an average pool: remember the window area of pooled spikes."""
+
+    def rule(rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> None:
+        x = _arg(args, kwargs, 0, "input")
+        if not (isinstance(x, Tensor) and isinstance(out, Tensor)) or x.dim() < nd:
+            return
+        if not operand_stats(x)[0]:
+            return  # not spikes: a pooled real value is one input, as any other
+        if adaptive:
+            sizes_in, sizes_out = x.shape[-nd:], out.shape[-nd:]
+            if any(o == 0 or i % o for i, o in zip(sizes_in, sizes_out, strict=True)):
+                return  # windows of different sizes: priced by their values
+            area: float | None = float(
+                math.prod(i // o for i, o in zip(sizes_in, sizes_out, strict=True))
+            )
+        else:
+            area = _avg_pool_area(args, kwargs, nd)
+        if area is not None and area > 1.0:
+            rec.mark_pooled(out, area)
+
+    return rule
 
 
 def _matmul_operands(rec: Recorder, a: Any, b: Any, out: Tensor) -> None:
@@ -362,6 +425,13 @@ def _build_rules() -> dict[Any, _Rule]:
         ((torch.einsum,), _rule_einsum),
         ((F.scaled_dot_product_attention,), _rule_sdpa),
         ((F.multi_head_attention_forward,), _rule_mha),
+        # Average pools record no MACs: they mark pooled spikes for the next layer.
+        ((F.avg_pool1d,), _rule_pool(1, False)),
+        ((F.avg_pool2d,), _rule_pool(2, False)),
+        ((F.avg_pool3d,), _rule_pool(3, False)),
+        ((F.adaptive_avg_pool1d,), _rule_pool(1, True)),
+        ((F.adaptive_avg_pool2d,), _rule_pool(2, True)),
+        ((F.adaptive_avg_pool3d,), _rule_pool(3, True)),
     )
     return {func: rule for funcs, rule in groups for func in funcs}
 
