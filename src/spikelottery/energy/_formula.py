@@ -9,7 +9,7 @@ from typing import Any
 from ._options import PricingOptions
 from ._records import LayerEnergy, OpCount
 
-__all__ = ["ann_passes_of", "exact_view", "price_layer", "price_layers"]
+__all__ = ["ann_passes_of", "exact_view", "first_as_mac", "price_layer", "price_layers"]
 
 
 def price_layer(
@@ -24,9 +24,9 @@ def price_layer(
     Args:
         count: The measured layer.
         options: The pricing conventions.
-        first: The layer is the network's first: a MAC per weight when its input is real
-            (an image), once per distinct input frame; a binary (event) input is priced
-            as spikes, as in any other layer.
+        first: The layer is the network's first: a MAC per weight when its input is an
+            image, once per distinct input frame; binary event frames are priced as
+            spikes, as in any other layer (:func:`first_as_mac`).
         frames: Distinct input frames per sample (1 for a static input, ``T`` for event
             frames): the ANN reference's passes, and the first layer's with real input.
 
@@ -42,7 +42,7 @@ def price_layer(
     d = count.density if o.density_scaling else 1.0
     flops = count.macs * d
     passes = _passes(count, frames)
-    if first and not count.binary:
+    if first_as_mac(count, first=first, frames=frames):
         op, ops = "MAC", flops * (count.steps if o.first_layer_times_t else passes)
     elif count.binary or not o.nonbinary_as_mac:
         op, ops = "AC", count.rate * count.steps * flops
@@ -64,6 +64,18 @@ def price_layer(
         ann_pj=o.e_mac * flops * ann_passes,
         **exact_view(as_run, options, first=first, formula=(op, ops), frames=frames),
     )
+
+
+def first_as_mac(count: OpCount, *, first: bool, frames: float) -> bool:
+    """The layer is priced as the paper's first layer, in MACs: it is the first and its
+    input is an image (real values, or any static input). A first layer fed binary event
+    frames (``frames > 1``) is priced as spikes, as every other layer.
+
+    >>> c = OpCount("stem", "conv", "Conv2d", "", 10.0, 4.0, 0.1, True, 1.0)
+    >>> first_as_mac(c, first=True, frames=1.0), first_as_mac(c, first=True, frames=4.0)
+    (True, False)
+    """
+    return first and (not count.binary or frames <= 1)
 
 
 def _passes(count: OpCount, frames: float) -> float:
@@ -95,7 +107,7 @@ def exact_view(
     ``exact_op``, ``exact_ops``, ``exact_pj``, ``memory_pj``, ``exact``, ``binarised``,
     ``per_step``).
 
-    Exact: the counted synaptic operations, as MACs for a first layer with real input
+    Exact: the counted synaptic operations, as MACs for a first layer fed an image
     (once per distinct input frame: the first step's count for a static image, unless
     ``first_layer_times_t``) and for non-binary inputs with ``nonbinary_as_mac``, else as
     ACs: a graded input weighted by its values, average-pooled spikes (with
@@ -114,7 +126,7 @@ def exact_view(
         (op, ops), reads, exact = formula, formula[1], False
     else:
         reads, exact = count.synops, True
-        if first and not count.binary:
+        if first_as_mac(count, first=first, frames=frames):
             op = "MAC"
             passes = count.steps if o.first_layer_times_t else _passes(count, frames)
             if passes < count.steps and count.steps:

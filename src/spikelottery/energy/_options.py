@@ -98,10 +98,9 @@ class PricingOptions:
     first_layer_times_t: bool = _option(
         False,
         _check_flag,
-        "Charge a first layer with real-valued input as a MAC on every time step "
-        "(default: once per distinct input frame: once for a static image, as the paper). "
-        "A first layer whose input is binary (event data) is priced as any spiking "
-        "layer, in accumulates on every step.",
+        "Charge a first layer fed an image as a MAC on every time step (default: once per "
+        "distinct input frame: once for a static image, as the paper). A first layer fed "
+        "binary event frames is priced as any spiking layer, in accumulates on every step.",
     )
     nonbinary_as_mac: bool = _option(
         False,
@@ -221,7 +220,7 @@ class PricingOptions:
         return (
             f"{self.disclosure()}; "
             f"paper Eq. 3-4: e_MAC={self.e_mac:g} pJ, e_AC={self.e_ac:g} pJ; first layer: "
-            f"real input as MAC counted {first}, binary (event) input as AC every step; "
+            f"an image as MAC counted {first}, binary event frames as AC every step; "
             f"non-binary inputs {nonbin}; attention order {self.attention_order}; "
             f"FLOPs {density}; ANN reference counted {ann}; BN folded, pooling/residual "
             "adds/neurons free; exact view: non-zero input x kept non-zero weight pairs as "
