@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikelottery._compat import optional_import
-from spikelottery.errors import LayoutError
 from spikelottery.energy import count_ops, estimate_energy
-from spikelottery.errors import SpikeLotteryError
+from spikelottery.errors import LayoutError, SpikeLotteryError
 
 sj_layer = optional_import("spikingjelly.activation_based.layer")
 sj_neuron = optional_import("spikingjelly.activation_based.neuron")
