@@ -39,8 +39,9 @@ from ._estimate import estimate_energy
 from ._neurobench import neurobench_model, neurobench_view, run_neurobench
 from ._options import PricingOptions
 from ._presets import HardwarePreset
+from ._pricing import energy_from_counts
 from ._records import LayerEnergy, NeuronCount, OpCount
-from ._report import EnergyReport, energy_from_counts
+from ._report import EnergyReport
 from ._synops import conv_synops, linear_synops, matmul_synops
 
 # The constants are defined in _options; their documentation lives here, where Sphinx

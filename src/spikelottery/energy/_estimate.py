@@ -11,7 +11,8 @@ from torch import nn
 from ..errors import NoSpikingLayerWarning
 from ._counting import measure
 from ._options import PricingOptions, merge_options
-from ._report import EnergyReport, energy_from_counts
+from ._pricing import energy_from_counts
+from ._report import EnergyReport
 
 __all__ = ["estimate_energy"]
 
