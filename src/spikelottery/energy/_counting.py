@@ -334,6 +334,8 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
             binarised=a.w_binarised,
             pool_area=a.pool_area,
             weights=a.weights,
+            neurobench=a.neurobench,
+            taps=a.taps / samples,
         )
 
     counts: dict[tuple[str, str], OpCount] = {}

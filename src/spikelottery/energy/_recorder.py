@@ -72,6 +72,12 @@ class Tally:
     # a pooled value of k/area is k spikes, each reaching the layer's weights.
     pool_area: float = 1.0
     weights: int = 0  # entries of the weight (0 for activation-activation matmuls)
+    # Issued by a torch.nn Linear / Conv1d-3d module in its own forward: the layers whose
+    # inputs NeuroBench hooks.
+    neurobench: bool = False
+    # In-range (input, weight) pairs of all calls, every weight and input counted
+    # (NeuroBench's "Dense": padded taps left out).
+    taps: float = 0.0
 
     def add_synops(self, syn: SynCount | None, batch_id: int) -> None:
         """Add one call's exact count (``None``: this op has no exact count)."""
@@ -187,6 +193,10 @@ class _Frame:
     pending: _Pending | None = None
 
 
+# The modules whose inputs NeuroBench 2.x hooks for its synaptic operations (its
+# STATELESS_LAYERS; transposed convs and functional calls are not among them).
+_NEUROBENCH_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
 # Ops that keep a pending attention product re-associable: scalar scaling, dtype and
 # layout no-ops, metadata reads. Anything else applied to the product (softmax, a neuron,
 # a transpose) means (Q K^T) V may not be re-costed as Q (K^T V).
@@ -249,6 +259,8 @@ class Recorder:
         self.batch_sizes: list[int] = []
         # What each neuron call of the running batch saw: (name, step_mode, input shape).
         self.seen: list[tuple[str, str, tuple[int, ...]]] = []
+        # (input shape, weight shape, settings) -> in-range taps of one conv row.
+        self.taps_cache: dict[tuple[Any, ...], float] = {}
         # id(average-pooled spike tensor) -> (weak reference, window area).
         self.pooled: dict[int, tuple[weakref.ref[Tensor], float]] = {}
         self.exact = True  # count exact synaptic operations (``_synops``)
@@ -394,6 +406,7 @@ class Recorder:
                 seq=len(self.tallies),
                 shape=shape,
                 base_macs=base_macs,
+                neurobench=kind != "matmul" and isinstance(frame.module, _NEUROBENCH_LAYERS),
             )
             self.tallies[key] = tally
         return tally
@@ -412,6 +425,7 @@ class Recorder:
         label: str | None = None,
         right_is_weight: bool = False,
         synops: SynCount | None = None,
+        taps: float | None = None,
     ) -> Tally:
         """Add one call of an op to the running module's tally of it.
 
@@ -427,6 +441,8 @@ class Recorder:
             label: Name of the op within its module (default: ``kind`` and an index).
             right_is_weight: The right operand is a weight (never the spike operand).
             synops: The call's exact synaptic operations (``None``: not countable).
+            taps: In-range (input, weight) pairs of the call, padding left out (default:
+                ``macs``).
 
         Raises:
             SpikeLotteryError: An operand or the weight holds NaN or infinite values.
@@ -450,6 +466,7 @@ class Recorder:
         )
         if counted is not None:
             tally.w_binarised = counted[2]
+        tally.taps += float(macs if taps is None else taps)
         if self.exact:
             tally.add_synops(synops, self.batch_id)
         return tally

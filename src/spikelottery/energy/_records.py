@@ -49,6 +49,10 @@ class OpCount:
             (1.0 when it is not): a pooled value ``k / pool_area`` is ``k`` spikes, each
             of which reaches the layer's weights on an event-driven chip.
         weights: Entries of the layer's weight (0 for activation-activation matmuls).
+        neurobench: Issued by a ``torch.nn`` ``Linear`` or ``Conv1d/2d/3d`` module (or a
+            subclass) in its own forward: a layer NeuroBench counts.
+        taps: In-range (input, weight) pairs per sample over all steps, every input and
+            weight counted and padded taps left out (NeuroBench's ``Dense``).
 
     >>> OpCount("fc", "linear", "Linear", "100 -> 10", 1000.0, 4.0, 0.5, True, 1.0).kind
     'linear'
@@ -73,6 +77,8 @@ class OpCount:
     synops_values_per_step: tuple[float, ...] = ()
     pool_area: float = 1.0
     weights: int = 0
+    neurobench: bool = False
+    taps: float = 0.0
 
 
 @dataclass(frozen=True)

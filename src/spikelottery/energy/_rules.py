@@ -95,6 +95,37 @@ def _conv_count(
     return events, values
 
 
+def _conv_taps(
+    rec: Recorder, x: Tensor, w: Tensor, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> float | None:
+    """In-range (input, weight) pairs of one conv call, every input and weight counted
+    (padding left out): an all-ones input through an all-ones weight, once per shape."""
+    if not rec.exact or x.dim() != w.dim():
+        return None
+    settings = tuple(_arg(args, kwargs, i, n, d) for i, n, d in _CONV_SETTINGS)
+    key = (tuple(x.shape[1:]), tuple(w.shape), repr(settings))
+    per_row = rec.taps_cache.get(key)
+    if per_row is None:
+        stride, padding, dilation, groups = settings
+        ones = torch.ones((1, *x.shape[1:]), dtype=torch.float32, device=x.device)
+        per_row = float(
+            conv_synops(
+                ones,
+                torch.ones_like(w, dtype=torch.float32),
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+            ).sum()
+        )
+        rec.taps_cache[key] = per_row
+    return per_row * x.shape[0]
+
+
+# conv(input, weight, bias, stride, padding, dilation, groups): (index, name, default).
+_CONV_SETTINGS = ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1), (6, "groups", 1))
+
+
 def _rule_conv(
     rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
 ) -> None:
@@ -106,7 +137,8 @@ def _rule_conv(
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, False)
     stats = operand_stats(x)
     syn = _conv_count(rec, x, w, stats[0], args, kwargs, False) if math.isfinite(stats[1]) else None
-    tally = rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
+    taps = _conv_taps(rec, x, w, args, kwargs)
+    tally = rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn, taps=taps)
     _note_pooled(rec, tally, x, stats)
 
 
