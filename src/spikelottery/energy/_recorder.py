@@ -6,6 +6,7 @@ The :class:`Recorder` knows nothing of the torch functions themselves: the rules
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
 from ..errors import SpikeLotteryError
+from ..neuron import LIFNeuron
 from ._neurons import is_neuron, step_mode
 from ._operands import Stats, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
 from ._synops import matmul_synops
@@ -259,6 +261,10 @@ class Recorder:
         self.batch_sizes: list[int] = []
         # What each neuron call of the running batch saw: (name, step_mode, input shape).
         self.seen: list[tuple[str, str, tuple[int, ...]]] = []
+        # id(tensor) -> (weak reference, version, operand stats), for this batch.
+        self._stats: dict[int, tuple[weakref.ref[Tensor], int, Stats]] = {}
+        # (weight, version, sample shape, settings) -> (weak reference, conv reach map).
+        self._reach: dict[tuple[Any, ...], tuple[weakref.ref[Tensor], Tensor]] = {}
         # (input shape, weight shape, settings) -> in-range taps of one conv row.
         self.taps_cache: dict[tuple[Any, ...], float] = {}
         # id(average-pooled spike tensor) -> (weak reference, window area).
@@ -286,6 +292,7 @@ class Recorder:
         self.stack.clear()
         self.seen.clear()
         self.pooled.clear()
+        self._stats.clear()
         self.batch_id += 1
 
     def end_batch(self, batch: int) -> None:
@@ -330,16 +337,68 @@ class Recorder:
         return facts[0], weight.numel(), facts[1]
 
     def _weight_facts(self, weight: Tensor) -> tuple[int, bool]:
-        # One pass for the checks: finite, non-zero count, one magnitude (binarised).
-        if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
+        # Float reductions for the checks: finite, non-zero count, one magnitude (binarised).
+        nnz = int(torch.count_nonzero(weight))
+        if not weight.is_floating_point():
+            return nnz, False
+        size = weight.abs()
+        high = size.amax() if size.numel() else torch.zeros(())
+        if not math.isfinite(float(high)):  # amax propagates NaN and inf
             raise SpikeLotteryError(
                 f"layer {self.where()!r}: its weight holds NaN or infinite values; "
                 "energy cannot be estimated (check the checkpoint or the training run)"
             )
-        nnz = int(torch.count_nonzero(weight))
-        nz = weight[weight != 0].abs()
-        binarised = bool(nnz > 0 and (nz.max() - nz.min()) <= 1e-6 * nz.max())
-        return nnz, binarised
+        if not nnz:
+            return 0, False
+        # The smallest non-zero magnitude (every magnitude when nothing is pruned).
+        low = size.amin() if nnz == weight.numel() else torch.where(weight != 0, size, high).amin()
+        return nnz, bool((high - low) <= 1e-6 * high)
+
+    def stats(self, t: Tensor) -> Stats:
+        """:func:`operand_stats` of ``t``, computed once per tensor (and version): a
+        neuron's spikes are read again by the layer they feed, often as a reshaped view."""
+        keys = _same_elements(t)
+        for key in keys:
+            hit = self._stats.get(id(key))
+            if hit is not None and hit[0]() is key and hit[1] == key._version:
+                return hit[2]
+        found = operand_stats(t)
+        self._remember(keys, found)
+        return found
+
+    def remember_spikes(self, spikes: Tensor) -> None:
+        """``spikes`` holds only zeros and ones (a neuron's Heaviside output): its stats
+        are its sum, without the binary check."""
+        n = spikes.numel()
+        total = spikes.sum(dtype=torch.float64) if n >= 2**24 else spikes.sum()
+        self._remember(_same_elements(spikes), (True, float(total), n))
+
+    def _remember(self, keys: tuple[Tensor, ...], found: Stats) -> None:
+        with contextlib.suppress(RuntimeError, TypeError):  # inference tensors: no cache
+            for key in keys:
+                self._stats[id(key)] = (weakref.ref(key), key._version, found)
+
+    def reach(
+        self,
+        weight: Tensor,
+        sample: tuple[int, ...],
+        settings: Mapping[str, Any],
+        make: Any,
+    ) -> Tensor:
+        """The reach map of a conv (``make()``), once per weight version, sample shape and
+        settings."""
+        key = (
+            id(weight),
+            weight._version,
+            weight.data_ptr(),
+            sample,
+            repr(sorted(settings.items())),
+        )
+        hit = self._reach.get(key)
+        if hit is None or hit[0]() is not weight:
+            hit = (weakref.ref(weight), make())
+            self._reach[key] = hit
+        return hit[1]
 
     def where(self) -> str:
         """The qualified name of the running module (for error messages)."""
@@ -382,7 +441,10 @@ class Recorder:
                     tally = NeuronTally(name, type(module).__name__, len(self.neurons))
                     self.neurons[name] = tally
                 tally.updates += out.numel()
-                tally.spikes += int(torch.count_nonzero(out))
+                if type(module) is LIFNeuron and out.is_floating_point():
+                    self.remember_spikes(out)  # a Heaviside step: 0 or 1 by construction
+                binary, total, _ = self.stats(out)
+                tally.spikes += int(total) if binary else int(torch.count_nonzero(out))
                 tally.calls += 1
         while self.stack:
             if self.stack.pop().module is module:
@@ -475,7 +537,7 @@ class Recorder:
         """An activation-activation matmul: record it and pair it with the previous one."""
         frame = self.stack[-1]
         pending = frame.pending
-        sa, sb = operand_stats(a), operand_stats(b)
+        sa, sb = self.stats(a), self.stats(b)
         tally = self.record(
             "matmul",
             mm_shape(a, b),
@@ -581,6 +643,18 @@ class Recorder:
             frame.pending = None
             return
         pending.derived.extend(t for t in tree_flatten(out)[0] if isinstance(t, Tensor))
+
+
+def _same_elements(t: Tensor) -> tuple[Tensor, ...]:
+    """``t``, and the tensor it views when that holds the same elements (a reshape)."""
+    base = t._base
+    if (
+        base is not None
+        and base.numel() == t.numel()
+        and base.storage_offset() == t.storage_offset()
+    ):
+        return (t, base)
+    return (t,)
 
 
 def _alternative(key: tuple[str, str], shape: str, base_macs: int) -> Tally:

@@ -24,11 +24,10 @@ from ._operands import (
     mm_base,
     mm_macs,
     mm_shape,
-    operand_stats,
     virtual_stats,
 )
 from ._recorder import Recorder, SynCount, Tally, matmul_count
-from ._synops import conv_synops, linear_synops, matmul_synops
+from ._synops import conv_reach, linear_synops, matmul_synops, row_counts
 
 __all__ = ["OpMode"]
 
@@ -69,7 +68,9 @@ def _conv_count(
     kwargs: Mapping[str, Any],
     transposed: bool,
 ) -> SynCount | None:
-    """The exact count of one conv call (``None`` when the recorder does not count)."""
+    """The exact count of one conv call (``None`` when the recorder does not count): the
+    input's non-zeros times the map of kept weights each input element reaches
+    (:func:`conv_reach`, once per weight and shape), one pass over the input."""
     if not rec.exact:
         return None
     if transposed:
@@ -90,8 +91,14 @@ def _conv_count(
             "dilation": _arg(args, kwargs, 5, "dilation", 1),
             "groups": _arg(args, kwargs, 6, "groups", 1),
         }
-    events = conv_synops(x, w, **settings)
-    values = None if binary else conv_synops(x, w, values=True, **settings)
+    batched = x.dim() == w.dim()
+    sample = tuple(x.shape[1:]) if batched else tuple(x.shape)
+    reach = rec.reach(w, sample, settings, lambda: conv_reach(sample, w, **settings))
+    rows = x if batched else x.unsqueeze(0)
+    events = row_counts(rows, reach, binary=binary)
+    values = None if binary else row_counts(rows, reach, values=True)
+    if not batched:
+        events, values = events[0], (None if values is None else values[0])
     return events, values
 
 
@@ -107,17 +114,13 @@ def _conv_taps(
     per_row = rec.taps_cache.get(key)
     if per_row is None:
         stride, padding, dilation, groups = settings
-        ones = torch.ones((1, *x.shape[1:]), dtype=torch.float32, device=x.device)
-        per_row = float(
-            conv_synops(
-                ones,
-                torch.ones_like(w, dtype=torch.float32),
-                stride=stride,
-                padding=padding,
-                dilation=dilation,
-                groups=groups,
-            ).sum()
-        )
+        kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+        sample = tuple(x.shape[1:])
+        if rec.weight_count(w)[0] == w.numel():  # no zero weight: the reach map's sum
+            reach = rec.reach(w, sample, kw, lambda: conv_reach(sample, w, **kw))
+        else:
+            reach = conv_reach(sample, torch.ones_like(w, dtype=torch.float32), **kw)
+        per_row = float(reach.sum(dtype=torch.float64))
         rec.taps_cache[key] = per_row
     return per_row * x.shape[0]
 
@@ -135,7 +138,7 @@ def _rule_conv(
     macs = out.numel() * w.shape[1] * k  # w.shape[1] = in_channels / groups
     rows = out.shape[0] if x.dim() == w.dim() else 1  # [T * B, C, ...]: T * B sample-steps
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, False)
-    stats = operand_stats(x)
+    stats = rec.stats(x)
     syn = _conv_count(rec, x, w, stats[0], args, kwargs, False) if math.isfinite(stats[1]) else None
     taps = _conv_taps(rec, x, w, args, kwargs)
     tally = rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn, taps=taps)
@@ -152,7 +155,7 @@ def _rule_conv_transpose(
     )  # each input scatters to out/groups x kernel
     rows = out.shape[0] if x.dim() == w.dim() else 1
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, True)
-    stats = operand_stats(x)
+    stats = rec.stats(x)
     syn = _conv_count(rec, x, w, stats[0], args, kwargs, True) if math.isfinite(stats[1]) else None
     tally = rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
     _note_pooled(rec, tally, x, stats)
@@ -163,7 +166,7 @@ def _rule_linear(
 ) -> None:
     x, w = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight")
     fin, fout = w.shape[-1], (w.shape[0] if w.dim() == 2 else 1)
-    stats = operand_stats(x)
+    stats = rec.stats(x)
     syn: SynCount | None = None
     if rec.exact and math.isfinite(stats[1]):
         values = None if stats[0] else linear_synops(x, w, values=True)
@@ -216,7 +219,7 @@ def _rule_pool(nd: int, adaptive: bool) -> _Rule:
         x = _arg(args, kwargs, 0, "input")
         if not (isinstance(x, Tensor) and isinstance(out, Tensor)) or x.dim() < nd:
             return
-        if not operand_stats(x)[0]:
+        if not rec.stats(x)[0]:
             return  # not spikes: a pooled real value is one input, as any other
         if adaptive:
             sizes_in, sizes_out = x.shape[-nd:], out.shape[-nd:]
@@ -263,7 +266,7 @@ def _record_product(
     """
     wa, wb = is_weight(a), is_weight(b)
     left, right, weight = (b, a, a) if wa and not wb else (a, b, b if wb else None)
-    sl, sr = operand_stats(left), operand_stats(right)
+    sl, sr = rec.stats(left), rec.stats(right)
     syn = None
     if rec.exact and countable and math.isfinite(sl[1]) and math.isfinite(sr[1]):
         # The input is the activation operand (``left``); weigh it when it is graded.
@@ -347,8 +350,8 @@ def _rule_sdpa(
         n_q * e * s,
         batch * n_q * e * s,
         steps,
-        operand_stats(q),
-        operand_stats(k),
+        rec.stats(q),
+        rec.stats(k),
     )
     # softmax(Q K^T) is real-valued: only V can make the second product an accumulate.
     rec.record(
@@ -358,7 +361,7 @@ def _rule_sdpa(
         batch * n_q * s * ev,
         steps,
         virtual_stats(batch * n_q * s),
-        operand_stats(v),
+        rec.stats(v),
     )
 
 
@@ -385,7 +388,7 @@ def _rule_mha(rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], o
     for t in (q, k, v):
         if not any(t is s for s in seen):
             seen.append(t)
-    parts = [operand_stats(t) for t in seen]
+    parts = [rec.stats(t) for t in seen]
     pooled = (all(s[0] for s in parts), sum(s[1] for s in parts), sum(s[2] for s in parts))
     src_eff = src + (p["bias_k"] is not None) + bool(p["add_zero_attn"])
     i = rec.take_index("mha")
