@@ -6,9 +6,12 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
-from spikelottery.energy import conv_synops
+from spikelottery.energy import conv_synops, estimate_energy
 from spikelottery.energy._synops import conv_reach, row_counts
+from spikelottery.multistep import MultiStep
+from spikelottery.neuron import LIFNeuron
 
 
 @settings(max_examples=30, deadline=None)
@@ -56,3 +59,16 @@ def test_large_counts_stay_exact() -> None:
     counts = row_counts(x, reach, binary=True)
     assert counts.tolist() == [70_000 * 999.0, 35_000 * 999.0]
     assert counts.dtype == torch.float64
+
+
+def test_a_changed_weight_is_recounted_across_estimates() -> None:
+    conv = nn.Conv2d(1, 2, 3, bias=False)
+    model = nn.Sequential(MultiStep(conv), LIFNeuron(), MultiStep(nn.Flatten()), nn.Linear(8, 2))
+    x = (torch.rand(3, 2, 1, 4, 4) < 0.5).float()  # [T, B, ...] event frames
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    first = estimate_energy(model, x)
+    conv.weight.data[0] = 0.0  # through .data: no version bump; the weight's sum tells
+    second = estimate_energy(model, x)
+    assert first.rows[0].density == 1.0 and second.rows[0].density == 0.5
+    assert second.rows[0].exact_ops == first.rows[0].exact_ops / 2

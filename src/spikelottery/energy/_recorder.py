@@ -195,6 +195,22 @@ class _Frame:
     pending: _Pending | None = None
 
 
+# What the counting derives from a weight alone, kept across measurements (a weight is
+# read again by the next estimate of the same model): its facts by id(weight) (with a weak
+# reference and its stamp (version, data_ptr, sum), which prove it is the same, unchanged
+# tensor), and its conv reach maps by (id, stamp, sample shape, settings). Entries of
+# freed weights are dropped by the weak references' callbacks.
+_WEIGHT_FACTS: dict[int, tuple[weakref.ref[Tensor], tuple[int, int, float], tuple[int, bool]]] = {}
+_WEIGHT_MAPS: dict[tuple[Any, ...], tuple[weakref.ref[Tensor], Tensor]] = {}
+
+
+def _forget(key: Any, table: dict[Any, Any]) -> Any:
+    def drop(_ref: Any) -> None:
+        table.pop(key, None)
+
+    return drop
+
+
 # The modules whose inputs NeuroBench 2.x hooks for its synaptic operations (its
 # STATELESS_LAYERS; transposed convs and functional calls are not among them).
 _NEUROBENCH_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -264,7 +280,7 @@ class Recorder:
         # id(tensor) -> (weak reference, version, operand stats), for this batch.
         self._stats: dict[int, tuple[weakref.ref[Tensor], int, Stats]] = {}
         # (weight, version, sample shape, settings) -> (weak reference, conv reach map).
-        self._reach: dict[tuple[Any, ...], tuple[weakref.ref[Tensor], Tensor]] = {}
+        self._reach = _WEIGHT_MAPS
         # (input shape, weight shape, settings) -> in-range taps of one conv row.
         self.taps_cache: dict[tuple[Any, ...], float] = {}
         # id(average-pooled spike tensor) -> (weak reference, window area).
@@ -278,11 +294,13 @@ class Recorder:
             if id(m) in neuron_modules
             and not any(id(c) in neuron_modules for c in m.modules() if c is not m)
         }
-        # id(weight) -> (weak reference, (version, data_ptr), (nonzero count, binarised)): counting the
-        # non-zeros of every layer's weight on every call would sync a GPU once per call.
-        # The weak reference proves the id still names the same tensor; the version counter
-        # and the data pointer, that its values did not change since.
-        self._density: dict[int, tuple[weakref.ref[Tensor], tuple[int, int], tuple[int, bool]]] = {}
+        # id(weight) -> (weak reference, (version, data_ptr), (nonzero count, binarised)),
+        # shared by all measurements (_WEIGHT_FACTS): counting the non-zeros of every
+        # layer's weight on every call would sync a GPU once per call. The weak reference
+        # proves the id still names the same tensor; the version counter and the data
+        # pointer, that its values did not change since.
+        self._density = _WEIGHT_FACTS
+        self._stamps: dict[int, tuple[weakref.ref[Tensor], tuple[int, int, float]]] = {}
         for m in model.modules():
             self.handles.append(m.register_forward_pre_hook(self._pre))
             self.handles.append(m.register_forward_hook(self._post, always_call=True))
@@ -317,6 +335,21 @@ class Recorder:
             h.remove()
         self.handles.clear()
 
+    def stamp(self, weight: Tensor) -> tuple[int, int, float]:
+        """``(version, data_ptr, sum)`` of a weight: what proves, across measurements, that
+        its values did not change (the sum also catches writes through ``.data``, which
+        do not bump the version); computed once per tensor and version in a measurement.
+
+        Raises:
+            RuntimeError: An inference tensor (no version counter).
+        """
+        hit = self._stamps.get(id(weight))
+        if hit is not None and hit[0]() is weight and hit[1][0] == weight._version:
+            return hit[1]
+        found = (weight._version, weight.data_ptr(), float(weight.detach().sum()))
+        self._stamps[id(weight)] = (weakref.ref(weight), found)
+        return found
+
     def weight_count(self, weight: Tensor) -> tuple[int, int, bool]:
         """``(nonzero, numel, binarised)`` of a weight, counted once per tensor and version.
 
@@ -324,7 +357,7 @@ class Recorder:
             SpikeLotteryError: The weight holds a NaN or an infinity (naming the layer).
         """
         try:
-            version = (weight._version, weight.data_ptr())
+            version = self.stamp(weight)
             ref = weakref.ref(weight)
         except (RuntimeError, TypeError):  # inference or traced tensors: no cache
             nnz, binarised = self._weight_facts(weight)
@@ -333,6 +366,7 @@ class Recorder:
         if hit is not None and hit[0]() is weight and hit[1] == version:
             return hit[2][0], weight.numel(), hit[2][1]
         facts = self._weight_facts(weight)
+        ref = weakref.ref(weight, _forget(id(weight), self._density))
         self._density[id(weight)] = (ref, version, facts)
         return facts[0], weight.numel(), facts[1]
 
@@ -387,16 +421,10 @@ class Recorder:
     ) -> Tensor:
         """The reach map of a conv (``make()``), once per weight version, sample shape and
         settings."""
-        key = (
-            id(weight),
-            weight._version,
-            weight.data_ptr(),
-            sample,
-            repr(sorted(settings.items())),
-        )
+        key = (id(weight), *self.stamp(weight), sample, repr(sorted(settings.items())))
         hit = self._reach.get(key)
         if hit is None or hit[0]() is not weight:
-            hit = (weakref.ref(weight), make())
+            hit = (weakref.ref(weight, _forget(key, self._reach)), make())
             self._reach[key] = hit
         return hit[1]
 
