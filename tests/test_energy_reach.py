@@ -72,3 +72,14 @@ def test_a_changed_weight_is_recounted_across_estimates() -> None:
     second = estimate_energy(model, x)
     assert first.rows[0].density == 1.0 and second.rows[0].density == 0.5
     assert second.rows[0].exact_ops == first.rows[0].exact_ops / 2
+
+
+def test_inference_mode_gives_the_same_count() -> None:
+    conv = nn.Conv2d(1, 2, 3)
+    x = (torch.rand(3, 2, 1, 4, 4) < 0.5).float()
+    model = nn.Sequential(MultiStep(conv), LIFNeuron(threshold=0.1))
+    expected = estimate_energy(model, x).exact_sops
+    with torch.inference_mode():
+        frozen = nn.Sequential(MultiStep(nn.Conv2d(1, 2, 3)), LIFNeuron(threshold=0.1))
+        frozen.load_state_dict(model.state_dict())
+        assert estimate_energy(frozen, x).exact_sops == expected

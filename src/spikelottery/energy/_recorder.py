@@ -21,149 +21,10 @@ from ..errors import SpikeLotteryError
 from ..neuron import LIFNeuron
 from ._neurons import is_neuron, step_mode
 from ._operands import Stats, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
-from ._synops import matmul_synops
+from ._tally import NeuronTally, Steps, SynCount, Tally, matmul_count
+from ._weights import WeightCache
 
 __all__ = ["NeuronTally", "Pair", "Recorder", "Steps", "SynCount", "Tally", "matmul_count"]
-
-# The exact synaptic operations of one call (``_synops``): the non-zero-pair count per
-# leading row (at most two leading dims kept, e.g. ``[T * B]`` or ``[T, B]``) and the
-# count weighted by the input's absolute values, per row as well (``None`` when equal).
-SynCount = tuple[Tensor, Tensor | None]
-
-# Sample-steps of one call: a conv's batch dim, or (leading dims, batch index) of a
-# linear / matmul output, resolved by lead_sample_steps (in _counting) once the batch's B
-# (read from the neurons after the call) and T are known.
-Steps = float | tuple[tuple[int, ...], int]
-
-
-@dataclass
-class Tally:
-    """Running totals of one layer over all calls and batches."""
-
-    module: str
-    label: str
-    custom_label: bool
-    kind: str
-    module_type: str
-    seq: int
-    shape: str
-    base_macs: int | None
-    macs: int = 0
-    sample_steps: float = 0.0  # convs: their batch dim, summed
-    leads: dict[tuple[tuple[int, ...], int], int] = field(default_factory=dict)  # -> calls
-    calls: int = 0
-    binary: bool = True
-    spike_operand: str = ""
-    spike_sum: float = 0.0
-    spike_numel: int = 0
-    act_sum: float = 0.0
-    act_numel: int = 0
-    w_nnz: int | None = None
-    w_numel: int | None = None
-    w_binarised: bool = False
-    # Exact synaptic operations: (call index in its batch, count shape, batch index) ->
-    # summed counts (the batch's B is read after its run, from the neurons).
-    syn_steps: dict[tuple[int, tuple[int, ...], int], Tensor] = field(default_factory=dict)
-    syn_values: Tensor | None = None
-    # The same split of the counts weighted by the input's absolute values.
-    syn_value_steps: dict[tuple[int, tuple[int, ...], int], Tensor] = field(default_factory=dict)
-    syn_missing: bool = False
-    batch_id: int = -1
-    batch_calls: int = 0
-    # Area of the pooling window in front of an average-pooled spike input (1.0 if none):
-    # a pooled value of k/area is k spikes, each reaching the layer's weights.
-    pool_area: float = 1.0
-    weights: int = 0  # entries of the weight (0 for activation-activation matmuls)
-    # Issued by a torch.nn Linear / Conv1d-3d module in its own forward: the layers whose
-    # inputs NeuroBench hooks.
-    neurobench: bool = False
-    # In-range (input, weight) pairs of all calls, every weight and input counted
-    # (NeuroBench's "Dense": padded taps left out).
-    taps: float = 0.0
-
-    def add_synops(self, syn: SynCount | None, batch_id: int) -> None:
-        """Add one call's exact count (``None``: this op has no exact count)."""
-        if batch_id != self.batch_id:
-            self.batch_id, self.batch_calls = batch_id, 0
-        index = self.batch_calls
-        self.batch_calls += 1
-        if syn is None:
-            self.syn_missing = True
-            return
-        events, values = syn
-        if events.dim() > 2:
-            events = events.flatten(2).sum(dim=2)
-        if values is None:
-            values = events
-        elif values.dim() > 2:
-            values = values.flatten(2).sum(dim=2)
-        key = (index, tuple(events.shape), batch_id)
-        for steps, rows in ((self.syn_steps, events), (self.syn_value_steps, values)):
-            prev = steps.get(key)
-            steps[key] = rows if prev is None else prev + rows
-        total = values.sum()
-        self.syn_values = total if self.syn_values is None else self.syn_values + total
-
-    def add(
-        self,
-        macs: int,
-        steps: Steps,
-        left: Stats,
-        right: Stats | None,
-        weight: tuple[int, int] | None,
-        *,
-        right_is_weight: bool = False,
-    ) -> None:
-        """Add one call; ``weight`` is the ``(nonzero, numel)`` count of its weight."""
-        self.calls += 1
-        self.macs += macs
-        if isinstance(steps, tuple):
-            self.leads[steps] = self.leads.get(steps, 0) + 1
-        else:
-            self.sample_steps += steps
-        if right is None:  # conv / linear: the left operand is the input
-            spike, which = (left if left[0] else None), "input"
-        elif left[0]:
-            spike, which = left, ("both" if right[0] and not right_is_weight else "left")
-        elif right[0] and not right_is_weight:
-            spike, which = right, "right"
-        else:
-            spike, which = None, ""
-        if spike is None:
-            self.binary = False
-        else:
-            self.spike_sum += spike[1]
-            self.spike_numel += spike[2]
-            self.spike_operand = self.spike_operand or which
-        self.act_sum += left[1]
-        self.act_numel += left[2]
-        if weight is not None:
-            self.w_nnz, self.w_numel = weight
-            self.weights = weight[1]
-
-
-def matmul_count(a: Tensor, b: Tensor, spike_driven: bool) -> SynCount:
-    """The :data:`SynCount` of ``a @ b``: non-zero pairs per product, and, when neither
-    operand is binary, the pairs weighted by ``|a|`` (the graded input), per product too.
-
-    >>> ev, vals = matmul_count(torch.ones(2, 3), torch.ones(3, 4), True)
-    >>> float(ev), vals
-    (24.0, None)
-    """
-    events = matmul_synops(a, b)
-    return events, (None if spike_driven else matmul_synops(a, b, values_of="a"))
-
-
-@dataclass
-class NeuronTally:
-    """Membrane updates of one neuron module: output elements (and non-zeros) of all calls."""
-
-    module: str
-    module_type: str
-    seq: int
-    updates: int = 0
-    spikes: int = 0
-    calls: int = 0
 
 
 @dataclass
@@ -193,22 +54,6 @@ class _Frame:
     name: str
     counts: dict[str, int] = field(default_factory=dict)
     pending: _Pending | None = None
-
-
-# What the counting derives from a weight alone, kept across measurements (a weight is
-# read again by the next estimate of the same model): its facts by id(weight) (with a weak
-# reference and its stamp (version, data_ptr, sum), which prove it is the same, unchanged
-# tensor), and its conv reach maps by (id, stamp, sample shape, settings). Entries of
-# freed weights are dropped by the weak references' callbacks.
-_WEIGHT_FACTS: dict[int, tuple[weakref.ref[Tensor], tuple[int, int, float], tuple[int, bool]]] = {}
-_WEIGHT_MAPS: dict[tuple[Any, ...], tuple[weakref.ref[Tensor], Tensor]] = {}
-
-
-def _forget(key: Any, table: dict[Any, Any]) -> Any:
-    def drop(_ref: Any) -> None:
-        table.pop(key, None)
-
-    return drop
 
 
 # The modules whose inputs NeuroBench 2.x hooks for its synaptic operations (its
@@ -280,7 +125,6 @@ class Recorder:
         # id(tensor) -> (weak reference, version, operand stats), for this batch.
         self._stats: dict[int, tuple[weakref.ref[Tensor], int, Stats]] = {}
         # (weight, version, sample shape, settings) -> (weak reference, conv reach map).
-        self._reach = _WEIGHT_MAPS
         # (input shape, weight shape, settings) -> in-range taps of one conv row.
         self.taps_cache: dict[tuple[Any, ...], float] = {}
         # id(average-pooled spike tensor) -> (weak reference, window area).
@@ -294,13 +138,8 @@ class Recorder:
             if id(m) in neuron_modules
             and not any(id(c) in neuron_modules for c in m.modules() if c is not m)
         }
-        # id(weight) -> (weak reference, (version, data_ptr), (nonzero count, binarised)),
-        # shared by all measurements (_WEIGHT_FACTS): counting the non-zeros of every
-        # layer's weight on every call would sync a GPU once per call. The weak reference
-        # proves the id still names the same tensor; the version counter and the data
-        # pointer, that its values did not change since.
-        self._density = _WEIGHT_FACTS
-        self._stamps: dict[int, tuple[weakref.ref[Tensor], tuple[int, int, float]]] = {}
+        # What is derived from each weight, shared by all measurements (_weights).
+        self.weights = WeightCache()
         for m in model.modules():
             self.handles.append(m.register_forward_pre_hook(self._pre))
             self.handles.append(m.register_forward_hook(self._post, always_call=True))
@@ -335,58 +174,13 @@ class Recorder:
             h.remove()
         self.handles.clear()
 
-    def stamp(self, weight: Tensor) -> tuple[int, int, float]:
-        """``(version, data_ptr, sum)`` of a weight: what proves, across measurements, that
-        its values did not change (the sum also catches writes through ``.data``, which
-        do not bump the version); computed once per tensor and version in a measurement.
-
-        Raises:
-            RuntimeError: An inference tensor (no version counter).
-        """
-        hit = self._stamps.get(id(weight))
-        if hit is not None and hit[0]() is weight and hit[1][0] == weight._version:
-            return hit[1]
-        found = (weight._version, weight.data_ptr(), float(weight.detach().sum()))
-        self._stamps[id(weight)] = (weakref.ref(weight), found)
-        return found
-
     def weight_count(self, weight: Tensor) -> tuple[int, int, bool]:
-        """``(nonzero, numel, binarised)`` of a weight, counted once per tensor and version.
+        """``(nonzero, numel, binarised)`` of a weight (:meth:`WeightCache.count`).
 
         Raises:
             SpikeLotteryError: The weight holds a NaN or an infinity (naming the layer).
         """
-        try:
-            version = self.stamp(weight)
-            ref = weakref.ref(weight)
-        except (RuntimeError, TypeError):  # inference or traced tensors: no cache
-            nnz, binarised = self._weight_facts(weight)
-            return nnz, weight.numel(), binarised
-        hit = self._density.get(id(weight))
-        if hit is not None and hit[0]() is weight and hit[1] == version:
-            return hit[2][0], weight.numel(), hit[2][1]
-        facts = self._weight_facts(weight)
-        ref = weakref.ref(weight, _forget(id(weight), self._density))
-        self._density[id(weight)] = (ref, version, facts)
-        return facts[0], weight.numel(), facts[1]
-
-    def _weight_facts(self, weight: Tensor) -> tuple[int, bool]:
-        # Float reductions for the checks: finite, non-zero count, one magnitude (binarised).
-        nnz = int(torch.count_nonzero(weight))
-        if not weight.is_floating_point():
-            return nnz, False
-        size = weight.abs()
-        high = size.amax() if size.numel() else torch.zeros(())
-        if not math.isfinite(float(high)):  # amax propagates NaN and inf
-            raise SpikeLotteryError(
-                f"layer {self.where()!r}: its weight holds NaN or infinite values; "
-                "energy cannot be estimated (check the checkpoint or the training run)"
-            )
-        if not nnz:
-            return 0, False
-        # The smallest non-zero magnitude (every magnitude when nothing is pruned).
-        low = size.amin() if nnz == weight.numel() else torch.where(weight != 0, size, high).amin()
-        return nnz, bool((high - low) <= 1e-6 * high)
+        return self.weights.count(weight, self.where)
 
     def stats(self, t: Tensor) -> Stats:
         """:func:`operand_stats` of ``t``, computed once per tensor (and version): a
@@ -419,14 +213,8 @@ class Recorder:
         settings: Mapping[str, Any],
         make: Any,
     ) -> Tensor:
-        """The reach map of a conv (``make()``), once per weight version, sample shape and
-        settings."""
-        key = (id(weight), *self.stamp(weight), sample, repr(sorted(settings.items())))
-        hit = self._reach.get(key)
-        if hit is None or hit[0]() is not weight:
-            hit = (weakref.ref(weight, _forget(key, self._reach)), make())
-            self._reach[key] = hit
-        return hit[1]
+        """The reach map of a conv (:meth:`WeightCache.reach`)."""
+        return self.weights.reach(weight, sample, settings, make)
 
     def where(self) -> str:
         """The qualified name of the running module (for error messages)."""

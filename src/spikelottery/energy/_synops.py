@@ -152,8 +152,9 @@ def conv_reach(
             [1., 2., 1.]])
     """
     nd = weight.dim() - 2
-    ind = (weight.detach() != 0).to(torch.float32)
-    with torch.enable_grad():
+    # Autograd runs even under torch.inference_mode (the indicator is a normal tensor).
+    with torch.inference_mode(False), torch.enable_grad():
+        ind = (weight.detach() != 0).to(torch.float32).clone()
         z = torch.zeros((1, *input_shape), dtype=torch.float32, device=weight.device)
         z.requires_grad_(True)
         if transposed:
