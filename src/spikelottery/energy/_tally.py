@@ -133,6 +133,7 @@ def matmul_count(a: Tensor, b: Tensor, spike_driven: bool) -> SynCount:
     """The :data:`SynCount` of ``a @ b``: non-zero pairs per product, and, when neither
     operand is binary, the pairs weighted by ``|a|`` (the graded input), per product too.
 
+    >>> import torch
     >>> ev, vals = matmul_count(torch.ones(2, 3), torch.ones(3, 4), True)
     >>> float(ev), vals
     (24.0, None)
