@@ -13,7 +13,7 @@ from torch import nn
 
 from spikelottery._compat import optional_import
 from spikelottery.energy import count_ops, estimate_energy
-from spikelottery.errors import SpikeLotteryError
+from spikelottery.errors import LayoutError, SpikeLotteryError
 
 sj_layer = optional_import("spikingjelly.activation_based.layer")
 sj_neuron = optional_import("spikingjelly.activation_based.neuron")
@@ -64,7 +64,11 @@ class ConvThenLinear(nn.Module):
 
 @pytest.mark.parametrize("b", [2, 3])  # B == T must not read [T, B, D] as B samples of T tokens
 def test_batch_equal_to_timesteps(b: int) -> None:
-    report = estimate_energy(ConvThenLinear(), torch.randn(b, 2, 1, 4, 4))
+    x = torch.randn(b, 2, 1, 4, 4)
+    # No neuron tells which of the first two dims is time: the layout is asked for.
+    with pytest.raises(LayoutError, match="timesteps= and batch_size="):
+        estimate_energy(ConvThenLinear(), x)
+    report = estimate_energy(ConvThenLinear(), (x, torch.zeros(b)))  # B from the labels
     assert report.timesteps == 2 and report.samples == b
     assert [(r.macs, r.steps) for r in report.rows] == [(2 * 16 * 9, 2), (32 * 3, 2)]
 

@@ -30,7 +30,7 @@ def test_results_energy_carries_the_per_layer_table() -> None:
         "memory-aware",
     ]
     assert report["conventions"].startswith("preset fp32-45nm")
-    assert out["ann_energy_mj"] == report["totals"]["ann_mj"]
+    assert out["ann_reference_mj"] == report["totals"]["ann_mj"]
 
 
 def test_demo_table_shows_the_ann_and_the_percentage() -> None:

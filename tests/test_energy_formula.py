@@ -110,7 +110,7 @@ class PooledSNN(nn.Module):
 
 def test_options_change_the_result_as_documented() -> None:
     t, b = 3, 2
-    x = torch.randn(b, t, 2, 8, 8)
+    x = torch.randn(b, 1, 2, 8, 8).expand(b, t, 2, 8, 8)  # a static image over T steps
     report = estimate_energy(PooledSNN(), (x, torch.zeros(b)))
     stem, conv = report.rows
     assert report.timesteps == t and stem.steps == t and conv.steps == t
@@ -136,12 +136,13 @@ def test_options_change_the_result_as_documented() -> None:
     assert report.reprice(e_ac=0.5).options["e_ac"] == 0.5
     with pytest.raises(TypeError, match="unknown option"):
         report.reprice(e_acc=0.5)
-    # The paper's ANN runs once; a network that does not spike but runs T frames pays T.
-    assert "ANN counted once (T = 1)" in report.conventions()
+    # A static image: the ANN reference runs once (one distinct frame), as the paper's.
+    assert "ANN reference counted one pass per distinct input frame" in report.conventions()
+    assert report.frames == 1
     every = report.reprice(ann_every_step=True)
     assert every.ann_mj == pytest.approx(t * report.ann_mj) and every.snn_mj == base
     assert every.rows[1].ann_pj == pytest.approx(E_MAC_PJ * t * f2)
-    assert "ANN counted every time step it ran" in every.conventions()
+    assert "ANN reference counted every time step it ran" in every.conventions()
     direct = estimate_energy(PooledSNN(), (x, torch.zeros(b)), ann_every_step=True)
     assert direct.ann_mj == pytest.approx(every.ann_mj)
 

@@ -86,7 +86,10 @@ def test_options_object_and_keywords_agree() -> None:
 def test_conventions_name_every_option() -> None:
     text = PricingOptions(e_ac=0.03, attention_order="kv_first", density_scaling=True).conventions()
     assert "e_MAC=4.6 pJ, e_AC=0.03 pJ" in text and "attention order kv_first" in text
-    assert "scaled by weight density" in text and "ANN counted once (T = 1)" in text
+    assert (
+        "scaled by weight density" in text
+        and "ANN reference counted one pass per distinct input frame" in text
+    )
 
 
 def test_docstring_documents_every_field() -> None:

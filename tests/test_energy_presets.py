@@ -77,14 +77,16 @@ def test_memory_view_by_hand() -> None:
     # Weight reads: one 32-bit weight per exact synaptic operation.
     assert first.memory_pj == pytest.approx(first.exact_ops * 32 * e_bit)
     assert second.memory_pj == pytest.approx(second.exact_ops * 32 * e_bit)
-    # Membranes: 8 neurons, one step, a 32-bit read and write each.
+    # Membranes: 8 neurons, one step, a 32-bit read and write each; their spikes written
+    # and read at 1 bit.
     assert r.neuron_updates == 8
-    state = 8 * 2 * 32 * e_bit
-    assert r.memory_mj == pytest.approx((first.memory_pj + second.memory_pj + state) / 1e9)
+    state, spikes = 8 * 2 * 32 * e_bit, 8 * 2 * 1 * e_bit
+    assert r.memory_mj == pytest.approx((first.memory_pj + second.memory_pj + state + spikes) / 1e9)
     assert r.memory_snn_mj == pytest.approx(r.exact_snn_mj + r.memory_mj)
     views = r.views()
     assert [v["view"] for v in views] == ["paper formula", "exact synaptic ops", "memory-aware"]
-    ann_mem = r.ann_macs * (4.6 + 32 * e_bit) / 1e9
+    # The ANN: a 32-bit weight read per MAC, its 8 activations written and read at 32 bits.
+    ann_mem = (r.ann_macs * (4.6 + 32 * e_bit) + 8 * 2 * 32 * e_bit) / 1e9
     assert views[2]["ann_fp32_mj"] == pytest.approx(ann_mem)
     assert views[0]["pct_fp32"] == pytest.approx(100 * r.ratio)
     d = r.to_dict()

@@ -82,10 +82,11 @@ def test_printed_table() -> None:
     # Hand-made counts carry no exact synaptic operations: the exact view uses the formula's.
     assert lines[7].startswith("exact: E_SNN 0.0000 mJ (54.9% of ANN fp32) | synops 512 AC")
     assert "(0/2 layers counted)" in lines[7]
-    assert lines[8].startswith("view  ") and lines[8].endswith("SNN % of int8")
-    assert [line.split("  ")[0] for line in lines[10:13]] == list(VIEWS)
-    assert lines[13] == two_readers().conventions() and len(lines) == 14
-    assert lines[13].startswith("preset fp32-45nm (Horowitz, ISSCC 2014, 45 nm")
+    assert lines[8].startswith("memory parts (mJ): weights ")
+    assert lines[9].startswith("view  ") and lines[9].endswith("SNN % of int8")
+    assert [line.split("  ")[0] for line in lines[11:14]] == list(VIEWS)
+    assert lines[14] == two_readers().conventions() and len(lines) == 15
+    assert lines[14].startswith("preset fp32-45nm (Horowitz, ISSCC 2014, 45 nm")
 
 
 def test_markdown_escapes_pipes() -> None:
@@ -102,5 +103,5 @@ def test_reprice_keeps_the_measurement() -> None:
     cheap = report.reprice(e_ac=0.03, first_layer_times_t=True)
     assert cheap.counts == report.counts and cheap.samples == report.samples
     assert cheap.options == {**report.options, "e_ac": 0.03, "first_layer_times_t": True}
-    assert "e_AC=0.03 pJ" in cheap.conventions() and "counted times T" in cheap.conventions()
+    assert "e_AC=0.03 pJ" in cheap.conventions() and "counted every step" in cheap.conventions()
     assert cheap.reprice(e_ac=E_AC_PJ, first_layer_times_t=False).snn_mj == report.snn_mj

@@ -190,7 +190,8 @@ def test_per_step_counts_and_neuron_updates() -> None:
     for t in range(3):
         expected = float(conv_synops(x[t], w, padding=1).sum()) / 2  # per sample
         assert conv.per_step[t] == pytest.approx(expected)
-    assert conv.exact_ops == pytest.approx(sum(conv.per_step) / 3)  # first layer: once
+    # Binary event frames: the first layer is priced as spikes, on every step.
+    assert conv.exact_op == "AC" and conv.exact_ops == pytest.approx(sum(conv.per_step))
     # The linear layer reads the LIF's spikes: fan-out 3 each (dense weight).
     with torch.no_grad():
         spikes = net.lif(net.conv(x.flatten(0, 1)).reshape(3, 2, 2, 4, 4))

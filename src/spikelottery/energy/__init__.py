@@ -9,13 +9,14 @@ The estimate follows the paper:
         + e_\\text{AC} \\sum_{l \\ge 2} \\text{fr}_l \\, T \\, \\text{FLOPs}_l,
 
 with ``e_MAC = 4.6 pJ`` and ``e_AC = 0.9 pJ`` (45 nm), ``FLOPs_l`` the multiply-accumulates
-of layer ``l`` for one sample and one time step (``E_ANN`` is the same network run once,
-as an ANN on a static input; ``ann_every_step=True`` charges an ANN that really runs ``T``
-steps, e.g. on event frames, for each of them) and ``fr_l`` the firing rate of the layer's
+of layer ``l`` for one sample and one time step and ``fr_l`` the firing rate of the layer's
 binary input, measured on real data (a layer whose input is not binary, e.g. average-pooled
-spikes, is priced at its input's mean absolute value). Conv, linear and attention matmuls
-count; BatchNorm is folded into the preceding layer; pooling, residual additions,
-normalisation and neurons are free.
+spikes, is priced at its input's mean absolute value). ``E_ANN``, the ANN reference, is the
+same network as a dense ANN, one pass per distinct input frame: once on a static image (the
+paper's), ``T`` passes on event frames, where a first layer fed binary events is priced as
+spikes too. ``T`` and the batch size are read from the spiking neurons. Conv, linear and
+attention matmuls count; BatchNorm is folded into the preceding layer; pooling, residual
+additions, normalisation and neurons are free.
 
 The operations are found on any model (ours, SpikingJelly's, a user's own) by watching the
 functional calls (``F.conv*``, ``F.linear``, matmuls, ``einsum``, scaled-dot-product and
@@ -26,9 +27,11 @@ one measurement can be priced under several conventions (:class:`PricingOptions`
 
 Besides the formula, every report counts the **exact synaptic operations** (each non-zero
 input times its kept, non-zero outgoing weights: :func:`conv_synops`,
-:func:`linear_synops`, :func:`matmul_synops`), per layer and per time step, the neurons'
+:func:`linear_synops`, :func:`matmul_synops`; average-pooled spikes at one accumulate
+per pre-pool spike and reached weight), per layer and per time step, the neurons'
 membrane updates, and a **memory-aware** estimate (weight reads at the ticket's bit
-width, membrane reads and writes). Costs come from a named :data:`PRESETS` entry (fp32,
+width, the mask of a pruned layer, membrane reads and writes, spikes), shown in parts
+with its assumptions. Costs come from a named :data:`PRESETS` entry (fp32,
 fp16, int8 at 45 nm) or custom values; every printed report ends with one disclosure
 line naming the preset and the conventions.
 """
@@ -39,8 +42,9 @@ from ._estimate import estimate_energy
 from ._neurobench import neurobench_model, neurobench_view, run_neurobench
 from ._options import PricingOptions
 from ._presets import HardwarePreset
+from ._pricing import energy_from_counts
 from ._records import LayerEnergy, NeuronCount, OpCount
-from ._report import EnergyReport, energy_from_counts
+from ._report import EnergyReport
 from ._synops import conv_synops, linear_synops, matmul_synops
 
 # The constants are defined in _options; their documentation lives here, where Sphinx

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from .._state import reset_states, split_batch
 from .._validation import check_int
-from ..errors import SpikeLotteryError
+from ..errors import LayoutError, SpikeLotteryError
+from ._layout import read_layout
 from ._recorder import Recorder, Tally
 from ._records import NeuronCount, OpCount, plain_number
 from ._rules import OpMode
@@ -30,12 +31,18 @@ class Measurement:
         timesteps: ``T``, given or inferred.
         samples: Samples measured.
         neurons: Membrane updates of each spiking neuron module, in execution order.
+        frames: Distinct input frames per sample: ``T`` when the input has a time axis
+            whose frames differ (event data), else 1 (a static input, repeated or
+            encoded inside the model).
+        spiking: A spiking neuron ran.
     """
 
     counts: tuple[OpCount, ...]
     timesteps: float
     samples: int
     neurons: tuple[NeuronCount, ...] = ()
+    frames: float = 1.0
+    spiking: bool = False
 
 
 def count_ops(
@@ -54,27 +61,31 @@ def count_ops(
     and after the last (SpikingJelly's ``functional.reset_net`` when installed, else every
     module's ``reset()``).
 
-    The batch size ``B`` of a batch is ``batch_size`` if given, else the length of the
-    labels ``y`` of an ``(x, y)`` batch, else ``x.shape[1]`` for a 5-D ``x`` with
-    ``x.shape[0] == timesteps`` (SpikingJelly's ``[T, B, C, H, W]``), else ``x.shape[0]``.
+    ``T`` and ``B`` are read from the spiking neurons (:mod:`._layout`): a multi-step
+    neuron (ours, SpikingJelly's ``step_mode="m"``) sees ``[T, B, ...]``, a single-step one
+    (SpikingJelly's ``step_mode="s"``, snnTorch's) sees ``[B, ...]`` once per step. Labels
+    of an ``(x, y)`` batch and ``batch_size=`` override ``B``; ``timesteps=`` must agree
+    with the neurons (give both ``timesteps=`` and ``batch_size=`` to override them). When
+    the neurons disagree, a :class:`~spikelottery.errors.LayoutError` asks for
+    ``timesteps=`` and ``batch_size=``. Without neurons (an ANN), ``B`` is the labels'
+    length or the input's first dim (a 5-D input without labels or ``timesteps=`` is
+    ambiguous and raises), and ``T`` is ``timesteps`` or the largest step count of any
+    conv (the sample-steps of one call of a multi-step conv, all calls of a single-step
+    one), or, in a model without convs, the first layer's ``steps``.
+
     Each call of a layer processes some sample-steps: a conv's batch dim (multi-step
     layers see ``[T * B, C, ...]``); for linear and matmul ops the output's leading dims
     (``[B, ...]`` is one step per sample, ``[T, B, ...]`` and ``[T * B, ...]`` are ``T``);
     a single-step loop calls the layer ``T`` times. A layer's ``steps`` is its
     sample-steps per sample, capped at ``T`` (token dims can look like time, and a layer
-    applied ``k`` times per step has ``k`` times the MACs per step instead). ``T`` is
-    ``timesteps`` if given, else the largest step count of any conv (the sample-steps of
-    one call of a multi-step conv, all calls of a single-step one), or, in a model
-    without convs, the first layer's ``steps``. If a row's ``steps``
-    looks wrong (sizes that coincide, e.g. ``B`` equal to ``T`` and to the token count),
-    measure with another batch size.
+    applied ``k`` times per step has ``k`` times the MACs per step instead).
 
     Args:
         model: Any ``nn.Module``.
         inputs: One batch (a tensor ``x`` or an ``(x, y)`` pair) or an iterable of batches
             (e.g. a ``DataLoader``).
-        timesteps: ``T``; inferred when ``None``.
-        batch_size: Samples per batch when neither labels nor the layout tell.
+        timesteps: ``T``; read from the neurons when ``None``.
+        batch_size: Samples per batch; read from the labels or the neurons when ``None``.
         max_batches: Stop after this many batches.
         synops: Also count the exact synaptic operations (``OpCount.synops``): one extra
             small conv or matmul per call.
@@ -83,6 +94,8 @@ def count_ops(
         One :class:`OpCount` per layer, in execution order.
 
     Raises:
+        LayoutError: The neurons disagree on ``T`` or ``B``, or contradict
+            ``timesteps=`` (a :class:`SpikeLotteryError`).
         SpikeLotteryError: No conv, linear or matmul ran, ``T`` could not be inferred, or
             an input or a weight holds NaN or infinite values (the message names the
             layer).
@@ -125,27 +138,38 @@ def measure(
     rec = Recorder(model)
     rec.exact = bool(synops)
     samples = batches = 0
+    neuron_t: int | None = None
+    inputs_seen: list[tuple[tuple[int, ...], bool, bool]] = []
     try:
         model.eval()
         with torch.no_grad():
             for batch in _batches(inputs):
                 x, labels = _split_batch(batch)
-                if batch_size is not None:
-                    b = batch_size
-                elif labels is not None:
-                    b = labels
-                elif timesteps is not None and x.dim() == 5 and x.shape[0] == timesteps:
-                    b = int(x.shape[1])
-                else:
-                    b = int(x.shape[0]) if x.dim() else 1
-                if b < 1:
-                    raise ValueError(f"batch {batches} has no sample (x of shape {tuple(x.shape)})")
                 if device is not None:
                     x = x.to(device)
                 reset_states(model)
-                rec.start_batch(b)
+                rec.start_batch()
                 with OpMode(rec):
                     model(x)
+                layout = read_layout(
+                    rec.seen,
+                    tuple(x.shape),
+                    labels=labels,
+                    batch_size=batch_size,
+                    timesteps=timesteps,
+                )
+                b = layout.batch
+                if b < 1:
+                    raise ValueError(f"batch {batches} has no sample (x of shape {tuple(x.shape)})")
+                if rec.seen and layout.timesteps is not None:
+                    if neuron_t is not None and layout.timesteps != neuron_t:
+                        raise LayoutError(
+                            f"batch {batches}: the spiking neurons see T={layout.timesteps}, "
+                            f"batch 0 saw T={neuron_t}; measure batches of one T, or pass timesteps="
+                        )
+                    neuron_t = layout.timesteps
+                rec.end_batch(b)
+                inputs_seen.append((tuple(x.shape), _same_along(x, 0), _same_along(x, 1)))
                 samples += b
                 batches += 1
                 if max_batches is not None and batches >= max_batches:
@@ -165,7 +189,7 @@ def measure(
             f"no conv, linear or matmul ran in {type(model).__name__}: estimate_energy prices F.conv*, F.linear, "
             "matmul/bmm/einsum and attention calls; check that the model computes with them"
         )
-    counts, t = _aggregate(rec, samples, timesteps)
+    counts, t = _aggregate(rec, samples, neuron_t if neuron_t is not None else timesteps)
     neurons = tuple(
         NeuronCount(
             name=n.module,
@@ -177,7 +201,30 @@ def measure(
         )
         for n in sorted(rec.neurons.values(), key=lambda n: n.seq)
     )
-    return Measurement(tuple(counts), t, samples, neurons)
+    frames = t if _event_frames(inputs_seen[0], rec.batch_sizes[0], t) else 1.0
+    return Measurement(tuple(counts), t, samples, neurons, frames, bool(neurons))
+
+
+def _same_along(x: Tensor, dim: int) -> bool:
+    """Every slice of ``x`` along ``dim`` equals the first (``True`` for a missing dim)."""
+    if x.dim() <= dim or x.shape[dim] < 2:
+        return True
+    first = x.narrow(dim, 0, 1)
+    return bool(torch.equal(x, first.expand_as(x)))
+
+
+def _event_frames(seen: tuple[tuple[int, ...], bool, bool], b: int, t: float) -> bool:
+    """The input ``[T, B, ...]`` or ``[B, T, ...]`` has frames that differ over time."""
+    shape, same0, same1 = seen
+    if t <= 1 or len(shape) < 3:
+        return False
+    axes = []
+    if shape[0] == t and shape[1] == b:
+        axes.append(same0)
+    if shape[0] == b and shape[1] == t:
+        axes.append(same1)
+    # A static image repeated over T (some candidate time axis is constant) is one frame.
+    return bool(axes) and not any(axes)
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, int | None]:
@@ -224,7 +271,8 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
 
     def per_sample(a: Tally, t: float) -> float:
         from_leads = sum(
-            calls * _lead_sample_steps(dims, b, t) for (dims, b), calls in a.leads.items()
+            calls * _lead_sample_steps(dims, rec.batch_sizes[i], t)
+            for (dims, i), calls in a.leads.items()
         )
         return (a.sample_steps + from_leads) / samples
 
@@ -266,7 +314,7 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
         else:
             rate = a.act_sum / a.act_numel if a.act_numel else 0.0
         density = a.w_nnz / a.w_numel if a.w_nnz is not None and a.w_numel else 1.0
-        synops, values, per_step, values_per_step = _exact_counts(a, samples, t)
+        synops, values, per_step, values_per_step = _exact_counts(a, rec.batch_sizes, samples, t)
         return OpCount(
             name=name,
             kind=a.kind,
@@ -284,6 +332,10 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
             synops_per_step=per_step,
             synops_values_per_step=values_per_step,
             binarised=a.w_binarised,
+            pool_area=a.pool_area,
+            weights=a.weights,
+            neurobench=a.neurobench,
+            taps=a.taps / samples,
         )
 
     counts: dict[tuple[str, str], OpCount] = {}
@@ -302,7 +354,7 @@ def _aggregate(rec: Recorder, samples: int, timesteps: int | None) -> tuple[list
 
 
 def _exact_counts(
-    a: Tally, samples: int, t: float
+    a: Tally, sizes: list[int], samples: int, t: float
 ) -> tuple[float | None, float | None, tuple[float, ...], tuple[float, ...]]:
     """``(synops, synops_values, synops_per_step, synops_values_per_step)`` per sample of
     a tally (``None`` and ``()`` when some call could not be counted exactly)."""
@@ -312,8 +364,9 @@ def _exact_counts(
     profiles = []
     for counts in (a.syn_steps, a.syn_value_steps):
         profile = torch.zeros(steps, dtype=torch.float64)
-        for (index, _shape, b), events in counts.items():
-            profile += step_profile(events.detach().to("cpu", torch.float64), index, b, steps)
+        for (index, _shape, i), events in counts.items():
+            cpu = events.detach().to("cpu", torch.float64)
+            profile += step_profile(cpu, index, sizes[i], steps)
         profiles.append(profile / samples)
     synops = float(profiles[0].sum())
     values = float(a.syn_values) / samples

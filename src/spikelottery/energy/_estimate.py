@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
 
+from ..errors import NoSpikingLayerWarning
 from ._counting import measure
 from ._options import PricingOptions, merge_options
-from ._report import EnergyReport, energy_from_counts
+from ._pricing import energy_from_counts
+from ._report import EnergyReport
 
 __all__ = ["estimate_energy"]
 
@@ -35,8 +38,8 @@ def estimate_energy(
     Args:
         model: Any ``nn.Module`` (ours, SpikingJelly's, a user's own).
         inputs: One batch (``x`` or ``(x, y)``) or an iterable of batches.
-        timesteps: ``T``; inferred when ``None``.
-        batch_size: Samples per batch when neither labels nor the layout tell.
+        timesteps: ``T``; read from the spiking neurons when ``None``.
+        batch_size: Samples per batch; read from the labels or the neurons when ``None``.
         max_batches: Stop after this many batches.
         options: The pricing conventions (default: the paper's).
         synops: Count the exact synaptic operations too (the exact and memory-aware
@@ -49,7 +52,13 @@ def estimate_energy(
     Returns:
         An :class:`EnergyReport`; ``print`` it for a table.
 
+    Warns:
+        NoSpikingLayerWarning: No spiking neuron ran (an ANN): the SNN figures price its
+            activations as if they were spikes.
+
     Raises:
+        LayoutError: The neurons disagree on ``T`` or ``B`` (pass ``timesteps=`` and
+            ``batch_size=``).
         SpikeLotteryError: An input or a weight holds NaN or infinite values (the
             message names the layer), or nothing countable ran.
         ValueError: ``inputs`` yielded no batch (an empty loader).
@@ -57,7 +66,10 @@ def estimate_energy(
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
-    >>> report = estimate_energy(net, torch.rand(4, 3, 4, 4))
+    >>> import warnings
+    >>> with warnings.catch_warnings():  # no spiking layer: an ANN
+    ...     warnings.simplefilter("ignore")
+    ...     report = estimate_energy(net, torch.rand(4, 3, 4, 4))
     >>> report.macs, round(report.ann_mj * 1e9, 1)  # 48*32 + 32*10 MACs, pJ
     (1856.0, 8537.6)
     """
@@ -71,10 +83,19 @@ def estimate_energy(
         max_batches=max_batches,
         synops=synops,
     )
+    if not found.spiking:
+        warnings.warn(
+            f"no spiking neuron ran in {type(model).__name__}: the SNN figures price its "
+            "activations as if they were spikes; for an ANN read report.ann_mj",
+            NoSpikingLayerWarning,
+            stacklevel=2,
+        )
     return energy_from_counts(
         found.counts,
         options=opts,
         timesteps=found.timesteps,
         samples=found.samples,
         neurons=found.neurons,
+        frames=found.frames,
+        spiking=found.spiking,
     )

@@ -157,31 +157,45 @@ def run_neurobench(
     return dict(bench.run(quiet=quiet))
 
 
-def neurobench_view(report: EnergyReport) -> dict[str, float]:
-    """Our report's figures under NeuroBench's definitions, per sample.
+def neurobench_view(report: EnergyReport) -> dict[str, Any]:
+    """Our report's figures under NeuroBench's definitions, per sample, and what ours adds.
 
-    * ``effective_acs``: exact synaptic operations of the conv / linear rows with binary
-      input, over all time steps (NeuroBench's ``Effective_ACs``).
+    NeuroBench 2.x counts the layers it hooks: ``nn.Linear`` and ``nn.Conv1d/2d/3d``
+    modules (subclasses included), on their inputs, every call. On those rows:
+
+    * ``effective_acs``: exact synaptic operations of the rows with binary input, over
+      all time steps (NeuroBench's ``Effective_ACs``).
     * ``effective_macs``: those of the rows with real input (the first layer, pooled
-      spikes), every time step (``Effective_MACs``; our exact view charges the first
-      layer once unless ``first_layer_times_t``).
-    * ``dense``: dense MACs of the conv / linear rows times their time steps (``Dense``).
+      spikes), every time step (``Effective_MACs``; our exact view charges a first layer
+      fed an image once per distinct frame).
+    * ``dense``: every input through every weight, padded taps left out (``Dense``).
     * ``activation_sparsity``: zero outputs of the neurons over all their outputs.
 
-    Matmul rows (attention) are left out: NeuroBench hooks modules, not functional
-    matmuls.
+    What ours adds, under ``added``: the rows NeuroBench does not see (transposed convs,
+    attention matmuls, functional calls such as ``nn.MultiheadAttention``'s projections),
+    by name with their exact operations; and ``dense_flops``, the paper's dense FLOPs
+    over all steps (padded taps included).
+
+    Raises:
+        ValueError: A counted row has no exact count (measure with ``synops=True``).
 
     >>> neurobench_view(report)  # doctest: +SKIP
     """
-    rows = [c for c in report.counts if c.kind in ("conv", "linear")]
-    missing = [c.name for c in rows if c.synops is None]
+    counted = [c for c in report.counts if c.neurobench]
+    missing = [c.name for c in counted if c.synops is None]
     if missing:
         raise ValueError(
             f"layers {missing} have no exact count: measure with estimate_energy(..., synops=True)"
         )
+    others = [c for c in report.counts if not c.neurobench]
     return {
-        "effective_acs": math.fsum(c.synops or 0.0 for c in rows if c.binary),
-        "effective_macs": math.fsum(c.synops or 0.0 for c in rows if not c.binary),
-        "dense": math.fsum(c.macs * c.steps for c in rows),
+        "effective_acs": math.fsum(c.synops or 0.0 for c in counted if c.binary),
+        "effective_macs": math.fsum(c.synops or 0.0 for c in counted if not c.binary),
+        "dense": math.fsum(c.taps for c in counted),
         "activation_sparsity": report.activation_sparsity,
+        "added": {
+            "layers": {c.name: c.synops for c in others},
+            "synops": math.fsum(c.synops for c in others if c.synops is not None),
+            "dense_flops": math.fsum(c.macs * c.steps for c in report.counts),
+        },
     }

@@ -9,7 +9,7 @@ from torch import nn
 from .._compat import optional_import
 from ..neuron import LIFNeuron
 
-__all__ = ["is_neuron"]
+__all__ = ["is_neuron", "step_mode"]
 
 
 def is_neuron(module: nn.Module) -> bool:
@@ -35,3 +35,14 @@ def is_neuron(module: nn.Module) -> bool:
 def _loaded(path: str) -> bool:
     # A library the user never imported cannot have made their neurons: skip its import.
     return path.split(".")[0] in sys.modules
+
+
+def step_mode(module: nn.Module) -> str:
+    """``"m"`` for a neuron that takes a whole sequence ``[T, B, ...]`` per call (ours and
+    SpikingJelly's with ``step_mode="m"``), ``"s"`` for one that takes one step ``[B, ...]``
+    per call (SpikingJelly's single-step nodes, snnTorch's neurons in a loop).
+
+    >>> step_mode(LIFNeuron()), step_mode(LIFNeuron(step_mode="s"))
+    ('m', 's')
+    """
+    return "m" if getattr(module, "step_mode", "s") == "m" else "s"

@@ -19,12 +19,21 @@ from typing import Any
 
 from ._presets import E_SRAM_BIT_PJ, find_preset, resolve_preset
 
-__all__ = ["ATTENTION_ORDERS", "E_AC_PJ", "E_MAC_PJ", "PricingOptions", "merge_options"]
+__all__ = [
+    "ATTENTION_ORDERS",
+    "E_AC_PJ",
+    "E_MAC_PJ",
+    "POOLED_INPUTS",
+    "PricingOptions",
+    "merge_options",
+]
 
 # Documented where the package re-exports them (energy/__init__.py), the page Sphinx reads.
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 ATTENTION_ORDERS: tuple[str, ...] = ("as_run", "qk_first", "kv_first")
+#: Values of ``pooled_inputs``: how the exact view prices average-pooled spikes.
+POOLED_INPUTS: tuple[str, ...] = ("spikes", "values")
 
 
 def _check_energy(name: str, value: Any) -> float:
@@ -47,6 +56,18 @@ def _check_bits(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
         raise ValueError(f"{name} must be a whole number of bits in [1, 64], got {name}={value!r}")
     return value
+
+
+def _check_optional_flag(name: str, value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None, got {name}={value!r}")
+    return value
+
+
+def _check_pooled(name: str, value: Any) -> str:
+    if value not in POOLED_INPUTS:
+        raise ValueError(f"{name} must be one of {POOLED_INPUTS}, got {name}={value!r}")
+    return str(value)
 
 
 def _check_order(name: str, value: Any) -> str:
@@ -77,7 +98,9 @@ class PricingOptions:
     first_layer_times_t: bool = _option(
         False,
         _check_flag,
-        "Charge the first layer once per time step (default: once, as the paper).",
+        "Charge a first layer fed an image as a MAC on every time step (default: once per "
+        "distinct input frame: once for a static image, as the paper). A first layer fed "
+        "binary event frames is priced as any spiking layer, in accumulates on every step.",
     )
     nonbinary_as_mac: bool = _option(
         False,
@@ -98,12 +121,21 @@ class PricingOptions:
         "Multiply every layer's FLOPs by its weight density (pruned weights do no work), "
         "in the ANN and the SNN alike.",
     )
-    ann_every_step: bool = _option(
-        False,
-        _check_flag,
-        "Charge the ANN for every time step each layer ran, for a network that does not "
-        "spike but really runs ``T`` steps (an ANN on event frames). Default: once per "
-        "sample, the paper's ANN on a static input.",
+    ann_every_step: bool | None = _option(
+        None,
+        _check_optional_flag,
+        "The ANN reference: ``None`` (default) runs one ANN pass per distinct input frame, "
+        "once for a static input (the paper's ANN) and every time step for event frames "
+        "(an ANN must see every frame); ``True`` charges every time step each layer ran, "
+        "``False`` one pass whatever the input.",
+    )
+    pooled_inputs: str = _option(
+        "spikes",
+        _check_pooled,
+        'How the exact view prices average-pooled spikes: ``"spikes"`` (default) charges '
+        "one accumulate per pre-pool spike and reached weight, as an event-driven chip "
+        'that pushes each spike through the pool does; ``"values"`` charges the pooled '
+        "value (``k / area`` of an accumulate), the paper's SOPs at the input's mean value.",
     )
     weight_bits: int = _option(
         32,
@@ -119,6 +151,13 @@ class PricingOptions:
         _check_energy,
         "pJ per bit read or written in memory (0.156: an 8 KB SRAM at 45 nm, 10 pJ per "
         "64-bit read, Horowitz 2014).",
+    )
+
+    sram_kib: float = _option(
+        8.0,
+        _check_energy,
+        "Size in KiB of the SRAM whose per-bit cost ``e_mem_bit`` is (8: Horowitz's 8 KB "
+        "SRAM); a report says when the model does not fit it.",
     )
 
     def __post_init__(self) -> None:
@@ -161,8 +200,17 @@ class PricingOptions:
 
     def conventions(self) -> str:
         """One disclosure line: the preset and every convention the numbers follow."""
-        first = "times T" if self.first_layer_times_t else "once"
-        ann = "every time step it ran" if self.ann_every_step else "once (T = 1)"
+        first = "every step" if self.first_layer_times_t else "once per distinct input frame"
+        ann = {
+            None: "one pass per distinct input frame",
+            True: "every time step it ran",
+            False: "once (T = 1)",
+        }[self.ann_every_step]
+        pooled = (
+            "each pre-pool spike reaching a weight is an AC"
+            if self.pooled_inputs == "spikes"
+            else "at their pooled value"
+        )
         nonbin = "as MAC every step" if self.nonbinary_as_mac else "as AC at their mean |value|"
         density = (
             "scaled by weight density"
@@ -171,11 +219,13 @@ class PricingOptions:
         )
         return (
             f"{self.disclosure()}; "
-            f"paper Eq. 3-4: e_MAC={self.e_mac:g} pJ, e_AC={self.e_ac:g} pJ; first layer as MAC, "
-            f"counted {first}; non-binary inputs {nonbin}; attention order {self.attention_order}; "
-            f"FLOPs {density}; ANN counted {ann}; BN folded, pooling/residual adds/neurons "
-            "free; exact view: non-zero input x kept non-zero weight pairs as run; memory view: "
-            "one weight read per synaptic op, membrane read + write per neuron update; "
+            f"paper Eq. 3-4: e_MAC={self.e_mac:g} pJ, e_AC={self.e_ac:g} pJ; first layer: "
+            f"an image as MAC counted {first}, binary event frames as AC every step; "
+            f"non-binary inputs {nonbin}; attention order {self.attention_order}; "
+            f"FLOPs {density}; ANN reference counted {ann}; BN folded, pooling/residual "
+            "adds/neurons free; exact view: non-zero input x kept non-zero weight pairs as "
+            f"run, pooled spikes {pooled}; memory view: one weight read per synaptic op, "
+            "membrane read + write per neuron update, spikes written and read at 1 bit; "
             "ANN baselines dense fp32 and int8; per sample"
         )
 

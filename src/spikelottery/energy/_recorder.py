@@ -6,6 +6,7 @@ The :class:`Recorder` knows nothing of the torch functions themselves: the rules
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Mapping, Sequence
@@ -17,138 +18,13 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
 from ..errors import SpikeLotteryError
-from ._neurons import is_neuron
+from ..neuron import LIFNeuron
+from ._neurons import is_neuron, step_mode
 from ._operands import Stats, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
-from ._synops import matmul_synops
+from ._tally import NeuronTally, Steps, SynCount, Tally, matmul_count
+from ._weights import WeightCache
 
 __all__ = ["NeuronTally", "Pair", "Recorder", "Steps", "SynCount", "Tally", "matmul_count"]
-
-# The exact synaptic operations of one call (``_synops``): the non-zero-pair count per
-# leading row (at most two leading dims kept, e.g. ``[T * B]`` or ``[T, B]``) and the
-# count weighted by the input's absolute values, per row as well (``None`` when equal).
-SynCount = tuple[Tensor, Tensor | None]
-
-# Sample-steps of one call: a conv's batch dim, or (leading dims, B) of a linear / matmul
-# output, resolved by lead_sample_steps (in _counting) once T is known.
-Steps = float | tuple[tuple[int, ...], int]
-
-
-@dataclass
-class Tally:
-    """Running totals of one layer over all calls and batches."""
-
-    module: str
-    label: str
-    custom_label: bool
-    kind: str
-    module_type: str
-    seq: int
-    shape: str
-    base_macs: int | None
-    macs: int = 0
-    sample_steps: float = 0.0  # convs: their batch dim, summed
-    leads: dict[tuple[tuple[int, ...], int], int] = field(default_factory=dict)  # -> calls
-    calls: int = 0
-    binary: bool = True
-    spike_operand: str = ""
-    spike_sum: float = 0.0
-    spike_numel: int = 0
-    act_sum: float = 0.0
-    act_numel: int = 0
-    w_nnz: int | None = None
-    w_numel: int | None = None
-    w_binarised: bool = False
-    # Exact synaptic operations: (call index in its batch, count shape, B) -> summed counts.
-    syn_steps: dict[tuple[int, tuple[int, ...], int], Tensor] = field(default_factory=dict)
-    syn_values: Tensor | None = None
-    # The same split of the counts weighted by the input's absolute values.
-    syn_value_steps: dict[tuple[int, tuple[int, ...], int], Tensor] = field(default_factory=dict)
-    syn_missing: bool = False
-    batch_id: int = -1
-    batch_calls: int = 0
-
-    def add_synops(self, syn: SynCount | None, batch_id: int, batch: int) -> None:
-        """Add one call's exact count (``None``: this op has no exact count)."""
-        if batch_id != self.batch_id:
-            self.batch_id, self.batch_calls = batch_id, 0
-        index = self.batch_calls
-        self.batch_calls += 1
-        if syn is None:
-            self.syn_missing = True
-            return
-        events, values = syn
-        if events.dim() > 2:
-            events = events.flatten(2).sum(dim=2)
-        if values is None:
-            values = events
-        elif values.dim() > 2:
-            values = values.flatten(2).sum(dim=2)
-        key = (index, tuple(events.shape), batch)
-        for steps, rows in ((self.syn_steps, events), (self.syn_value_steps, values)):
-            prev = steps.get(key)
-            steps[key] = rows if prev is None else prev + rows
-        total = values.sum()
-        self.syn_values = total if self.syn_values is None else self.syn_values + total
-
-    def add(
-        self,
-        macs: int,
-        steps: Steps,
-        left: Stats,
-        right: Stats | None,
-        weight: tuple[int, int] | None,
-        *,
-        right_is_weight: bool = False,
-    ) -> None:
-        """Add one call; ``weight`` is the ``(nonzero, numel)`` count of its weight."""
-        self.calls += 1
-        self.macs += macs
-        if isinstance(steps, tuple):
-            self.leads[steps] = self.leads.get(steps, 0) + 1
-        else:
-            self.sample_steps += steps
-        if right is None:  # conv / linear: the left operand is the input
-            spike, which = (left if left[0] else None), "input"
-        elif left[0]:
-            spike, which = left, ("both" if right[0] and not right_is_weight else "left")
-        elif right[0] and not right_is_weight:
-            spike, which = right, "right"
-        else:
-            spike, which = None, ""
-        if spike is None:
-            self.binary = False
-        else:
-            self.spike_sum += spike[1]
-            self.spike_numel += spike[2]
-            self.spike_operand = self.spike_operand or which
-        self.act_sum += left[1]
-        self.act_numel += left[2]
-        if weight is not None:
-            self.w_nnz, self.w_numel = weight
-
-
-def matmul_count(a: Tensor, b: Tensor, spike_driven: bool) -> SynCount:
-    """The :data:`SynCount` of ``a @ b``: non-zero pairs per product, and, when neither
-    operand is binary, the pairs weighted by ``|a|`` (the graded input), per product too.
-
-    >>> ev, vals = matmul_count(torch.ones(2, 3), torch.ones(3, 4), True)
-    >>> float(ev), vals
-    (24.0, None)
-    """
-    events = matmul_synops(a, b)
-    return events, (None if spike_driven else matmul_synops(a, b, values_of="a"))
-
-
-@dataclass
-class NeuronTally:
-    """Membrane updates of one neuron module: output elements (and non-zeros) of all calls."""
-
-    module: str
-    module_type: str
-    seq: int
-    updates: int = 0
-    spikes: int = 0
-    calls: int = 0
 
 
 @dataclass
@@ -179,6 +55,10 @@ class _Frame:
     counts: dict[str, int] = field(default_factory=dict)
     pending: _Pending | None = None
 
+
+# The modules whose inputs NeuroBench 2.x hooks for its synaptic operations (its
+# STATELESS_LAYERS; transposed convs and functional calls are not among them).
+_NEUROBENCH_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 # Ops that keep a pending attention product re-associable: scalar scaling, dtype and
 # layout no-ops, metadata reads. Anything else applied to the product (softmax, a neuron,
@@ -237,8 +117,18 @@ class Recorder:
         self.pairs: dict[tuple[tuple[str, str], tuple[str, str]], Pair] = {}
         self.neurons: dict[str, NeuronTally] = {}
         self.handles: list[Any] = []
-        self.batch = 1
         self.batch_id = -1
+        # The batch size B of each batch, by index (read after its run, from the neurons).
+        self.batch_sizes: list[int] = []
+        # What each neuron call of the running batch saw: (name, step_mode, input shape).
+        self.seen: list[tuple[str, str, tuple[int, ...]]] = []
+        # id(tensor) -> (weak reference, version, operand stats), for this batch.
+        self._stats: dict[int, tuple[weakref.ref[Tensor], int, Stats]] = {}
+        # (weight, version, sample shape, settings) -> (weak reference, conv reach map).
+        # (input shape, weight shape, settings) -> in-range taps of one conv row.
+        self.taps_cache: dict[tuple[Any, ...], float] = {}
+        # id(average-pooled spike tensor) -> (weak reference, window area).
+        self.pooled: dict[int, tuple[weakref.ref[Tensor], float]] = {}
         self.exact = True  # count exact synaptic operations (``_synops``)
         neuron_modules = {id(m) for m in model.modules() if is_neuron(m)}
         # A neuron inside another neuron module is counted once, at the innermost.
@@ -248,20 +138,35 @@ class Recorder:
             if id(m) in neuron_modules
             and not any(id(c) in neuron_modules for c in m.modules() if c is not m)
         }
-        # id(weight) -> (weak reference, (version, data_ptr), (nonzero count, binarised)): counting the
-        # non-zeros of every layer's weight on every call would sync a GPU once per call.
-        # The weak reference proves the id still names the same tensor; the version counter
-        # and the data pointer, that its values did not change since.
-        self._density: dict[int, tuple[weakref.ref[Tensor], tuple[int, int], tuple[int, bool]]] = {}
+        # What is derived from each weight, shared by all measurements (_weights).
+        self.weights = WeightCache()
         for m in model.modules():
             self.handles.append(m.register_forward_pre_hook(self._pre))
             self.handles.append(m.register_forward_hook(self._post, always_call=True))
 
-    def start_batch(self, batch: int) -> None:
-        """Begin a model call on a batch of ``batch`` samples."""
+    def start_batch(self) -> None:
+        """Begin a model call on a new batch (its B is set by :meth:`end_batch`)."""
         self.stack.clear()
-        self.batch = batch
+        self.seen.clear()
+        self.pooled.clear()
+        self._stats.clear()
         self.batch_id += 1
+
+    def end_batch(self, batch: int) -> None:
+        """The batch just run had ``batch`` samples."""
+        self.batch_sizes.append(batch)
+
+    def mark_pooled(self, out: Tensor, area: float) -> None:
+        """``out`` is an average pool of spikes over windows of ``area`` inputs."""
+        self.pooled[id(out)] = (weakref.ref(out), area)
+
+    def pool_area(self, x: Tensor) -> float:
+        """The window area of the average-pooled spikes ``x`` is (a view of), else 1.0."""
+        for t in (x, getattr(x, "_base", None)):
+            hit = self.pooled.get(id(t)) if t is not None else None
+            if hit is not None and hit[0]() is t:
+                return hit[1]
+        return 1.0
 
     def close(self) -> None:
         """Remove the hooks."""
@@ -270,35 +175,46 @@ class Recorder:
         self.handles.clear()
 
     def weight_count(self, weight: Tensor) -> tuple[int, int, bool]:
-        """``(nonzero, numel, binarised)`` of a weight, counted once per tensor and version.
+        """``(nonzero, numel, binarised)`` of a weight (:meth:`WeightCache.count`).
 
         Raises:
             SpikeLotteryError: The weight holds a NaN or an infinity (naming the layer).
         """
-        try:
-            version = (weight._version, weight.data_ptr())
-            ref = weakref.ref(weight)
-        except (RuntimeError, TypeError):  # inference or traced tensors: no cache
-            nnz, binarised = self._weight_facts(weight)
-            return nnz, weight.numel(), binarised
-        hit = self._density.get(id(weight))
-        if hit is not None and hit[0]() is weight and hit[1] == version:
-            return hit[2][0], weight.numel(), hit[2][1]
-        facts = self._weight_facts(weight)
-        self._density[id(weight)] = (ref, version, facts)
-        return facts[0], weight.numel(), facts[1]
+        return self.weights.count(weight, self.where)
 
-    def _weight_facts(self, weight: Tensor) -> tuple[int, bool]:
-        # One pass for the checks: finite, non-zero count, one magnitude (binarised).
-        if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
-            raise SpikeLotteryError(
-                f"layer {self.where()!r}: its weight holds NaN or infinite values; "
-                "energy cannot be estimated (check the checkpoint or the training run)"
-            )
-        nnz = int(torch.count_nonzero(weight))
-        nz = weight[weight != 0].abs()
-        binarised = bool(nnz > 0 and (nz.max() - nz.min()) <= 1e-6 * nz.max())
-        return nnz, binarised
+    def stats(self, t: Tensor) -> Stats:
+        """:func:`operand_stats` of ``t``, computed once per tensor (and version): a
+        neuron's spikes are read again by the layer they feed, often as a reshaped view."""
+        keys = _same_elements(t)
+        for key in keys:
+            hit = self._stats.get(id(key))
+            if hit is not None and hit[0]() is key and hit[1] == key._version:
+                return hit[2]
+        found = operand_stats(t)
+        self._remember(keys, found)
+        return found
+
+    def remember_spikes(self, spikes: Tensor) -> None:
+        """``spikes`` holds only zeros and ones (a neuron's Heaviside output): its stats
+        are its sum, without the binary check."""
+        n = spikes.numel()
+        total = spikes.sum(dtype=torch.float64) if n >= 2**24 else spikes.sum()
+        self._remember(_same_elements(spikes), (True, float(total), n))
+
+    def _remember(self, keys: tuple[Tensor, ...], found: Stats) -> None:
+        with contextlib.suppress(RuntimeError, TypeError):  # inference tensors: no cache
+            for key in keys:
+                self._stats[id(key)] = (weakref.ref(key), key._version, found)
+
+    def reach(
+        self,
+        weight: Tensor,
+        sample: tuple[int, ...],
+        settings: Mapping[str, Any],
+        make: Any,
+    ) -> Tensor:
+        """The reach map of a conv (:meth:`WeightCache.reach`)."""
+        return self.weights.reach(weight, sample, settings, make)
 
     def where(self) -> str:
         """The qualified name of the running module (for error messages)."""
@@ -308,8 +224,9 @@ class Recorder:
         return frame.name or type(frame.module).__name__
 
     def lead(self, lead: Sequence[int]) -> Steps:
-        """The output's leading (non-feature) dims and this batch's B: read once T is known."""
-        return tuple(int(n) for n in lead), self.batch
+        """The output's leading (non-feature) dims and this batch's index: read once B and
+        T are known."""
+        return tuple(int(n) for n in lead), self.batch_id
 
     def take_index(self, kind: str) -> int:
         """The next index of an op of ``kind`` in the running module (0, 1, ...)."""
@@ -330,14 +247,20 @@ class Recorder:
     def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if id(module) in self.neuron_ids:
             out = next((t for t in tree_flatten(output)[0] if isinstance(t, Tensor)), None)
+            inp = next((t for t in tree_flatten(args)[0] if isinstance(t, Tensor)), out)
             if out is not None:
                 name = self.names.get(id(module), type(module).__name__)
+                mode = step_mode(module)
+                self.seen.append((name, mode, tuple(inp.shape) if inp is not None else ()))
                 tally = self.neurons.get(name)
                 if tally is None:
                     tally = NeuronTally(name, type(module).__name__, len(self.neurons))
                     self.neurons[name] = tally
                 tally.updates += out.numel()
-                tally.spikes += int(torch.count_nonzero(out))
+                if type(module) is LIFNeuron and out.is_floating_point():
+                    self.remember_spikes(out)  # a Heaviside step: 0 or 1 by construction
+                binary, total, _ = self.stats(out)
+                tally.spikes += int(total) if binary else int(torch.count_nonzero(out))
                 tally.calls += 1
         while self.stack:
             if self.stack.pop().module is module:
@@ -361,6 +284,7 @@ class Recorder:
                 seq=len(self.tallies),
                 shape=shape,
                 base_macs=base_macs,
+                neurobench=kind != "matmul" and isinstance(frame.module, _NEUROBENCH_LAYERS),
             )
             self.tallies[key] = tally
         return tally
@@ -379,6 +303,7 @@ class Recorder:
         label: str | None = None,
         right_is_weight: bool = False,
         synops: SynCount | None = None,
+        taps: float | None = None,
     ) -> Tally:
         """Add one call of an op to the running module's tally of it.
 
@@ -394,6 +319,8 @@ class Recorder:
             label: Name of the op within its module (default: ``kind`` and an index).
             right_is_weight: The right operand is a weight (never the spike operand).
             synops: The call's exact synaptic operations (``None``: not countable).
+            taps: In-range (input, weight) pairs of the call, padding left out (default:
+                ``macs``).
 
         Raises:
             SpikeLotteryError: An operand or the weight holds NaN or infinite values.
@@ -417,15 +344,16 @@ class Recorder:
         )
         if counted is not None:
             tally.w_binarised = counted[2]
+        tally.taps += float(macs if taps is None else taps)
         if self.exact:
-            tally.add_synops(synops, self.batch_id, self.batch)
+            tally.add_synops(synops, self.batch_id)
         return tally
 
     def record_pairable(self, a: Tensor, b: Tensor, out: Tensor) -> None:
         """An activation-activation matmul: record it and pair it with the previous one."""
         frame = self.stack[-1]
         pending = frame.pending
-        sa, sb = operand_stats(a), operand_stats(b)
+        sa, sb = self.stats(a), self.stats(b)
         tally = self.record(
             "matmul",
             mm_shape(a, b),
@@ -531,6 +459,18 @@ class Recorder:
             frame.pending = None
             return
         pending.derived.extend(t for t in tree_flatten(out)[0] if isinstance(t, Tensor))
+
+
+def _same_elements(t: Tensor) -> tuple[Tensor, ...]:
+    """``t``, and the tensor it views when that holds the same elements (a reshape)."""
+    base = t._base
+    if (
+        base is not None
+        and base.numel() == t.numel()
+        and base.storage_offset() == t.storage_offset()
+    ):
+        return (t, base)
+    return (t,)
 
 
 def _alternative(key: tuple[str, str], shape: str, base_macs: int) -> Tally:

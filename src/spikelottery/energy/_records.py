@@ -45,6 +45,14 @@ class OpCount:
         synops_values_per_step: ``synops_values`` split the same way.
         binarised: Every non-zero weight has the same magnitude (a binarised ``"mp"``
             ticket): stored at 1 bit in the memory-aware view.
+        pool_area: The input is average-pooled spikes over windows of this many inputs
+            (1.0 when it is not): a pooled value ``k / pool_area`` is ``k`` spikes, each
+            of which reaches the layer's weights on an event-driven chip.
+        weights: Entries of the layer's weight (0 for activation-activation matmuls).
+        neurobench: Issued by a ``torch.nn`` ``Linear`` or ``Conv1d/2d/3d`` module (or a
+            subclass) in its own forward: a layer NeuroBench counts.
+        taps: In-range (input, weight) pairs per sample over all steps, every input and
+            weight counted and padded taps left out (NeuroBench's ``Dense``).
 
     >>> OpCount("fc", "linear", "Linear", "100 -> 10", 1000.0, 4.0, 0.5, True, 1.0).kind
     'linear'
@@ -67,6 +75,10 @@ class OpCount:
     synops_per_step: tuple[float, ...] = ()
     binarised: bool = False
     synops_values_per_step: tuple[float, ...] = ()
+    pool_area: float = 1.0
+    weights: int = 0
+    neurobench: bool = False
+    taps: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,4 @@
-"""The energy report: totals, printing and exports, and :func:`energy_from_counts`, which
-prices measured op counts into one."""
+"""The energy report: totals, the three views, printing and exports."""
 
 from __future__ import annotations
 
@@ -16,12 +15,13 @@ from typing import Any
 from .._io import atomic_open
 from .._state import finite_or_none
 from .._table import format_rows
-from ._formula import price_layers
+from ._formula import ann_passes_of
+from ._memory import ASSUMPTIONS, ann_memory_pj, footprint_bits, memory_parts, sram_note, to_mj
 from ._options import PricingOptions, merge_options
 from ._presets import ANN_BASELINES, PRESETS
 from ._records import PJ_PER_MJ, LayerEnergy, NeuronCount, OpCount, plain_number
 
-__all__ = ["EnergyReport", "energy_from_counts"]
+__all__ = ["VIEWS", "EnergyReport"]
 
 # Columns of the table right-aligned in print(report) and in to_markdown().
 _NUMERIC = (3, 4, 5, 7, 9, 10, 11, 12, 13)
@@ -58,9 +58,10 @@ class EnergyReport:
 
     Attributes:
         rows: One :class:`LayerEnergy` per layer, in execution order.
-        ann_mj: ``E_ANN`` in mJ per sample: by default the same network run once, as an
-            ANN on a static input (the paper's reference, whatever ``T`` the model ran);
-            with ``ann_every_step=True``, charged for every time step each layer ran.
+        ann_mj: ``E_ANN`` in mJ per sample, the ANN reference: the same network as a
+            dense ANN, one pass per distinct input frame (once on a static input, the
+            paper's reference whatever ``T`` the model ran; ``T`` passes on event frames);
+            ``ann_every_step`` forces every step (``True``) or one pass (``False``).
         snn_mj: ``E_SNN`` in mJ per sample.
         ratio: ``snn_mj / ann_mj`` (``nan`` when the ANN costs nothing).
         macs: Dense MACs per sample and time step, summed over the layers (the ANN count).
@@ -76,6 +77,11 @@ class EnergyReport:
         counts: The measured :class:`OpCount` rows, for :func:`energy_from_counts`.
         neurons: The membrane updates of each spiking neuron module (empty when not
             measured).
+        frames: Distinct input frames per sample: 1 for a static input, ``T`` for event
+            frames. The ANN reference runs one pass per frame (``ann_every_step=None``),
+            and so does a first layer with real-valued input.
+        spiking: A spiking neuron ran (``False``: the SNN figures price the model's
+            activations as if they were spikes; read :attr:`ann_mj`).
 
     Besides the paper's formula (``snn_mj``), every report carries the exact view
     (:attr:`exact_snn_mj`: the counted synaptic operations, :attr:`LayerEnergy.exact_ops`)
@@ -97,6 +103,8 @@ class EnergyReport:
     options: Mapping[str, Any]
     counts: tuple[OpCount, ...] = field(default=(), repr=False, compare=False)
     neurons: tuple[NeuronCount, ...] = field(default=(), repr=False, compare=False)
+    frames: float = 1.0
+    spiking: bool = True
 
     # -- the exact and memory-aware views -------------------------------------------
     @property
@@ -137,27 +145,74 @@ class EnergyReport:
         spikes = math.fsum(n.spikes for n in self.neurons)
         return 1.0 - spikes / updates if updates else math.nan
 
+    def memory_parts(self, *, weight_bits: int | None = None) -> dict[str, float]:
+        """The SNN's memory traffic in mJ per sample, by part: ``weights`` (one read per
+        synaptic op), ``mask`` (a pruned layer's bitmap), ``membranes`` (a read and a
+        write per update) and ``activations`` (spikes written and read at 1 bit); see
+        :data:`MEMORY_ASSUMPTIONS`. ``weight_bits`` reads every weight at that width,
+        binarised layers included (the like-for-like comparison)."""
+        parts = memory_parts(
+            self.rows,
+            self.counts or _no_counts(self.rows),
+            self.neurons,
+            self.pricing,
+            weight_bits=weight_bits,
+        )
+        return to_mj(parts)
+
     @property
     def memory_mj(self) -> float:
-        """The memory term of the SNN, mJ per sample: weight reads of the exact synaptic
-        operations plus a read and a write of each membrane per update."""
-        o = self.pricing
-        state_pj = self.neuron_updates * 2 * o.state_bits * o.e_mem_bit
-        return (math.fsum(r.memory_pj for r in self.rows) + state_pj) / PJ_PER_MJ
+        """The memory term of the SNN, mJ per sample: the sum of :meth:`memory_parts`."""
+        return math.fsum(self.memory_parts().values())
 
     @property
     def memory_snn_mj(self) -> float:
         """``E_SNN`` of the memory-aware view: :attr:`exact_snn_mj` + :attr:`memory_mj`."""
         return self.exact_snn_mj + self.memory_mj
 
+    def memory_like_for_like(self) -> dict[str, float]:
+        """The memory-aware ``E_SNN`` with every weight at the same width, beside the
+        headline (each layer at its own width, a binarised one at 1 bit): compare a
+        ticket with a dense network at ``memory_<bits>bit_mj`` on both sides.
+
+        Returns:
+            ``memory_snn_mj`` (the headline), ``memory_<weight_bits>bit_mj`` and
+            ``memory_1bit_mj``, mJ per sample.
+        """
+        out = {"memory_snn_mj": self.memory_snn_mj}
+        for bits in dict.fromkeys((self.pricing.weight_bits, 1)):
+            total = math.fsum(self.memory_parts(weight_bits=bits).values())
+            out[f"memory_{bits}bit_mj"] = self.exact_snn_mj + total
+        return out
+
+    def memory_footprint(self) -> dict[str, Any]:
+        """What the model stores (bits of weights, masks, membranes) and whether it fits
+        the SRAM whose per-bit cost is assumed (``sram_kib``), with a sentence saying so."""
+        bits = footprint_bits(self.counts, self.neurons, self.pricing)
+        return {"parts_bits": bits, **sram_note(bits, self.pricing)}
+
+    def memory_summary(self) -> str:
+        """The memory view's parts, its like-for-like figures and the SRAM note, as lines."""
+        parts = self.memory_parts()
+        like = self.memory_like_for_like()
+        text = ", ".join(f"{k} {v:.4f}" for k, v in parts.items())
+        same = ", ".join(
+            f"{k[7:-3]} weights {v:.4f}" for k, v in like.items() if k != "memory_snn_mj"
+        )
+        return (
+            f"memory parts (mJ): {text} | like for like, every weight at: {same} mJ | "
+            f"{self.memory_footprint()['text']}"
+        )
+
     @property
     def ann_macs(self) -> float:
-        """MACs per sample of the ANN reference (once, or every step with ``ann_every_step``)."""
+        """MACs per sample of the ANN reference (one pass per distinct input frame by
+        default; see ``ann_every_step``)."""
         o = self.pricing
         return math.fsum(
             r.macs
             * (r.density if o.density_scaling else 1.0)
-            * (r.steps if o.ann_every_step else 1.0)
+            * ann_passes_of(r.steps, self.frames, o.ann_every_step)
             for r in self.rows
         )
 
@@ -176,8 +231,14 @@ class EnergyReport:
         >>> report.ann_baseline("int8-45nm")  # doctest: +SKIP
         """
         p = PRESETS[preset]
-        per_mac = p.e_mac + (p.bits * self.pricing.e_mem_bit if memory else 0.0)
-        return self.ann_macs * per_mac / PJ_PER_MJ
+        pj = self.ann_macs * p.e_mac
+        if memory:
+            passes = ann_passes_of(self.timesteps, self.frames, self.pricing.ann_every_step)
+            parts = ann_memory_pj(
+                self.ann_macs, passes, self.neurons, preset, self.pricing.e_mem_bit
+            )
+            pj += math.fsum(parts.values())
+        return pj / PJ_PER_MJ
 
     def views(self) -> list[dict[str, Any]]:
         """The three views side by side: the paper's formula, the exact synaptic
@@ -225,6 +286,8 @@ class EnergyReport:
 
         >>> report.reprice(nonbinary_as_mac=True, e_ac=0.03)  # doctest: +SKIP
         """
+        from ._pricing import energy_from_counts  # it builds reports: imported when used
+
         options = merge_options(self.options, changes, caller="reprice")
         return energy_from_counts(
             self.counts,
@@ -232,6 +295,8 @@ class EnergyReport:
             timesteps=self.timesteps,
             samples=self.samples,
             neurons=self.neurons,
+            frames=self.frames,
+            spiking=self.spiking,
         )
 
     # -- export ----------------------------------------------------------------------
@@ -316,7 +381,9 @@ class EnergyReport:
                 last,
                 self.summary(),
                 self.exact_summary(),
+                self.memory_summary(),
                 self.views_table(),
+                *self._warnings(),
                 self.conventions(),
             ]
         )
@@ -339,8 +406,17 @@ class EnergyReport:
                 f"| {v['view']} | {v['snn_mj']:.6f} | {v['ann_fp32_mj']:.6f} | "
                 f"{_pct(v['pct_fp32'])} | {v['ann_int8_mj']:.6f} | {_pct(v['pct_int8'])} |"
             )
-        parts = [*lines, "", self.summary(), "", self.exact_summary(), "", *views]
+        parts = [*lines, "", self.summary(), "", self.exact_summary(), "", self.memory_summary()]
+        parts += ["", *views, *(f"\n{w}" for w in self._warnings())]
         return "\n".join([*parts, "", self.conventions()]) + "\n"
+
+    def _warnings(self) -> list[str]:
+        if self.spiking:
+            return []
+        return [
+            "warning: no spiking neuron ran; the SNN figures price the activations as if "
+            "they were spikes (read E_ANN for an ANN)"
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: ``rows``, ``totals``, ``options`` (``nan`` becomes ``None``)."""
@@ -378,7 +454,63 @@ class EnergyReport:
             "timesteps": finite_or_none(self.timesteps),
             "samples": self.samples,
             "attention_pairs": self.attention_pairs,
+            "frames": self.frames,
+            "spiking": self.spiking,
+            "memory": {
+                "parts_mj": self.memory_parts(),
+                "like_for_like": self.memory_like_for_like(),
+                "footprint": self.memory_footprint(),
+                "assumptions": [
+                    {"part": p, "assumption": a, "source": src} for p, a, src in ASSUMPTIONS
+                ],
+                "ann": {
+                    name.split("-")[0]: to_mj(
+                        ann_memory_pj(
+                            self.ann_macs,
+                            ann_passes_of(self.timesteps, self.frames, self.pricing.ann_every_step),
+                            self.neurons,
+                            name,
+                            self.pricing.e_mem_bit,
+                        )
+                    )
+                    for name in ANN_BASELINES
+                },
+            },
             "conventions": self.conventions(),
+        }
+
+    def ann_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the ANN figures only, for a network that does not spike (the
+        SNN views would price its activations as spikes): per-layer dense MACs and
+        ``ann_mj``, the totals against the fp32 and int8 baselines with their memory
+        traffic, ``frames`` and the options."""
+        rows = [
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "shape": r.shape,
+                "macs": r.macs,
+                "steps": r.steps,
+                "density": r.density,
+                "ann_mj": r.ann_mj,
+            }
+            for r in self.rows
+        ]
+        totals = {"ann_mj": self.ann_mj, "macs": self.macs, "ann_macs": self.ann_macs}
+        for name in ANN_BASELINES:
+            short = name.split("-")[0]
+            totals[f"ann_{short}_mj"] = self.ann_baseline(name)
+            totals[f"ann_{short}_memory_mj"] = self.ann_baseline(name, memory=True)
+        return {
+            "rows": [{k: finite_or_none(v) for k, v in r.items()} for r in rows],
+            "totals": {k: finite_or_none(v) for k, v in totals.items()},
+            "timesteps": finite_or_none(self.timesteps),
+            "frames": self.frames,
+            "samples": self.samples,
+            "spiking": False,
+            "options": {k: finite_or_none(v) for k, v in self.options.items()},
+            "conventions": self.pricing.disclosure()
+            + "; ANN: a MAC per weight, one pass per distinct input frame; per sample",
         }
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
@@ -413,73 +545,8 @@ def _si(v: float) -> str:
     return f"{v:.0f}"
 
 
-def energy_from_counts(
-    counts: Sequence[OpCount],
-    *,
-    options: PricingOptions | None = None,
-    timesteps: float | None = None,
-    samples: int = 0,
-    neurons: Sequence[NeuronCount] = (),
-    **pricing: Any,
-) -> EnergyReport:
-    """Price measured op counts with paper Eq. 3-4 (the pure formula, no model needed).
-
-    The first count is the first layer. Per layer, with ``d`` the weight density when
-    ``density_scaling`` (else 1) and ``F = macs * d``:
-
-    * ANN: ``e_mac * F`` (the network run once), or ``e_mac * steps * F`` with
-      ``ann_every_step=True``.
-    * SNN, first layer: ``e_mac * F`` (times its time steps with ``first_layer_times_t``).
-    * SNN, binary input: ``e_ac * rate * steps * F`` (the synaptic operations).
-    * SNN, non-binary input: ``e_ac * rate * steps * F`` with ``rate`` the input's mean
-      absolute value (the paper: every layer after the first is priced in SOPs), or
-      ``e_mac * steps * F`` with ``nonbinary_as_mac=True``.
-
-    Args:
-        counts: :class:`OpCount` rows in execution order (from :func:`count_ops` or
-            :attr:`EnergyReport.counts`).
-        options: The pricing conventions (default: the paper's).
-        timesteps: ``T`` for the report (default: the largest ``steps``).
-        samples: Samples measured, for the report.
-        neurons: The membrane updates of the neurons (for the memory-aware view).
-        **pricing: :class:`PricingOptions` fields as keywords (``e_ac=0.03``,
-            ``nonbinary_as_mac=True``, ...), overriding ``options``.
-
-    Returns:
-        An :class:`EnergyReport`.
-
-    >>> c = OpCount("fc", "linear", "Linear", "100 -> 10", macs=1000, steps=4, rate=0.5,
-    ...             binary=True, density=1.0)
-    >>> first = OpCount("stem", "conv", "Conv2d", "...", 1e6, 4, 1.0, False, 1.0)
-    >>> round(energy_from_counts([first, c]).snn_mj * 1e9)  # 4.6e6 + 0.9 * 0.5 * 4 * 1000 pJ
-    4601800
-    """
-    opts = merge_options(options, pricing, caller="energy_from_counts")
-    counts = tuple(counts)
-    if not counts:
-        raise ValueError("counts is empty: there is no layer to price")
-    rows = price_layers(counts, opts)
-    ann_pj = math.fsum(r.ann_pj for r in rows)
-    snn_pj = math.fsum(r.snn_pj for r in rows)
-    spike_work = math.fsum(r.steps * r.macs for r in rows if r.binary)
-    mean_rate = (
-        math.fsum(r.rate * r.steps * r.macs for r in rows if r.binary) / spike_work
-        if spike_work
-        else math.nan
-    )
-    return EnergyReport(
-        rows=rows,
-        ann_mj=ann_pj / PJ_PER_MJ,
-        snn_mj=snn_pj / PJ_PER_MJ,
-        ratio=snn_pj / ann_pj if ann_pj else math.nan,
-        macs=math.fsum(r.macs for r in rows),
-        sops=math.fsum(r.ops for r in rows if r.op == "AC"),
-        snn_macs=math.fsum(r.ops for r in rows if r.op == "MAC"),
-        mean_rate=mean_rate,
-        timesteps=float(timesteps) if timesteps is not None else max(c.steps for c in counts),
-        samples=int(samples),
-        attention_pairs=sum(1 for c in counts if c.alternatives) // 2,
-        options=opts.to_dict(),
-        counts=counts,
-        neurons=tuple(neurons),
+def _no_counts(rows: Sequence[LayerEnergy]) -> tuple[OpCount, ...]:
+    # A report built without its counts: dense layers, no weights known.
+    return tuple(
+        OpCount(r.name, r.kind, "", r.shape, r.macs, r.steps, r.rate, r.binary, 1.0) for r in rows
     )

@@ -18,9 +18,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from ._operands import is_weight, mm_base, mm_macs, mm_shape, operand_stats, virtual_stats
-from ._recorder import Recorder, SynCount, matmul_count
-from ._synops import conv_synops, linear_synops, matmul_synops
+from ._operands import (
+    Stats,
+    is_weight,
+    mm_base,
+    mm_macs,
+    mm_shape,
+    virtual_stats,
+)
+from ._recorder import Recorder, SynCount, Tally, matmul_count
+from ._synops import conv_reach, linear_synops, matmul_synops, row_counts
 
 __all__ = ["OpMode"]
 
@@ -61,7 +68,9 @@ def _conv_count(
     kwargs: Mapping[str, Any],
     transposed: bool,
 ) -> SynCount | None:
-    """The exact count of one conv call (``None`` when the recorder does not count)."""
+    """The exact count of one conv call (``None`` when the recorder does not count): the
+    input's non-zeros times the map of kept weights each input element reaches
+    (:func:`conv_reach`, once per weight and shape), one pass over the input."""
     if not rec.exact:
         return None
     if transposed:
@@ -82,9 +91,42 @@ def _conv_count(
             "dilation": _arg(args, kwargs, 5, "dilation", 1),
             "groups": _arg(args, kwargs, 6, "groups", 1),
         }
-    events = conv_synops(x, w, **settings)
-    values = None if binary else conv_synops(x, w, values=True, **settings)
+    batched = x.dim() == w.dim()
+    sample = tuple(x.shape[1:]) if batched else tuple(x.shape)
+    reach = rec.reach(w, sample, settings, lambda: conv_reach(sample, w, **settings))
+    rows = x if batched else x.unsqueeze(0)
+    events = row_counts(rows, reach, binary=binary)
+    values = None if binary else row_counts(rows, reach, values=True)
+    if not batched:
+        events, values = events[0], (None if values is None else values[0])
     return events, values
+
+
+def _conv_taps(
+    rec: Recorder, x: Tensor, w: Tensor, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> float | None:
+    """In-range (input, weight) pairs of one conv call, every input and weight counted
+    (padding left out): an all-ones input through an all-ones weight, once per shape."""
+    if not rec.exact or x.dim() != w.dim():
+        return None
+    settings = tuple(_arg(args, kwargs, i, n, d) for i, n, d in _CONV_SETTINGS)
+    key = (tuple(x.shape[1:]), tuple(w.shape), repr(settings))
+    per_row = rec.taps_cache.get(key)
+    if per_row is None:
+        stride, padding, dilation, groups = settings
+        kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+        sample = tuple(x.shape[1:])
+        if rec.weight_count(w)[0] == w.numel():  # no zero weight: the reach map's sum
+            reach = rec.reach(w, sample, kw, lambda: conv_reach(sample, w, **kw))
+        else:
+            reach = conv_reach(sample, torch.ones_like(w, dtype=torch.float32), **kw)
+        per_row = float(reach.sum(dtype=torch.float64))
+        rec.taps_cache[key] = per_row
+    return per_row * x.shape[0]
+
+
+# conv(input, weight, bias, stride, padding, dilation, groups): (index, name, default).
+_CONV_SETTINGS = ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1), (6, "groups", 1))
 
 
 def _rule_conv(
@@ -96,9 +138,11 @@ def _rule_conv(
     macs = out.numel() * w.shape[1] * k  # w.shape[1] = in_channels / groups
     rows = out.shape[0] if x.dim() == w.dim() else 1  # [T * B, C, ...]: T * B sample-steps
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, False)
-    stats = operand_stats(x)
+    stats = rec.stats(x)
     syn = _conv_count(rec, x, w, stats[0], args, kwargs, False) if math.isfinite(stats[1]) else None
-    rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
+    taps = _conv_taps(rec, x, w, args, kwargs)
+    tally = rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn, taps=taps)
+    _note_pooled(rec, tally, x, stats)
 
 
 def _rule_conv_transpose(
@@ -111,9 +155,10 @@ def _rule_conv_transpose(
     )  # each input scatters to out/groups x kernel
     rows = out.shape[0] if x.dim() == w.dim() else 1
     shape = _conv_shape(x, w, out, _arg(args, kwargs, 3, "stride", 1), groups, True)
-    stats = operand_stats(x)
+    stats = rec.stats(x)
     syn = _conv_count(rec, x, w, stats[0], args, kwargs, True) if math.isfinite(stats[1]) else None
-    rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
+    tally = rec.record("conv", shape, None, macs, rows, stats, weight=w, synops=syn)
+    _note_pooled(rec, tally, x, stats)
 
 
 def _rule_linear(
@@ -121,12 +166,12 @@ def _rule_linear(
 ) -> None:
     x, w = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight")
     fin, fout = w.shape[-1], (w.shape[0] if w.dim() == 2 else 1)
-    stats = operand_stats(x)
+    stats = rec.stats(x)
     syn: SynCount | None = None
     if rec.exact and math.isfinite(stats[1]):
         values = None if stats[0] else linear_synops(x, w, values=True)
         syn = (linear_synops(x, w), values)
-    rec.record(
+    tally = rec.record(
         "linear",
         f"{fin} -> {fout}",
         fin * fout,
@@ -136,6 +181,59 @@ def _rule_linear(
         weight=w,
         synops=syn,
     )
+    _note_pooled(rec, tally, x, stats)
+
+
+def _note_pooled(rec: Recorder, tally: Tally, x: Tensor, stats: Stats) -> None:
+    """A layer fed average-pooled spikes keeps the pool's window area (one call is enough:
+    a layer's input comes from the same pool on every call)."""
+    if not stats[0]:
+        area = rec.pool_area(x)
+        if area > 1.0:
+            tally.pool_area = area
+
+
+def _pool_dims(v: Any, nd: int) -> tuple[int, ...]:
+    return (int(v),) * nd if isinstance(v, int) else tuple(int(n) for n in v)
+
+
+def _avg_pool_area(args: tuple[Any, ...], kwargs: Mapping[str, Any], nd: int) -> float | None:
+    """Inputs per window of ``F.avg_poolNd`` when every window has the same divisor."""
+    # avg_poolNd(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    kernel = _pool_dims(_arg(args, kwargs, 1, "kernel_size"), nd)
+    padding = _pool_dims(_arg(args, kwargs, 3, "padding", 0), nd)
+    ceil_mode = bool(_arg(args, kwargs, 4, "ceil_mode", False))
+    include_pad = bool(_arg(args, kwargs, 5, "count_include_pad", True))
+    divisor = _arg(args, kwargs, 6, "divisor_override", None)
+    if divisor:
+        return float(divisor)
+    if ceil_mode or (any(padding) and not include_pad):
+        return None  # edge windows average over fewer inputs
+    return float(math.prod(kernel))
+
+
+def _rule_pool(nd: int, adaptive: bool) -> _Rule:
+    """The rule of an average pool: remember the window area of pooled spikes."""
+
+    def rule(rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> None:
+        x = _arg(args, kwargs, 0, "input")
+        if not (isinstance(x, Tensor) and isinstance(out, Tensor)) or x.dim() < nd:
+            return
+        if not rec.stats(x)[0]:
+            return  # not spikes: a pooled real value is one input, as any other
+        if adaptive:
+            sizes_in, sizes_out = x.shape[-nd:], out.shape[-nd:]
+            if any(o == 0 or i % o for i, o in zip(sizes_in, sizes_out, strict=True)):
+                return  # windows of different sizes: priced by their values
+            area: float | None = float(
+                math.prod(i // o for i, o in zip(sizes_in, sizes_out, strict=True))
+            )
+        else:
+            area = _avg_pool_area(args, kwargs, nd)
+        if area is not None and area > 1.0:
+            rec.mark_pooled(out, area)
+
+    return rule
 
 
 def _matmul_operands(rec: Recorder, a: Any, b: Any, out: Tensor) -> None:
@@ -168,7 +266,7 @@ def _record_product(
     """
     wa, wb = is_weight(a), is_weight(b)
     left, right, weight = (b, a, a) if wa and not wb else (a, b, b if wb else None)
-    sl, sr = operand_stats(left), operand_stats(right)
+    sl, sr = rec.stats(left), rec.stats(right)
     syn = None
     if rec.exact and countable and math.isfinite(sl[1]) and math.isfinite(sr[1]):
         # The input is the activation operand (``left``); weigh it when it is graded.
@@ -252,8 +350,8 @@ def _rule_sdpa(
         n_q * e * s,
         batch * n_q * e * s,
         steps,
-        operand_stats(q),
-        operand_stats(k),
+        rec.stats(q),
+        rec.stats(k),
     )
     # softmax(Q K^T) is real-valued: only V can make the second product an accumulate.
     rec.record(
@@ -263,7 +361,7 @@ def _rule_sdpa(
         batch * n_q * s * ev,
         steps,
         virtual_stats(batch * n_q * s),
-        operand_stats(v),
+        rec.stats(v),
     )
 
 
@@ -290,7 +388,7 @@ def _rule_mha(rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], o
     for t in (q, k, v):
         if not any(t is s for s in seen):
             seen.append(t)
-    parts = [operand_stats(t) for t in seen]
+    parts = [rec.stats(t) for t in seen]
     pooled = (all(s[0] for s in parts), sum(s[1] for s in parts), sum(s[2] for s in parts))
     src_eff = src + (p["bias_k"] is not None) + bool(p["add_zero_attn"])
     i = rec.take_index("mha")
@@ -362,6 +460,13 @@ def _build_rules() -> dict[Any, _Rule]:
         ((torch.einsum,), _rule_einsum),
         ((F.scaled_dot_product_attention,), _rule_sdpa),
         ((F.multi_head_attention_forward,), _rule_mha),
+        # Average pools record no MACs: they mark pooled spikes for the next layer.
+        ((F.avg_pool1d,), _rule_pool(1, False)),
+        ((F.avg_pool2d,), _rule_pool(2, False)),
+        ((F.avg_pool3d,), _rule_pool(3, False)),
+        ((F.adaptive_avg_pool1d,), _rule_pool(1, True)),
+        ((F.adaptive_avg_pool2d,), _rule_pool(2, True)),
+        ((F.adaptive_avg_pool3d,), _rule_pool(3, True)),
     )
     return {func: rule for funcs, rule in groups for func in funcs}
 

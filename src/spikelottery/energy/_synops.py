@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["conv_synops", "linear_synops", "matmul_synops"]
+__all__ = ["conv_reach", "conv_synops", "linear_synops", "matmul_synops", "row_counts"]
 
 _IntOrTuple = int | Sequence[int]
 # float32 sums small integers exactly up to 2**24; above it the kernels run in float64.
@@ -111,6 +111,103 @@ def conv_synops(
         out = fn(inp, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups)
     counts = out.flatten(1).sum(dim=1, dtype=torch.float64)
     return counts[0] if unbatched else counts
+
+
+def conv_reach(
+    input_shape: Sequence[int],
+    weight: Tensor,
+    *,
+    stride: _IntOrTuple = 1,
+    padding: _IntOrTuple | str = 0,
+    dilation: _IntOrTuple = 1,
+    groups: int = 1,
+    transposed: bool = False,
+    output_padding: _IntOrTuple = 0,
+) -> Tensor:
+    """How many kept (non-zero) weights each input element of a conv reaches: the
+    ``(output element, kept tap)`` pairs that read it, over padding, stride, dilation and
+    groups. ``conv_synops(x, ...)`` of a row is ``(x != 0)`` of the row times this map,
+    summed, so a layer's count costs one pass over its input once the map is known.
+
+    The map is the adjoint of the conv applied to ones (computed by autograd on one
+    all-zero sample), float32 with integer values.
+
+    Args:
+        input_shape: One sample's shape ``[C, *spatial]``.
+        weight: The weight the conv received.
+        stride: As in ``F.conv2d``.
+        padding: As in ``F.conv2d``.
+        dilation: As in ``F.conv2d``.
+        groups: As in ``F.conv2d``.
+        transposed: A transposed conv's weight ``[C_in, C_out / groups, *k]``.
+        output_padding: As in ``F.conv_transpose2d``.
+
+    Returns:
+        A float32 tensor of ``input_shape``.
+
+    >>> w = torch.ones(1, 1, 3, 3)
+    >>> conv_reach([1, 3, 3], w, padding=1, stride=2)[0]  # the corner reaches 1, the centre 4
+    tensor([[1., 2., 1.],
+            [2., 4., 2.],
+            [1., 2., 1.]])
+    """
+    nd = weight.dim() - 2
+    # Autograd runs even under torch.inference_mode (the indicator is a normal tensor).
+    with torch.inference_mode(False), torch.enable_grad():
+        ind = (weight.detach() != 0).to(torch.float32).clone()
+        z = torch.zeros((1, *input_shape), dtype=torch.float32, device=weight.device)
+        z.requires_grad_(True)
+        if transposed:
+            tfn: Any = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
+            out = tfn(
+                z,
+                ind,
+                stride=stride,
+                padding=padding,
+                output_padding=output_padding,
+                groups=groups,
+                dilation=dilation,
+            )
+        else:
+            fn: Any = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+            out = fn(z, ind, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        (grad,) = torch.autograd.grad(out.sum(), z)
+    return grad[0]
+
+
+def row_counts(x: Tensor, reach: Tensor, *, values: bool = False, binary: bool = False) -> Tensor:
+    """Per row of ``x`` (its first dim), the sum of ``reach`` over its non-zero elements
+    (or weighted by ``|x|`` with ``values=True``), in float64; ``binary``: ``x`` holds
+    only zeros and ones (read as its own indicator).
+
+    One float32 matrix-vector product, split into chunks whose sums stay below ``2**24``
+    so that integer counts (and dyadic values, such as pooled spikes ``k / 4``) are exact.
+
+    >>> row_counts(torch.tensor([[1.0, 0.0, 1.0], [0.0, 2.0, 0.0]]), torch.tensor([1.0, 2.0, 3.0]))
+    tensor([4., 2.], dtype=torch.float64)
+    """
+    rows = x.reshape(x.shape[0], -1)
+    r = reach.reshape(-1).to(device=rows.device, dtype=torch.float32)
+    if binary:
+        weights, high = rows.to(torch.float32), 1.0
+    else:
+        nonneg = bool(rows.amin() >= 0) if rows.numel() else True
+        size = rows if nonneg else rows.abs()
+        if values:
+            weights = size.to(torch.float32)
+            high = float(weights.amax()) if weights.numel() else 0.0
+        else:  # the indicator of x != 0 (sign is a float op: cheaper than a bool mask)
+            weights, high = torch.sign(size).to(torch.float32), 1.0
+    bound = float(r.amax()) * high if r.numel() else 0.0
+    # Columns per chunk so that every partial sum of a row (non-negative terms) stays
+    # below 2**24: exact in float32 for counts (and dyadic values such as pooled k / 4).
+    width = (
+        r.numel() if bound * r.numel() < _EXACT_F32 else max(int(_EXACT_F32 // max(bound, 1)), 1)
+    )
+    out = torch.zeros(rows.shape[0], dtype=torch.float64, device=rows.device)
+    for lo in range(0, r.numel(), width):
+        out += (weights[:, lo : lo + width] @ r[lo : lo + width]).to(torch.float64)
+    return out
 
 
 def linear_synops(x: Tensor, weight: Tensor, *, values: bool = False) -> Tensor:

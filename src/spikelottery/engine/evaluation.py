@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._state import finite_or_none, reset_states, split_batch, unwrap
-from ..errors import SpikeLotteryError
+from ..errors import NoSpikingLayerWarning, SpikeLotteryError
 from .convention import call_model
 
 __all__ = ["evaluate", "input_and_label", "measure_energy", "model_device"]
@@ -122,7 +123,14 @@ def measure_energy(
 ) -> dict[str, Any] | None:
     """The energy figures of :class:`~spikelottery.engine.Results`, on ``batches`` test batches.
 
-    ``preset`` names the hardware preset that prices it. Returns ``None`` when there is no batch or the estimate fails (a user model the
+    One convention for every run: the ANN reference is the dense network run once per
+    distinct input frame (once on a static image, ``T`` times on event frames), as in
+    :func:`~spikelottery.energy.estimate_energy`. A spiking run reports its SNN energy
+    and the full report; a run that does not spike reports its own ANN energy and the ANN
+    figures only (no SNN view of itself). ``preset`` names the hardware preset that
+    prices it.
+
+    Returns ``None`` when there is no batch or the estimate fails (a user model the
     counter cannot follow must not lose the run: the failure is logged).
     """
     from ..energy import estimate_energy
@@ -140,10 +148,10 @@ def measure_energy(
     model.eval()
     try:
         reset_states(model)
-        with torch.no_grad():
-            # A network that does not spike pays its MACs on every step it runs (the
-            # ANN twin on event frames runs T); the SNN's ANN reference runs once.
-            report = estimate_energy(model, measured, ann_every_step=not spiking, preset=preset)
+        with torch.no_grad(), warnings.catch_warnings():
+            if not spiking:  # an ANN has no spiking layer, by design
+                warnings.simplefilter("ignore", NoSpikingLayerWarning)
+            report = estimate_energy(model, measured, preset=preset)
         sparse = report.reprice(density_scaling=True)
     except Exception as exc:
         logger.warning(
@@ -153,13 +161,14 @@ def measure_energy(
     finally:
         model.train(was_training)
     rate = finite_or_none(report.mean_rate) if spiking else None
-    # The whole report: per-layer rows (formula, exact and memory-aware columns), totals,
-    # the three views against the fp32 and int8 ANN, options and the disclosure line.
-    summary = report.to_dict()
+    # A spiking run: the whole report (per-layer rows with the formula, exact and
+    # memory-aware columns, totals, the three views, the memory parts and assumptions,
+    # options and the disclosure line). An ANN run: its ANN figures only.
+    summary = report.to_dict() if spiking else report.ann_dict()
     return {
         "energy_mj": report.snn_mj if spiking else report.ann_mj,
         "energy_sparse_mj": sparse.snn_mj if spiking else sparse.ann_mj,
-        "ann_energy_mj": report.ann_mj,
+        "ann_reference_mj": report.ann_mj,
         "firing_rate": rate,
         "report": summary,
     }

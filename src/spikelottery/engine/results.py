@@ -31,20 +31,27 @@ class Results:
             on event frames, one on a static image); ``None`` if it could not be measured.
         energy_sparse_mj: The same with every layer's FLOPs scaled by its weight density
             (pruned weights do no work).
-        ann_energy_mj: ``E_ANN`` of the same network run as an ANN (the reference of the
-            paper's ratios): once per sample for a spiking model, as in the paper; for
-            the ReLU twin the same as ``energy_mj``.
+        ann_reference_mj: ``E_ANN`` of the same network as a dense ANN, one pass per
+            distinct input frame (once on a static image, as in the paper; ``T`` passes on
+            event frames): the reference of the "% of ANN" ratios, the same convention
+            for a spiking run and for the ReLU twin (where it equals ``energy_mj``). A
+            ``results.json`` written before this name held ``ann_energy_mj`` instead (an
+            SNN's reference counted once even on event frames); the report reads it under
+            that name.
         firing_rate: Mean input firing rate of the binary-input layers (``None`` for an ANN).
         seconds: Wall time of the whole run (all sessions of a resumed run).
         config: The :class:`~spikelottery.engine.TrainConfig` as a dict.
         history: One dict per epoch: ``epoch``, ``stage``, ``stage_epoch``,
             ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``, ``lr``,
             ``seconds``.
-        energy: The energy report (:meth:`~spikelottery.energy.EnergyReport.to_dict`):
-            the per-layer ``rows`` (paper formula, exact synaptic operations and
-            memory-aware columns), ``totals``, the three ``views`` against a dense fp32
-            and an int8 ANN, ``neurons``, ``per_step_synops``, ``options`` and the
-            disclosure line ``conventions``.
+        energy: The energy report. A spiking run:
+            :meth:`~spikelottery.energy.EnergyReport.to_dict` (the per-layer ``rows``
+            with the paper formula, exact synaptic operations and memory-aware columns,
+            ``totals``, the three ``views`` against a dense fp32 and an int8 ANN,
+            ``memory`` parts and assumptions, ``neurons``, ``per_step_synops``,
+            ``options`` and the disclosure line ``conventions``); a run that does not
+            spike: :meth:`~spikelottery.energy.EnergyReport.ann_dict` (its ANN figures
+            only).
         loss: Mean test cross-entropy of the final model (``None`` if not finite).
         early_time: For an Early-Time ticket (``search_timesteps``), the found ticket
             right after the search: ``search_accuracy`` / ``search_loss`` at
@@ -66,7 +73,7 @@ class Results:
     kept_fraction: float
     energy_mj: float | None
     energy_sparse_mj: float | None
-    ann_energy_mj: float | None
+    ann_reference_mj: float | None
     firing_rate: float | None
     seconds: float
     config: dict[str, Any]
@@ -77,6 +84,11 @@ class Results:
     threads: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ann_energy_mj(self) -> float | None:
+        """:attr:`ann_reference_mj` under the name it had before (read-only)."""
+        return self.ann_reference_mj
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of everything but the model."""

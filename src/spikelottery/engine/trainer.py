@@ -329,7 +329,7 @@ class Trainer:
             kept_fraction=kept_fraction(state.model),
             energy_mj=energy["energy_mj"] if energy else None,
             energy_sparse_mj=energy["energy_sparse_mj"] if energy else None,
-            ann_energy_mj=energy["ann_energy_mj"] if energy else None,
+            ann_reference_mj=energy["ann_reference_mj"] if energy else None,
             firing_rate=energy["firing_rate"] if energy else None,
             seconds=state.elapsed(),
             config=cfg.to_dict(),

@@ -42,6 +42,9 @@ _RESULTS_METRICS = (
     "kept_fraction",
     "energy_mj",
     "energy_sparse_mj",
+    "ann_reference_mj",
+    # The name of a results.json written before ann_reference_mj: an SNN's reference
+    # counted once even on event frames, an ANN run's all its frames. Read as recorded.
     "ann_energy_mj",
     "firing_rate",
     "seconds",
