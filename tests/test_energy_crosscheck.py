@@ -180,7 +180,7 @@ def test_neurobench_needs_the_baked_ticket() -> None:
 
 
 def test_missing_neurobench_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    import spikelottery.energy._neurobench as adapter
+    import spikelottery.energy.neurobench as adapter
 
     monkeypatch.setattr(adapter, "optional_import", lambda name: None)
     with pytest.raises(ImportError, match=r"spikelottery\[neurobench\]"):

@@ -1,5 +1,5 @@
 """Named hardware presets, the disclosure line, ANN baselines and the memory-aware view
-(``energy/_presets.py``, ``energy/_options.py``, ``energy/_report.py``)."""
+(``energy/hardware.py``, ``energy/_options.py``, ``energy/_report.py``)."""
 
 from __future__ import annotations
 
@@ -93,3 +93,12 @@ def test_memory_view_by_hand() -> None:
     json.dumps(d, allow_nan=False)
     assert d["preset"] == "fp32-45nm" and len(d["views"]) == 3 and d["neurons"][0]["updates"] == 8
     assert d["rows"][1]["exact_ops"] == second.exact_ops
+
+
+def test_the_old_energy_presets_name_warns_and_is_the_hardware_registry() -> None:
+    import spikelottery.energy as energy
+
+    with pytest.warns(FutureWarning, match="HARDWARE_PRESETS"):
+        old = energy.PRESETS
+    assert old is energy.HARDWARE_PRESETS
+    assert "fp32-45nm" in old and "PRESETS" not in energy.__all__

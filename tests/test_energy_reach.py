@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from spikelottery.energy import conv_synops, estimate_energy
-from spikelottery.energy._synops import conv_reach, row_counts
+from spikelottery.energy.synops import conv_reach, row_counts
 from spikelottery.multistep import MultiStep
 from spikelottery.neuron import LIFNeuron
 

@@ -87,20 +87,6 @@ def test_functional_holds_the_pure_tensor_functions() -> None:
 # public module, and then removed from here.
 _PRIVATE_HOMES_PENDING = {
     ("spikelottery._selection", "SparsifyReport"),
-    ("spikelottery.energy._counting", "count_ops"),
-    ("spikelottery.energy._estimate", "estimate_energy"),
-    ("spikelottery.energy._neurobench", "neurobench_model"),
-    ("spikelottery.energy._neurobench", "neurobench_view"),
-    ("spikelottery.energy._neurobench", "run_neurobench"),
-    ("spikelottery.energy._options", "PricingOptions"),
-    ("spikelottery.energy._records", "LayerEnergy"),
-    ("spikelottery.energy._records", "NeuronCount"),
-    ("spikelottery.energy._records", "OpCount"),
-    ("spikelottery.energy._report", "EnergyReport"),
-    ("spikelottery.energy._report", "energy_from_counts"),
-    ("spikelottery.energy._synops", "conv_synops"),
-    ("spikelottery.energy._synops", "linear_synops"),
-    ("spikelottery.energy._synops", "matmul_synops"),
 }
 
 

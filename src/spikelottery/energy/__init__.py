@@ -31,45 +31,43 @@ input times its kept, non-zero outgoing weights: :func:`conv_synops`,
 per pre-pool spike and reached weight), per layer and per time step, the neurons'
 membrane updates, and a **memory-aware** estimate (weight reads at the ticket's bit
 width, the mask of a pruned layer, membrane reads and writes, spikes), shown in parts
-with its assumptions. Costs come from a named :data:`PRESETS` entry (fp32,
+with its assumptions. Costs come from a named :data:`HARDWARE_PRESETS` entry (fp32,
 fp16, int8 at 45 nm) or custom values; every printed report ends with one disclosure
 line naming the preset and the conventions.
 """
 
-from . import _options, _presets, _report
-from ._counting import count_ops
-from ._estimate import estimate_energy
-from ._neurobench import neurobench_model, neurobench_view, run_neurobench
-from ._options import PricingOptions
-from ._presets import HardwarePreset
-from ._pricing import energy_from_counts
-from ._records import LayerEnergy, NeuronCount, OpCount
-from ._report import EnergyReport
-from ._synops import conv_synops, linear_synops, matmul_synops
+import warnings
+from typing import Any
 
-# The constants are defined in _options; their documentation lives here, where Sphinx
+from . import hardware, options, report
+from .counting import count_ops
+from .estimate import estimate_energy
+from .hardware import HARDWARE_PRESETS, HardwarePreset, register_hardware_preset
+from .neurobench import neurobench_model, neurobench_view, run_neurobench
+from .options import PricingOptions
+from .pricing import energy_from_counts
+from .records import LayerEnergy, NeuronCount, OpCount
+from .report import EnergyReport
+from .synops import conv_synops, linear_synops, matmul_synops
+
+# The constants are defined in options; their documentation lives here, where Sphinx
 # reads a module's ``#:`` comments.
 
 #: Energy of one 32-bit float multiply-accumulate at 45 nm, in pJ (Horowitz, ISSCC 2014).
-E_MAC_PJ = _options.E_MAC_PJ
+E_MAC_PJ = options.E_MAC_PJ
 #: Energy of one 32-bit float accumulate at 45 nm, in pJ.
-E_AC_PJ = _options.E_AC_PJ
+E_AC_PJ = options.E_AC_PJ
 #: Values of ``attention_order``: keep the order the model ran, or re-cost a spiking
 #: attention as ``(Q K^T) V`` (``"qk_first"``) or ``Q (K^T V)`` (``"kv_first"``).
-ATTENTION_ORDERS: tuple[str, ...] = _options.ATTENTION_ORDERS
+ATTENTION_ORDERS: tuple[str, ...] = options.ATTENTION_ORDERS
 #: pJ per bit read or written in an 8 KB SRAM at 45 nm (Horowitz 2014: 10 pJ per 64-bit
 #: read), the default memory cost of the memory-aware view.
-E_SRAM_BIT_PJ = _presets.E_SRAM_BIT_PJ
-#: The named hardware presets by name (``"fp32-45nm"``, ``"fp16-45nm"``, ``"int8-45nm"``,
-#: ``"int32-45nm"``): Horowitz, ISSCC 2014, 45 nm. Pass ``preset="int8"`` (short names
-#: work) to :func:`estimate_energy`, :meth:`EnergyReport.reprice` or
-#: :meth:`PricingOptions.from_preset`.
-PRESETS: dict[str, HardwarePreset] = _presets.PRESETS
+E_SRAM_BIT_PJ = hardware.E_SRAM_BIT_PJ
 #: The ANN references every report compares with: dense fp32 and an int8 equivalent.
-ANN_BASELINES: tuple[str, ...] = _presets.ANN_BASELINES
+ANN_BASELINES: tuple[str, ...] = hardware.ANN_BASELINES
 #: The three views of :meth:`EnergyReport.views`: the paper's formula, the exact
 #: synaptic operations, and the memory-aware estimate.
-VIEWS: tuple[str, ...] = _report.VIEWS
+VIEWS: tuple[str, ...] = report.VIEWS
 
 __all__ = [
     "ANN_BASELINES",
@@ -77,7 +75,7 @@ __all__ = [
     "E_AC_PJ",
     "E_MAC_PJ",
     "E_SRAM_BIT_PJ",
-    "PRESETS",
+    "HARDWARE_PRESETS",
     "VIEWS",
     "EnergyReport",
     "HardwarePreset",
@@ -93,5 +91,18 @@ __all__ = [
     "matmul_synops",
     "neurobench_model",
     "neurobench_view",
+    "register_hardware_preset",
     "run_neurobench",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PRESETS":  # one meaning per name: PRESETS also named the method presets
+        warnings.warn(
+            "spikelottery.energy.PRESETS is renamed HARDWARE_PRESETS "
+            "(from spikelottery.energy import HARDWARE_PRESETS); the old name goes in 0.2",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return HARDWARE_PRESETS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

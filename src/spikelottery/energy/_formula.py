@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._options import PricingOptions
-from ._records import LayerEnergy, OpCount
+from .options import PricingOptions
+from .records import LayerEnergy, OpCount
 
 __all__ = ["ann_passes_of", "exact_view", "first_as_mac", "price_layer", "price_layers"]
 

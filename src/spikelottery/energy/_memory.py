@@ -12,9 +12,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ._options import PricingOptions
-from ._presets import PRESETS
-from ._records import PJ_PER_MJ, LayerEnergy, NeuronCount, OpCount
+from .hardware import HARDWARE_PRESETS
+from .options import PricingOptions
+from .records import PJ_PER_MJ, LayerEnergy, NeuronCount, OpCount
 
 __all__ = ["ASSUMPTIONS", "ann_memory_pj", "footprint_bits", "memory_parts", "sram_note"]
 
@@ -104,7 +104,7 @@ def ann_memory_pj(
     >>> ann_memory_pj(100.0, 1.0, [], "int8-45nm", 1.0)
     {'weights': 800.0, 'activations': 0.0}
     """
-    bits = PRESETS[preset].bits
+    bits = HARDWARE_PRESETS[preset].bits
     units = math.fsum(n.units for n in neurons)
     return {
         "weights": ann_macs * bits * e_mem_bit,

@@ -27,7 +27,7 @@ from ._operands import (
     virtual_stats,
 )
 from ._recorder import Recorder, SynCount, Tally, matmul_count
-from ._synops import conv_reach, linear_synops, matmul_synops, row_counts
+from .synops import conv_reach, linear_synops, matmul_synops, row_counts
 
 __all__ = ["OpMode"]
 

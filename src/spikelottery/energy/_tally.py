@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ._operands import Stats
-from ._synops import matmul_synops
+from .synops import matmul_synops
 
 __all__ = ["NeuronTally", "Steps", "SynCount", "Tally", "matmul_count"]
 

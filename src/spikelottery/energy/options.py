@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._presets import E_SRAM_BIT_PJ, find_preset, resolve_preset
+from .hardware import E_SRAM_BIT_PJ, find_preset, resolve_preset
 
 __all__ = [
     "ATTENTION_ORDERS",

@@ -16,8 +16,8 @@ from .._validation import check_int
 from ..errors import LayoutError, SpikeLotteryError
 from ._layout import read_layout
 from ._recorder import Recorder, Tally
-from ._records import NeuronCount, OpCount, plain_number
 from ._rules import OpMode
+from .records import NeuronCount, OpCount, plain_number
 
 __all__ = ["Measurement", "count_ops", "measure"]
 

@@ -17,9 +17,9 @@ from .._state import finite_or_none
 from .._table import format_rows
 from ._formula import ann_passes_of
 from ._memory import ASSUMPTIONS, ann_memory_pj, footprint_bits, memory_parts, sram_note, to_mj
-from ._options import PricingOptions, merge_options
-from ._presets import ANN_BASELINES, PRESETS
-from ._records import PJ_PER_MJ, LayerEnergy, NeuronCount, OpCount, plain_number
+from .hardware import ANN_BASELINES, HARDWARE_PRESETS
+from .options import PricingOptions, merge_options
+from .records import PJ_PER_MJ, LayerEnergy, NeuronCount, OpCount, plain_number
 
 __all__ = ["VIEWS", "EnergyReport"]
 
@@ -230,7 +230,7 @@ class EnergyReport:
 
         >>> report.ann_baseline("int8-45nm")  # doctest: +SKIP
         """
-        p = PRESETS[preset]
+        p = HARDWARE_PRESETS[preset]
         pj = self.ann_macs * p.e_mac
         if memory:
             passes = ann_passes_of(self.timesteps, self.frames, self.pricing.ann_every_step)
@@ -286,7 +286,7 @@ class EnergyReport:
 
         >>> report.reprice(nonbinary_as_mac=True, e_ac=0.03)  # doctest: +SKIP
         """
-        from ._pricing import energy_from_counts  # it builds reports: imported when used
+        from .pricing import energy_from_counts  # it builds reports: imported when used
 
         options = merge_options(self.options, changes, caller="reprice")
         return energy_from_counts(

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .._compat import optional_import
 from ..neuron import LIFNeuron
-from ._report import EnergyReport
+from .report import EnergyReport
 
 __all__ = ["NEUROBENCH_METRICS", "neurobench_model", "neurobench_view", "run_neurobench"]
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._formula import price_layers
-from ._options import PricingOptions, merge_options
-from ._records import PJ_PER_MJ, NeuronCount, OpCount
-from ._report import EnergyReport
+from .options import PricingOptions, merge_options
+from .records import PJ_PER_MJ, NeuronCount, OpCount
+from .report import EnergyReport
 
 __all__ = ["energy_from_counts"]
 

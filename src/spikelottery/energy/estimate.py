@@ -9,10 +9,10 @@ from typing import Any
 from torch import nn
 
 from ..errors import NoSpikingLayerWarning
-from ._counting import measure
-from ._options import PricingOptions, merge_options
-from ._pricing import energy_from_counts
-from ._report import EnergyReport
+from .counting import measure
+from .options import PricingOptions, merge_options
+from .pricing import energy_from_counts
+from .report import EnergyReport
 
 __all__ = ["estimate_energy"]
 
@@ -47,7 +47,7 @@ def estimate_energy(
             the formula's counts.
         **pricing: :class:`PricingOptions` fields as keywords (``e_ac=0.03``,
             ``nonbinary_as_mac=True``, ...), or ``preset="int8"`` (a named
-            :data:`PRESETS` entry), overriding ``options``.
+            :data:`~spikelottery.energy.HARDWARE_PRESETS` entry), overriding ``options``.
 
     Returns:
         An :class:`EnergyReport`; ``print`` it for a table.
