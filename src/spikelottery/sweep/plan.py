@@ -9,7 +9,9 @@ The same settings always give the same folder, so a sweep started again finds it
 * ``interrupted``: a checkpoint but no results (the run resumes from it);
 * ``failed``: the run raised; ``failed.json`` holds the error (the run is tried again);
 * ``pending``: nothing yet;
-* ``stale``: ``results.json`` of other settings (refused: move the folder away).
+* ``stale``: ``results.json`` of other settings (refused: move the folder away);
+* ``damaged``: a ``results.json`` that cannot be read (truncated, not JSON, no
+  ``config``): refused, naming the file and what is wrong with it.
 
 >>> cfg = TrainConfig(pa=0.5, out=None)
 >>> run_id(cfg) == run_id(TrainConfig(pa=0.5, out="elsewhere", device="cpu"))
@@ -42,6 +44,7 @@ __all__ = [
     "describe",
     "parse_shard",
     "plan_runs",
+    "results_problem",
     "run_id",
     "run_key",
     "run_status",
@@ -54,7 +57,7 @@ RUNS_DIR = "runs"
 SETTINGS_FILE = "settings.json"
 FAILED_FILE = "failed.json"
 PLAN_FILE = "sweep.json"
-STATUSES = ("done", "interrupted", "failed", "pending", "stale")
+STATUSES = ("done", "interrupted", "failed", "pending", "stale", "damaged")
 
 #: Settings the sweep itself decides for every run.
 _SWEEP_OWNED = ("out", "resume", "progress")
@@ -98,6 +101,23 @@ def describe(axes: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in axes.items()) or "(base settings)"
 
 
+def results_problem(folder: Path) -> str | None:
+    """Why ``folder``'s ``results.json`` cannot be read, or ``None`` when it can."""
+    try:
+        data = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot be read ({exc})"
+    except ValueError as exc:
+        return f"is not valid JSON (truncated?): {exc}"
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return "has no 'config' table"
+    try:
+        TrainConfig.from_record(data["config"])
+    except (ValueError, KeyError, TypeError, SpikeLotteryError) as exc:
+        return f"holds settings this version cannot read: {exc}"
+    return None
+
+
 def _stored_key(folder: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
@@ -109,7 +129,10 @@ def _stored_key(folder: Path) -> dict[str, Any] | None:
 def run_status(folder: Path, cfg: TrainConfig) -> str:
     """What ``folder`` holds for the run ``cfg`` (see the module docstring)."""
     if (folder / RESULTS_FILE).is_file():
-        return "done" if _stored_key(folder) == run_key(cfg) else "stale"
+        key = _stored_key(folder)
+        if key is None:
+            return "damaged"
+        return "done" if key == run_key(cfg) else "stale"
     if (folder / FAILED_FILE).is_file():
         return "failed"
     if (folder / CHECKPOINT_FILE).is_file():
