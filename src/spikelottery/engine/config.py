@@ -11,6 +11,7 @@ checks, the attribute list below and the ``spikelottery run`` flags are generate
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -496,7 +497,7 @@ class TrainConfig:
     # -- conversion ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-safe dict (round-trips through :meth:`from_dict`)."""
-        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: _copy(getattr(self, name)) for name in _field_names(type(self))}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
@@ -570,6 +571,11 @@ class TrainConfig:
 
 def _copy(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else value
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def field_defaults(cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:

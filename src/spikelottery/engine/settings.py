@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -147,10 +148,16 @@ def default_of(f: dataclasses.Field[Any]) -> Any:
     return f.default
 
 
+@functools.cache
+def _checks(cls: type) -> tuple[tuple[str, Callable[[str, Any], Any]], ...]:
+    """``(name, check)`` of every field of ``cls``, in order (looked up once per class)."""
+    return tuple((f.name, setting_of(f).check) for f in dataclasses.fields(cls))
+
+
 def validate_settings(obj: Any) -> None:
     """Run every field's check on ``obj`` and store the normalised values."""
-    for f in dataclasses.fields(obj):
-        setattr(obj, f.name, setting_of(f).check(f.name, getattr(obj, f.name)))
+    for name, check in _checks(type(obj)):
+        setattr(obj, name, check(name, getattr(obj, name)))
 
 
 def runtime_settings(cls: type) -> frozenset[str]:

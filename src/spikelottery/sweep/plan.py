@@ -22,7 +22,9 @@ False
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,10 +65,15 @@ STATUSES = ("done", "interrupted", "failed", "pending", "stale", "damaged")
 _SWEEP_OWNED = ("out", "resume", "progress")
 
 
+@functools.cache
+def _identity(cls: type[TrainConfig]) -> tuple[dict[str, Any], frozenset[str]]:
+    """The defaults and the runtime fields of ``cls`` (looked up once: a plan has many runs)."""
+    return field_defaults(cls), runtime_fields(cls)
+
+
 def run_key(cfg: TrainConfig) -> dict[str, Any]:
     """The settings that identify a run: non-runtime fields that differ from the defaults."""
-    defaults = field_defaults(type(cfg))
-    skip = runtime_fields(type(cfg))
+    defaults, skip = _identity(type(cfg))
     values = cfg.to_dict()
     return {k: v for k, v in sorted(values.items()) if k not in skip and v != defaults[k]}
 
@@ -162,21 +169,30 @@ def plan_runs(
             "the SPEC (each run writes to DIR/runs/<id>)"
         )
     root = Path(out) / RUNS_DIR
+    try:  # only the folders that exist need looking into (a fresh plan has none)
+        existing = set(os.listdir(root))
+    except OSError:
+        existing = set()
     axes = spec.axes
     runs: dict[str, PlannedRun] = {}
+    sweep_owned = {"resume": True, "progress": False}
     for settings in expand(spec):
         point = {k: settings[k] for k in axes if k in settings}
         try:
-            cfg = TrainConfig.from_dict({**settings, **(runtime or {})}, source=spec.source)
+            cfg = TrainConfig.from_dict(
+                {**settings, **(runtime or {}), **sweep_owned}, source=spec.source
+            )
         except ConfigError as exc:
             raise SpecError(f"{spec.source}: run {describe(point)}: {exc}") from None
         except (SpikeLotteryError, TypeError, ValueError) as exc:
             raise SpecError(f"{spec.source}: run {describe(point)}: {exc}") from None
         rid = run_id(cfg)
+        if rid in runs:
+            continue
         folder = root / rid
-        cfg = cfg.replace(out=str(folder), resume=True, progress=False)
-        if rid not in runs:
-            runs[rid] = PlannedRun(rid, cfg, point, folder, run_status(folder, cfg))
+        cfg.out = str(folder)  # a runtime setting: neither the id nor the checks depend on it
+        status = run_status(folder, cfg) if rid in existing else "pending"
+        runs[rid] = PlannedRun(rid, cfg, point, folder, status)
     return list(runs.values())
 
 
