@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
