@@ -25,7 +25,6 @@ True
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import json
 import math
@@ -148,10 +147,14 @@ def default_of(f: dataclasses.Field[Any]) -> Any:
     return f.default
 
 
-@functools.cache
-def _checks(cls: type) -> tuple[tuple[str, Callable[[str, Any], Any]], ...]:
+_CHECKS: dict[type, tuple[tuple[str, Check], ...]] = {}
+
+
+def _checks(cls: type) -> tuple[tuple[str, Check], ...]:
     """``(name, check)`` of every field of ``cls``, in order (looked up once per class)."""
-    return tuple((f.name, setting_of(f).check) for f in dataclasses.fields(cls))
+    if cls not in _CHECKS:
+        _CHECKS[cls] = tuple((f.name, setting_of(f).check) for f in dataclasses.fields(cls))
+    return _CHECKS[cls]
 
 
 def validate_settings(obj: Any) -> None:

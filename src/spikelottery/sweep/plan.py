@@ -22,7 +22,6 @@ False
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -65,10 +64,14 @@ STATUSES = ("done", "interrupted", "failed", "pending", "stale", "damaged")
 _SWEEP_OWNED = ("out", "resume", "progress")
 
 
-@functools.cache
+_IDENTITY: dict[type, tuple[dict[str, Any], frozenset[str]]] = {}
+
+
 def _identity(cls: type[TrainConfig]) -> tuple[dict[str, Any], frozenset[str]]:
     """The defaults and the runtime fields of ``cls`` (looked up once: a plan has many runs)."""
-    return field_defaults(cls), runtime_fields(cls)
+    if cls not in _IDENTITY:
+        _IDENTITY[cls] = (field_defaults(cls), runtime_fields(cls))
+    return _IDENTITY[cls]
 
 
 def run_key(cfg: TrainConfig) -> dict[str, Any]:
