@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from _ticket_testing import FAST, outputs, save_cnn_ticket, small_cnn
-from spikelottery import SubnetLayer, sparsify
+from spikelottery import SpikeLotteryError, SubnetLayer, sparsify
 from spikelottery.models import create_model
 from spikelottery.patch import PatchSelector
 from spikelottery.tickets import export_dense, export_onnx
@@ -92,3 +92,12 @@ def test_export_onnx_spiking_model(tmp_path: Path) -> None:
             module.backend = "eager"  # same semantics, no compilation in the test
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(y), reference(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (2, 3, 8)])
+def test_export_onnx_names_a_wrong_example_input(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    pytest.importorskip("onnx")
+    net = sparsify(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 2)), pa=0.5)
+    with pytest.raises(SpikeLotteryError, match=r"example_input \(tensor of shape \[2,"):
+        export_onnx(net, tmp_path / "x.onnx", torch.rand(*shape), dynamo=False)
+    assert not (tmp_path / "x.onnx").exists()
