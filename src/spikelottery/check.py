@@ -142,9 +142,13 @@ class TicketCheck:
                 "sparsify(..., filter=...)."
             )
         if self.inactive or self.unused:
+            unverified = self.inactive + self.unused
             warnings.warn(
-                "check_ticket: layers not verified on this input (inactive or not run): "
-                + ", ".join(self.inactive + self.unused),
+                f"check_ticket: no bypass found, but {len(unverified)} of {len(self.layers)} "
+                "score-mask layers are not verified on this input (a redrawn mask left the "
+                "output unchanged, e.g. neurons that do not spike yet, or the layer did not "
+                "run): " + ", ".join(unverified) + ". Not an error; to verify them, check on "
+                "an input that makes them fire (check_ticket(model, x)).",
                 stacklevel=2,
             )
         for note in self.notes:
