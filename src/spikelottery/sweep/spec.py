@@ -178,7 +178,9 @@ def spec_from_dict(data: Mapping[str, Any], *, source: str = "spec") -> SweepSpe
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise SpecError(
                 f"{source}: [{name}] must be a table of lists (or [[{name}]] tables), got "
-                f"{name} = {data[name]!r}; write e.g. [{name}] then seed = [0, 1]"
+                f"{name} = {data[name]!r}; write the table's header ("
+                + ("[grid]" if name == "grid" else "[[zip]]")
+                + ") and a list per line under it, e.g. seed = [0, 1]"
             )
     bad_meta = [k for k in meta if k not in ("name", "description")]
     if bad_meta:
