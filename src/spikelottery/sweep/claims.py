@@ -56,7 +56,11 @@ class Holder:
 
     def describe(self) -> str:
         """``pid 4242 on node7 since 2026-12-07T06:30:00+0000``."""
-        return f"pid {self.pid} on {self.host} since {self.started}"
+        return f"{self.process()} since {self.started}"
+
+    def process(self) -> str:
+        """``pid 4242 on node7``: the process, without the time it took this lock."""
+        return f"pid {self.pid} on {self.host}"
 
     @classmethod
     def me(cls) -> Holder:

@@ -315,7 +315,7 @@ def _run_here(
         + (f"; {failed} failed: run the sweep again to retry them" if failed else "")
     )
     if result.elsewhere:
-        running = sorted({h.describe() for h in holders.values()})
+        running = sorted({h.process() for h in holders.values()})
         say(
             f"{len(result.elsewhere)} runs left to another sweep on this folder: "
             f"{len(holders)} running there"
