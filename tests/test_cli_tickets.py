@@ -301,3 +301,19 @@ def test_the_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> Non
     text = capsys.readouterr().out
     for command in ("run", "demo", "models", "datasets", "info", "evaluate", "energy", "export"):
         assert command in text
+
+
+@pytest.mark.parametrize("content", [b"not an onnx graph\n", b"", b'{"accuracy": 0.9}'])
+def test_export_onnx_keeps_a_file_it_did_not_write(
+    ticket: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    pytest.importorskip("onnx")
+    out = tmp_path / "precious.onnx"
+    out.write_bytes(content)
+    code, err = _fails(["export", str(ticket), "--to", "onnx", "--out", str(out)], capsys)
+    assert code == 2 and "not an earlier --to onnx export" in err
+    assert out.read_bytes() == content
+    # an earlier export of its own is replaced
+    fresh = tmp_path / "ticket.onnx"
+    assert main(["export", str(ticket), "--to", "onnx", "--out", str(fresh)]) == 0
+    assert main(["export", str(ticket), "--to", "onnx", "--out", str(fresh)]) == 0

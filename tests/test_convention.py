@@ -75,9 +75,12 @@ def test_a_spikingjelly_zoo_network_trains_on_the_digits() -> None:
     net.avgpool = layer.AdaptiveAvgPool2d(1)  # 32x32 inputs shrink to 1x1
     net.classifier = layer.Linear(512, 10)
     functional.set_step_mode(net, "m")
-    res = run(
-        tiny(resolution=32, mode="lt", max_batches=2, batch_size=8, model_kwargs={}), model=net
-    )
+    # At initialisation no IF neuron of this deep VGG spikes on four digits, so the
+    # first-batch guard cannot verify the masks: it says so, and that is expected here.
+    with pytest.warns(UserWarning, match=r"no bypass found, but 9 of 9 .* not verified"):
+        res = run(
+            tiny(resolution=32, mode="lt", max_batches=2, batch_size=8, model_kwargs={}), model=net
+        )
     assert any(isinstance(m, SubnetLayer) for m in net.modules())
     assert res.energy_mj is not None
 

@@ -777,3 +777,19 @@ def test_get_dataset_builds_each_kind(tmp_path):
     _make_cifar10_dvs(tmp_path / "cd", np.random.default_rng(0), per_class=2)
     ds = get_dataset("cifar10_dvs", tmp_path / "cd", timesteps=2, resolution=16, cache=False)
     assert len(ds) == 10 and ds[0][0].shape == (2, 2, 16, 16)
+
+
+def test_cifar10_dvs_cache_sees_a_recording_changed_behind_its_back(tmp_path):
+    _make_cifar10_dvs(tmp_path, np.random.default_rng(0), per_class=2)
+    first = CIFAR10DVS(tmp_path, train=False, timesteps=3, resolution=16)
+    path, old = first.files[0], first[0][0]
+    before = path.stat()
+    # Another recording of the same length, with the old modification time put back.
+    t, x, y, p = _events_like(np.random.default_rng(99), read_aedat2(path)["t"].size)
+    _write_aedat2(path, t, x, y, p)
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = CIFAR10DVS(tmp_path, train=False, timesteps=3, resolution=16)
+    fresh = CIFAR10DVS(tmp_path, train=False, timesteps=3, resolution=16, cache=False)
+    assert not torch.equal(fresh[0][0], old)  # the recording did change...
+    assert torch.equal(again[0][0], fresh[0][0])  # ...and the cache saw it

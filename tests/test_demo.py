@@ -39,3 +39,32 @@ def test_the_demo_is_still_importable_from_the_engine() -> None:
     namespace: dict[str, object] = {}
     exec("from spikelottery.engine import *", namespace)
     assert set(spikelottery.engine.__all__) <= set(namespace)
+
+
+def test_an_interrupted_demo_resumes(tmp_path, capsys) -> None:
+    import json
+
+    import pytest
+
+    from spikelottery.cli import main
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--epochs", "1", "--max-batches", "1", "--threads", "1"]
+    argv += ["--no-progress", "-q"]
+    assert main(argv) == 0
+    dense = json.loads((out / "dense" / "results.json").read_text())
+    # As if killed while the last method ran: its results and the demo's table missing.
+    (out / "mp" / "results.json").unlink()
+    (out / "results.json").unlink()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # refused, naming the way on
+        main(argv)
+    assert "--resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--resume", "--overwrite"])
+    assert main([*argv, "--resume"]) == 0
+    records = json.loads((out / "results.json").read_text())
+    assert [r["mode"] for r in records] == ["dense", "lt", "mp"]
+    again = json.loads((out / "dense" / "results.json").read_text())
+    assert again["history"] == dense["history"]  # a finished method is not trained again
+    assert again["accuracy"] == dense["accuracy"]

@@ -518,7 +518,21 @@ def test_cli_export_to_nir_writes_the_tickets_graph(tmp_path, capsys) -> None:
     assert (
         main(["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(out)])
         == 0
+    )  # an earlier export of its own is replaced
+    # A file it did not write is kept: not NIR at all, or a NIR graph from elsewhere.
+    foreign = tmp_path / "theirs.nir"
+    nir.write(
+        str(foreign), nir.NIRGraph.from_list(nir.Input(np.array([3])), nir.Output(np.array([3])))
     )
+    for path, content in ((tmp_path / "notes.nir", b"not a graph\n"), (foreign, None)):
+        before = path.read_bytes() if content is None else content
+        path.write_bytes(before)
+        with pytest.raises(SystemExit) as stop:
+            main(
+                ["export", str(tmp_path / "ticket.safetensors"), "--to", "nir", "--out", str(path)]
+            )
+        assert stop.value.code == 2 and "not an earlier --to nir export" in capsys.readouterr().err
+        assert path.read_bytes() == before
 
 
 def test_without_the_nir_package_the_error_says_how_to_install_it(monkeypatch, tmp_path) -> None:

@@ -86,6 +86,12 @@ def test_several_grids_are_a_union(tmp_path: Path) -> None:
         ("[grid]\nmethod=['multisp-slt']\npb=[0.0]\n", "prunes patches: pb must be > 0"),
         ("[sweep]\ntitle = 'x'\n", r"\[sweep\] knows 'name' and 'description'"),
         ("[grid\n", "is not valid TOML"),
+        ("", "the SPEC sets nothing"),
+        ("[sweep]\nname = 'empty'\n[base]\n[grid]\n", "the SPEC sets nothing"),
+        ("zip = 5\n", r"\[zip\] must be a table of lists.*got zip = 5"),
+        ("grid = 5\n", r"\[grid\] must be a table of lists.*got grid = 5"),
+        ("grid = [5]\n", r"\[grid\] must be a table of lists"),
+        ("base = 5\n", r"\[base\] must be a table, got base = 5"),
     ],
 )
 def test_bad_specs_name_the_key(tmp_path: Path, text: str, match: str) -> None:

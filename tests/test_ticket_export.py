@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from _ticket_testing import FAST, outputs, save_cnn_ticket, small_cnn
-from spikelottery import sparsify
+from spikelottery import SpikeLotteryError, sparsify
 from spikelottery.layers import SubnetLayer
 from spikelottery.models import create_model
 from spikelottery.patch import PatchSelector
@@ -118,3 +118,12 @@ def test_export_dense_is_deprecated_for_densify_copy() -> None:
         old = export_dense(net)
     new = densify(net, copy=True, patches="remove")
     assert all(torch.equal(old.state_dict()[k], v) for k, v in new.state_dict().items())
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (2, 3, 8)])
+def test_export_onnx_names_a_wrong_example_input(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    pytest.importorskip("onnx")
+    net = sparsify(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 2)), pa=0.5)
+    with pytest.raises(SpikeLotteryError, match=r"example_input \(tensor of shape \[2,"):
+        export_onnx(net, tmp_path / "x.onnx", torch.rand(*shape), dynamo=False)
+    assert not (tmp_path / "x.onnx").exists()

@@ -8,11 +8,15 @@ not trust any mechanism; it measures, on a real input:
 1. one forward and backward: every swapped layer that runs must get a score gradient;
 2. per swapped layer, its mask redrawn: the output must change the same way with
    gradients on and under ``torch.no_grad()`` (where PyTorch's fused inference paths run);
-3. the model must compute what its :func:`~spikelottery.densify` copy computes.
+3. the removed (masked-out) entries of every layer's frozen weight redrawn, and every
+   plain tensor a module keeps with the shape of a swapped layer's weight (a copy of the
+   weight taken before ``sparsify``, such as ``self.w = self.lin.weight.detach()``)
+   redrawn: the output must not change;
+4. the model must compute what its :func:`~spikelottery.densify` copy computes.
 
 A layer that runs but gets no gradient, a layer whose mask changes the output only with
-gradients on (or only off), and a model that differs from its ``densify()`` copy are
-bypasses: :meth:`TicketCheck.raise_if_failed` raises and names them. A layer whose mask
+gradients on (or only off), a layer whose removed weights change the output, and a model
+that differs from its ``densify()`` copy are bypasses: :meth:`TicketCheck.raise_if_failed` raises and names them. A layer whose mask
 changes nothing either way is *inactive* on this input (silent neurons, saturated gates),
 and a layer that never runs is *unused* (e.g. an auxiliary head in eval mode): both are
 listed with a warning, since they are not verified, but are not errors.
@@ -21,6 +25,7 @@ listed with a warning, since they are not verified, but are not errors.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +60,11 @@ class TicketCheck:
             input (silent neurons, saturated gates): not a bypass, but not verified.
         unused: Layers that did not run and whose weight nobody read on this input.
         fixed: Layers at ``pa = 0`` (nothing removed), whose mask cannot change.
+        reads_removed: Layers whose removed (masked-out) weights, redrawn, changed the
+            output, and plain tensors kept by a module with the shape of a swapped layer's
+            weight whose values change the output (``"net.wt (the shape of fc's
+            weight)"``): the network computes with a dense weight somewhere (a tensor
+            copied from the layer before ``sparsify``, a custom op on ``frozen_weight``).
         densify_error: Largest difference between the model's output and its
             ``densify()`` copy's (``None`` if the copy could not be made).
         notes: Anything that limited the check.
@@ -66,6 +76,7 @@ class TicketCheck:
     inactive: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
+    reads_removed: list[str] = field(default_factory=list)
     densify_error: float | None = None
     densify_tolerance: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -78,7 +89,9 @@ class TicketCheck:
     @property
     def ok(self) -> bool:
         """True if no bypass was found."""
-        return not (self.no_gradient or self.ignored_mask or self.densify_mismatch)
+        return not (
+            self.no_gradient or self.ignored_mask or self.reads_removed or self.densify_mismatch
+        )
 
     def __str__(self) -> str:
         verdict = "passed" if self.ok else "FAILED"
@@ -92,6 +105,13 @@ class TicketCheck:
             lines.append(
                 "  the mask changes the output with gradients on but not off, or the reverse "
                 "(a separate inference path reads another weight): " + ", ".join(self.ignored_mask)
+            )
+        if self.reads_removed:
+            lines.append(
+                "  the output changes when removed (masked-out) weights change, so the network "
+                "computes with the dense weight (e.g. a tensor copied from the layer before "
+                "sparsify, such as `self.w = layer.weight.detach()`): "
+                + ", ".join(self.reads_removed)
             )
         if self.densify_mismatch:
             lines.append(
@@ -117,13 +137,18 @@ class TicketCheck:
         if not self.ok:
             raise SpikeLotteryError(
                 f"{self}\nThe ticket is not what the network computes. Make the named "
-                "layers' code read `layer.weight` (not `_parameters['weight']`), or exclude "
-                "them with sparsify(..., filter=...)."
+                "layers' code read `layer.weight` when it runs (not `_parameters['weight']`, "
+                "nor a copy of the weight kept from before sparsify), or exclude them with "
+                "sparsify(..., filter=...)."
             )
         if self.inactive or self.unused:
+            unverified = self.inactive + self.unused
             warnings.warn(
-                "check_ticket: layers not verified on this input (inactive or not run): "
-                + ", ".join(self.inactive + self.unused),
+                f"check_ticket: no bypass found, but {len(unverified)} of {len(self.layers)} "
+                "score-mask layers are not verified on this input (a redrawn mask left the "
+                "output unchanged, e.g. neurons that do not spike yet, or the layer did not "
+                "run): " + ", ".join(unverified) + ". Not an error; to verify them, check on "
+                "an input that makes them fire (check_ticket(model, x)).",
                 stacklevel=2,
             )
         for note in self.notes:
@@ -209,7 +234,8 @@ def check_ticket(
     """Verify on a real input that every score-mask layer's mask shapes the output.
 
     Runs one forward and backward, two forwards per score-mask layer with its mask
-    redrawn (gradients on and off), and a comparison with the model's
+    redrawn (gradients on and off), one with every layer's removed weights redrawn (and
+    one per layer if that changed the output), and a comparison with the model's
     :func:`~spikelottery.densify` copy.
     The model is put in eval mode for the check (no dropout), its neuron states are reset
     and the random generators reseeded before each forward (so a stochastic encoder draws
@@ -223,8 +249,8 @@ def check_ticket(
         model: A model after :func:`~spikelottery.sparsify`.
         example_inputs: One input, or a tuple of forward arguments. A small batch (2-8
             samples) is enough; the cost is about ``3 + 2 * layers`` forwards.
-        rtol: Relative tolerance of the ``densify()`` comparison.
-        atol: Absolute tolerance of the ``densify()`` comparison.
+        rtol: Relative tolerance of the ``densify()`` comparison (a finite number >= 0).
+        atol: Absolute tolerance of the ``densify()`` comparison (a finite number >= 0).
         densify_check: Also compare with the ``densify()`` copy (needs a deep copy of
             the model).
         batch_statistics: BatchNorm layers normalise with the example batch's own
@@ -239,7 +265,10 @@ def check_ticket(
 
     Raises:
         TypeError: ``model`` is not a module, or ``example_inputs`` holds no tensor.
-        SpikeLotteryError: ``model`` has no score-mask layer, or its output has no tensor.
+        ValueError: ``example_inputs`` holds NaN or infinity, or ``rtol``/``atol`` is
+            negative or not finite.
+        SpikeLotteryError: ``model`` has no score-mask layer, or its output has no tensor
+            or holds NaN or infinity (nothing could be compared).
 
     >>> from spikelottery import sparsify
     >>> net = sparsify(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), pa=0.5)
@@ -256,12 +285,16 @@ def check_ticket(
         raise SpikeLotteryError(
             "check_ticket(model): the model has no score-mask layer; call sparsify(model, pa) first"
         )
+    for tol_name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf:
+            raise ValueError(f"check_ticket: {tol_name} must be a finite number >= 0, got {tol!r}")
     args = _args(example_inputs)
     if not _tensors(list(args)):
         raise TypeError(
             "check_ticket: example_inputs must hold a tensor (an input batch, or a tuple of "
             f"forward arguments with one), got {type(example_inputs).__name__}"
         )
+    _check_finite_inputs(args)
     result = TicketCheck(layers=[name for name, _ in layers.values()])
     modes = [(m, m.training) for m in model.modules()]  # per module: frozen BN, MC dropout
     flags = [(layer.scores, layer.scores.requires_grad) for _, layer in layers.values()]
@@ -288,6 +321,7 @@ def check_ticket(
             base_grad = [t.detach() for t in out]
         with torch.no_grad():
             base = _run(model, args)
+        _check_finite_outputs(base)
         for (key, (name, layer)), grad in zip(layers.items(), grads):
             if grad is None:
                 used = key in ran or id(layer) in reads
@@ -310,6 +344,10 @@ def check_ticket(
                 result.ignored_mask.append(name)
             elif not changed_on:
                 result.inactive.append(name)
+        with torch.no_grad():
+            movable = [(n, layer) for n, layer in layers.values() if n not in result.fixed]
+            result.reads_removed = _layers_reading_removed_weights(model, args, base, movable)
+            result.reads_removed += _weight_copies_read(model, args, base)
         if densify_check:
             with torch.no_grad():
                 _compare_with_densified(model, args, base, result, rtol, atol, batch_statistics)
@@ -323,6 +361,118 @@ def check_ticket(
             module.training = training
         reset_states(model)
     return result
+
+
+def _check_finite_inputs(args: tuple[Any, ...]) -> None:
+    for k, t in enumerate(_tensors(list(args))):
+        if t.is_floating_point() or t.is_complex():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise ValueError(
+                    f"check_ticket: example_inputs tensor {k} holds {bad} NaN or infinite "
+                    f"value(s) of {t.numel()}; outputs computed from them cannot be compared "
+                    "(NaN never equals itself), so nothing would be verified: give a real "
+                    "input batch"
+                )
+
+
+def _check_finite_outputs(out: list[Tensor]) -> None:
+    bad = sum(int((~torch.isfinite(t)).sum()) for t in out if t.is_floating_point())
+    if bad:
+        raise SpikeLotteryError(
+            f"check_ticket: the model's output on example_inputs holds {bad} NaN or infinite "
+            "value(s), so redrawn masks cannot be compared and nothing would be verified; "
+            "check the input's scale and the model on it (e.g. model(x).isfinite().all())"
+        )
+
+
+def _redraw_removed(layer: SubnetLayer, removed: Tensor, generator: torch.Generator) -> Tensor:
+    """Give the ``removed`` entries of ``layer``'s frozen weight new values; return the old."""
+    weight = layer.frozen_weight
+    saved = weight.detach().clone()
+    noise = torch.randn(weight.shape, generator=generator, dtype=torch.float32)
+    scale = float(saved.float().abs().max()) + 1.0
+    new = -3.0 * saved.float() + scale * noise.to(weight.device)
+    weight.copy_(torch.where(removed, new.to(weight.dtype), saved))
+    return saved
+
+
+def _removed_entries(model: nn.Module) -> dict[int, Tensor]:
+    """Per frozen weight (by ``id``): the entries that every layer using it removes."""
+    removed: dict[int, Tensor] = {}
+    for module in model.modules():
+        if isinstance(module, SubnetLayer):
+            w = module.frozen_weight
+            out = ~module.mask().to(device=w.device, dtype=torch.bool)
+            key = id(w)
+            removed[key] = removed[key] & out if key in removed else out
+    return removed
+
+
+def _layers_reading_removed_weights(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    base: list[Tensor],
+    layers: list[tuple[str, SubnetLayer]],
+) -> list[str]:
+    """The layers whose removed weights, redrawn, change the output (all at once, then each).
+
+    A weight shared by several layers (tied) is redrawn only where all of them remove it.
+    """
+    removed = _removed_entries(model)
+
+    def changes(chosen: list[tuple[str, SubnetLayer]]) -> bool:
+        generator = torch.Generator().manual_seed(_SEED)
+        saved: dict[int, tuple[SubnetLayer, Tensor]] = {}
+        try:
+            for _, layer in chosen:
+                key = id(layer.frozen_weight)
+                if key not in saved and bool(removed[key].any()):
+                    saved[key] = (layer, _redraw_removed(layer, removed[key], generator))
+            return bool(saved) and not _same(_run(model, args), base)
+        finally:
+            for layer, weight in saved.values():
+                layer.frozen_weight.copy_(weight)
+
+    if not layers or not changes(layers):
+        return []
+    named = [name for name, layer in layers if changes([(name, layer)])]
+    return named or [name for name, _ in layers]  # only together: name them all
+
+
+def _weight_copies_read(model: nn.Module, args: tuple[Any, ...], base: list[Tensor]) -> list[str]:
+    """Plain tensors (not parameters nor buffers) of a swapped layer's weight shape that the
+    output depends on: each is replaced by a redrawn copy for one forward, then put back."""
+    shapes: dict[torch.Size, list[str]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SubnetLayer):
+            shapes.setdefault(module.frozen_weight.shape, []).append(name or "(model)")
+    found = []
+    generator = torch.Generator().manual_seed(_SEED)
+    for prefix, module in model.named_modules():
+        if isinstance(module, SubnetLayer):  # its own caches (and a replica's weight)
+            continue
+        for attr, value in list(vars(module).items()):
+            if not isinstance(value, Tensor) or isinstance(value, nn.Parameter):
+                continue
+            if value.shape not in shapes or not value.is_floating_point():
+                continue
+            noise = torch.randn(value.shape, generator=generator, dtype=torch.float32)
+            scale = float(value.detach().float().abs().max()) + 1.0
+            redrawn = (-3.0 * value.detach().float() + scale * noise.to(value.device)).to(
+                value.dtype
+            )
+            vars(module)[attr] = redrawn
+            try:
+                changed = not _same(_run(model, args), base)
+            finally:
+                vars(module)[attr] = value
+            if changed:
+                where = f"{prefix}.{attr}" if prefix else attr
+                found.append(
+                    f"{where} (a tensor the shape of {', '.join(shapes[value.shape])}'s weight)"
+                )
+    return found
 
 
 def _compare_with_densified(

@@ -44,6 +44,7 @@ def demo_configs(
     progress: bool = True,
     overwrite: bool = False,
     threads: int | str = "auto",
+    resume: bool = False,
 ) -> list[tuple[str, TrainConfig]]:
     """The three experiments of the demo: dense SNN, SNN ticket, binarised SNN ticket.
 
@@ -52,7 +53,8 @@ def demo_configs(
     for the weights (the paper's 0.1 on scores gave 1 to 3 points less here), cosine
     schedule, batch 64. A wide layer gives the search more random weights to choose
     from. Each method writes to ``out/<mode>``; ``overwrite`` lets it replace an earlier run's
-    results there; ``threads`` is each run's ``threads`` setting (:mod:`spikelottery.threads`).
+    results there, ``resume`` continues an interrupted one from its checkpoint; ``threads``
+    is each run's ``threads`` setting (:mod:`spikelottery.threads`).
 
     >>> [label for label, _ in demo_configs(None)]
     ['dense SNN', 'SNN ticket (lt)', 'binarised SNN ticket (mp)']
@@ -78,6 +80,7 @@ def demo_configs(
             energy_batches=2,
             progress=progress,
             overwrite=overwrite,
+            resume=resume,
             threads=threads,
         )
         configs.append((label, cfg))
@@ -95,6 +98,7 @@ def demo(
     echo: Callable[[str], None] | None = None,
     overwrite: bool = False,
     threads: int | str = "auto",
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Compare the dense SNN, its ticket and its binarised ticket on the embedded digits.
 
@@ -115,6 +119,8 @@ def demo(
             refuses an ``out`` that holds results, before it trains anything.
         threads: Intra-op CPU threads of each run: a count, or ``"auto"`` (see
             :mod:`spikelottery.threads`); each run's ``results.json`` says how it chose.
+        resume: Continue an interrupted demo in ``out``: each method resumes from its
+            checkpoint (a finished one is only evaluated again), as ``run --resume`` does.
 
     Returns:
         The records, one per method.
@@ -128,12 +134,19 @@ def demo(
         progress=progress,
         overwrite=overwrite,
         threads=threads,
+        resume=resume,
     )
-    if out is not None and not overwrite and (Path(out) / RESULTS_FILE).exists():
+    if resume and overwrite:
+        raise ConfigError(
+            "overwrite",
+            "resume=True continues the demo in out, overwrite=True replaces it: choose one",
+        )
+    if out is not None and not (overwrite or resume) and (Path(out) / RESULTS_FILE).exists():
         raise ConfigError(
             "out",
             f"out folder {str(out)!r} already holds demo results ({RESULTS_FILE}); replace "
-            "them with overwrite=True (spikelottery demo --overwrite) or choose another out",
+            "them with overwrite=True (spikelottery demo --overwrite), run them again from "
+            "their checkpoints with resume=True (--resume), or choose another out",
         )
     for _, cfg in configs:  # all three before the first one trains
         check_out(cfg)

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="collect runs into runs.csv, a summary over seeds with 95%% CIs, and figures",
         description="Collect every results.json under DIR... into REPORT/runs.csv, "
-        "summary.csv/.md (mean, std, n, 95%% CI over seeds, grouped by every axis that "
+        "summary.csv/.md (mean, std, n, 95% CI over seeds, grouped by every axis that "
         "varies), the paired difference of two methods (--compare) and the figures.",
     )
     add_report_flags(p_report)

@@ -63,6 +63,11 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
         help="replace the results of an earlier demo in --out (default: refuse them)",
     )
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted demo in --out from its checkpoints, as run --resume does",
+    )
+    p.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
@@ -106,6 +111,8 @@ def _check_demo_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         check_ratio("pa", args.pa)
     except ValueError as exc:
         parser.error(f"argument --pa: {exc}")
+    if args.resume and args.overwrite:
+        parser.error("argument --resume: not allowed with --overwrite (continue, or replace)")
     try:
         args.threads = check_threads("threads", args.threads)
     except ValueError as exc:
@@ -144,6 +151,7 @@ def demo_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         echo=echo,
         overwrite=args.overwrite,
         threads=args.threads,
+        resume=args.resume,
     )
     print(format_table(records))
     if args.out is not None:

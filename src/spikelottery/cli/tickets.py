@@ -247,9 +247,13 @@ def export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def _is_export(path: Path, to: str) -> bool:
     """``path`` is a file that ``spikelottery export --to <to>`` wrote (safe to replace)."""
     if to == "onnx":
-        return path.suffix.lower() == ".onnx"
+        from ..tickets.export import is_onnx_export
+
+        return is_onnx_export(path)
     if to == "nir":
-        return path.suffix.lower() == ".nir"
+        from ..nir.export import is_nir_export
+
+        return is_nir_export(path)
     import safetensors
 
     try:

@@ -16,8 +16,10 @@ windows of 2 or 3 pixels for 48. Processed frames are cached under
 ``root/spikelottery_cache/`` (one compressed ``.npz`` per sample, written to a temporary
 file and renamed, so an interrupted run leaves no half-written file); delete that folder
 to rebuild it. A cached sample's name carries a fingerprint of its source files (their
-size and modification time), so a changed recording or label file is read again, and a
-cached sample of the wrong shape or dtype is refused by name.
+size, modification time, inode and change time), so a changed recording or label file is
+read again, even one whose old size and modification time were put back, and a cached
+sample of the wrong shape or dtype is refused by name. Copying or restoring the source
+files (new inodes and change times) rebuilds the cache once.
 """
 
 from __future__ import annotations
@@ -147,11 +149,20 @@ def _load_cached(path: Path, shape: tuple[int, ...], label: int) -> np.ndarray:
 
 
 def _fingerprint(*sources: Path) -> str:
-    """12 hex digits that change when any of ``sources`` changes (its size or mtime)."""
+    """12 hex digits that change when any of ``sources`` changes.
+
+    A file's size, modification time, inode and change time (``ctime``): an edit that
+    keeps the size and puts the old modification time back (``touch -r``, ``cp -p``,
+    ``rsync -t`` of another recording, a rewrite within the file system's timestamp
+    granularity) still changes the ``ctime``, which no user call can set, and a file
+    replaced by another gets a new inode.
+    """
     h = hashlib.sha256()
     for source in sources:
         st = source.stat()
-        h.update(f"{source.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        h.update(
+            f"{source.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\0".encode()
+        )
     return h.hexdigest()[:12]
 
 

@@ -500,7 +500,8 @@ class TrainConfig:
     # -- conversion ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-safe dict (round-trips through :meth:`from_dict`)."""
-        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        values = {name: getattr(self, name) for name in _field_names(type(self))}
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
@@ -514,7 +515,7 @@ class TrainConfig:
             raise TypeError(
                 f"{source}: expected a mapping of field names to values, got {type(values).__name__}"
             )
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = _field_names(cls)
         unknown = [k for k in values if k not in names]
         if unknown:
             raise SpikeLotteryError(
@@ -572,8 +573,13 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _copy(value: Any) -> Any:
-    return dict(value) if isinstance(value, dict) else value
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    if cls not in _FIELD_NAMES:
+        _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return _FIELD_NAMES[cls]
 
 
 def field_defaults(cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from .._state import finite_or_none, reset_states, split_batch, unwrap
 from ..errors import NoSpikingLayerWarning, SpikeLotteryError
 from .convention import call_model
 
-__all__ = ["evaluate", "input_and_label", "measure_energy", "model_device"]
+__all__ = ["check_labels", "evaluate", "input_and_label", "measure_energy", "model_device"]
 
 logger = logging.getLogger("spikelottery.engine")
 
@@ -39,6 +39,29 @@ def input_and_label(batch: Any) -> tuple[Tensor, Tensor]:
             f"{type(batch).__name__}"
         )
     return x, y
+
+
+def check_labels(y: Tensor, classes: int) -> None:
+    """Refuse class labels outside ``0 .. classes - 1``, naming the label (not torch's error).
+
+    Float targets (class probabilities) are left to :func:`torch.nn.functional.cross_entropy`.
+
+    >>> check_labels(torch.tensor([0, 10]), 10)
+    Traceback (most recent call last):
+    ...
+    spikelottery.errors.SpikeLotteryError: a batch holds the label 10, but the model has 10 outputs (labels 0 to 9): ...
+    """
+    if y.is_floating_point() or y.is_complex() or y.numel() == 0:
+        return
+    low, high = int(y.min()), int(y.max())
+    if low >= 0 and high < classes:
+        return
+    bad = high if high >= classes else low
+    raise SpikeLotteryError(
+        f"a batch holds the label {bad}, but the model has {classes} outputs (labels 0 to "
+        f"{classes - 1}): check the data set's labels (1-based labels need y - 1) or the "
+        "model's number of classes"
+    )
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -93,10 +116,11 @@ def evaluate(
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            x, y = input_and_label(batch)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, labels = input_and_label(batch)
+            x, y = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             reset_states(net)
             logits = call_model(net, x)
+            check_labels(labels, logits.shape[-1])
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             correct += (logits.argmax(-1) == y).sum().double()
             total += y.numel()

@@ -147,10 +147,20 @@ def default_of(f: dataclasses.Field[Any]) -> Any:
     return f.default
 
 
+_CHECKS: dict[type, tuple[tuple[str, Check], ...]] = {}
+
+
+def _checks(cls: type) -> tuple[tuple[str, Check], ...]:
+    """``(name, check)`` of every field of ``cls``, in order (looked up once per class)."""
+    if cls not in _CHECKS:
+        _CHECKS[cls] = tuple((f.name, setting_of(f).check) for f in dataclasses.fields(cls))
+    return _CHECKS[cls]
+
+
 def validate_settings(obj: Any) -> None:
     """Run every field's check on ``obj`` and store the normalised values."""
-    for f in dataclasses.fields(obj):
-        setattr(obj, f.name, setting_of(f).check(f.name, getattr(obj, f.name)))
+    for name, check in _checks(type(obj)):
+        setattr(obj, name, check(name, getattr(obj, name)))
 
 
 def runtime_settings(cls: type) -> frozenset[str]:

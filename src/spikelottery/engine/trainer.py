@@ -51,7 +51,7 @@ from .distributed import (
     restore_batchnorm,
 )
 from .environment import describe_environment
-from .evaluation import evaluate, input_and_label, measure_energy
+from .evaluation import check_labels, evaluate, input_and_label, measure_energy
 from .outputs import check_out
 from .results import RESULTS_FILE, TICKET_FILE, Results, write_json
 from .search import SearchSteps
@@ -376,10 +376,11 @@ class Trainer:
             for i, batch in enumerate(state.loaders.train):
                 if i >= steps:
                     break
-                x, y = input_and_label(batch)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x, labels = input_and_label(batch)
+                x, y = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 reset_states(state.model)
                 logits = call_model(current.net, x)
+                check_labels(labels, logits.shape[-1])  # on the loader's copy: no device sync
                 loss = F.cross_entropy(logits, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

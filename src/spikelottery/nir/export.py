@@ -20,7 +20,7 @@ from .errors import NO_ATTENTION, NO_PATCH_SELECTION, NIRExportError
 from .graph import GraphSpec, build_graph
 from .mapping import DEFAULT_DT, NEURON_NODES, neuron_params
 
-__all__ = ["NIRExport", "export_nir", "nir_graph"]
+__all__ = ["NIRExport", "export_nir", "is_nir_export", "nir_graph"]
 
 
 @dataclass(frozen=True)
@@ -192,3 +192,19 @@ def export_nir(
         result.counts,
         target.stat().st_size,
     )
+
+
+def is_nir_export(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a NIR file written by :func:`export_nir` (safe to replace).
+
+    The file's graph metadata names its generator (``"spikelottery <version>"``); any
+    other file, NIR or not, is not known to be ours.
+    """
+    try:
+        import nir
+
+        graph = nir.read(str(path))
+    except Exception:  # not NIR (or HDF5), or no nir package: not known to be ours
+        return False
+    generator = str((getattr(graph, "metadata", None) or {}).get("generator", ""))
+    return generator.startswith("spikelottery")

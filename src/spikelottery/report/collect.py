@@ -4,7 +4,10 @@ A row is one run: its settings (the :class:`~spikelottery.engine.TrainConfig` fi
 change what it computes), its method, its status and its metrics. A sweep's run folder
 that has ``settings.json`` but no ``results.json`` is a row too, with the status
 ``failed`` (and the error of ``failed.json``), ``interrupted`` (a checkpoint) or
-``missing``, so that a report lists it instead of silently averaging without it.
+``missing``, so that a report lists it instead of silently averaging without it. A
+``results.json`` whose accuracy is not a fraction in [0, 1] (NaN, text, ``1e308``, ``-5``)
+is a row with the status ``invalid``, listed and left out of the summary for the same
+reason; other metrics that are not numbers are left out of their means and named.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..sweep import FAILED_FILE, JOBS_FILE, SETTINGS_FILE
 from .environment import ENVIRONMENT_KEY, environment_columns
 
 __all__ = [
+    "BAD_VALUES_KEY",
     "CONVENTIONS_KEY",
     "ENERGY_VIEWS",
     "LAYERS_KEY",
@@ -61,6 +65,8 @@ _SNN_VIEWS = ("energy_exact_mj", "energy_memory_mj")
 METRICS = (*_RESULTS_METRICS, *ENERGY_VIEWS, "epochs_run", "seconds_per_epoch")
 #: The key of a row's per-layer energy table (a list of dicts; not a CSV column).
 LAYERS_KEY = "energy_layers"
+#: The key of a row's metrics that are not finite numbers (``["loss=nan"]``; not a column).
+BAD_VALUES_KEY = "bad_values"
 #: The key of a row's energy disclosure line (the estimator's conventions; not a CSV column).
 CONVENTIONS_KEY = "energy_conventions"
 _RUNTIME = runtime_fields()
@@ -104,6 +110,25 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _bad_values(data: Mapping[str, Any]) -> list[str]:
+    """The metrics of ``data`` that are there but not finite numbers (``"loss=nan"``)."""
+    return [
+        f"{k}={data[k]!r}"
+        for k in _RESULTS_METRICS
+        if data.get(k) is not None and _finite(data.get(k)) is None
+    ]
+
+
+def _accuracy_problem(value: Any) -> str | None:
+    """Why a recorded accuracy cannot be averaged, or ``None``."""
+    number = _finite(value)
+    if number is None:
+        return f"its accuracy {value!r} is not a number"
+    if not 0.0 <= number <= 1.0:
+        return f"its accuracy {value!r} is not a fraction in [0, 1]"
+    return None
+
+
 def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     config = data.get("config") if isinstance(data, dict) else None
     if not isinstance(config, dict):
@@ -120,6 +145,14 @@ def _row_from_results(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     if row["activations"] is None:  # recorded before the setting: the model's own
         row["activations"] = "keep"
     row.update({k: _finite(data.get(k)) for k in _RESULTS_METRICS})
+    problem = _accuracy_problem(data.get("accuracy"))
+    if problem is not None:  # not averaged: listed, with the reason, as a run left out
+        row["status"] = "invalid"
+        row["error"] = f"{path.name} is damaged: {problem}"
+        row["accuracy"] = None
+    bad = [b for b in _bad_values(data) if not b.startswith("accuracy=")]
+    if bad:
+        row[BAD_VALUES_KEY] = bad
     energy = data.get("energy")
     energy = energy if isinstance(energy, dict) else {}
     totals = energy.get("totals")

@@ -11,11 +11,18 @@ from typing import Any
 
 from .._io import atomic_write_bytes
 from ..errors import SpikeLotteryError
-from .collect import CONVENTIONS_KEY, METRICS, SETTING_COLUMNS, collect_runs, varying_axes
+from .collect import (
+    BAD_VALUES_KEY,
+    CONVENTIONS_KEY,
+    METRICS,
+    SETTING_COLUMNS,
+    collect_runs,
+    varying_axes,
+)
 from .environment import ENVIRONMENT_COLUMNS, EnvironmentCheck, check_environments
-from .tables import compare_rows, summary_rows, to_csv, to_latex, to_markdown
+from .tables import CLIPPED_NOTE, compare_rows, summary_rows, to_csv, to_latex, to_markdown
 
-__all__ = ["Report", "make_report", "select_rows"]
+__all__ = ["Report", "make_report", "select_rows", "unfinished_lines"]
 
 logger = logging.getLogger("spikelottery.report")
 
@@ -30,9 +37,10 @@ class Report:
         summary: The summary rows.
         comparison: The paired comparison rows of every pair in ``compare`` (each row
             names its pair in ``a`` and ``b``; empty without ``compare``).
-        unfinished: The rows of runs that failed or have not finished.
+        unfinished: The rows of runs that failed, have not finished, or whose results
+            are damaged (``invalid``): none of them is in the summary.
         files: Everything written.
-        notes: Figures skipped, and why.
+        notes: Figures skipped, damaged results and values left out, and why.
         conventions: The energy estimator's disclosure lines of the finished runs, one
             per distinct set of conventions, each after the methods whose runs it
             describes (``"ann, mplt: preset fp32-45nm; ..."``).
@@ -62,6 +70,8 @@ class Report:
     def markdown(self) -> str:
         """The summary (and comparison, and unfinished runs) as Markdown."""
         parts = ["## Summary over seeds", "", to_markdown(self.summary, self.axes)]
+        if any(r.get("accuracy_ci_clipped") for r in self.summary):
+            parts += ["", CLIPPED_NOTE]
         for a, b in self.pairs():
             rows, group = self.comparison_of(a, b)
             parts += [
@@ -77,14 +87,49 @@ class Report:
             parts += ["", "## Environment", ""]
             parts += [f"- {line}" for line in self.environment.lines()]
         if self.unfinished:
-            parts += ["", "## Runs without results (not in the summary)", ""]
-            parts += [
-                f"- {r['status']}: `{r['run']}`"
-                + (f" ({r['error']})" if r.get("error") else "")
-                + (f" [SLURM job {r['slurm_job']}]" if r.get("slurm_job") else "")
-                for r in self.unfinished
-            ]
+            parts += ["", "## Runs not in the summary", "", *unfinished_lines(self.unfinished)]
         return "\n".join(parts) + "\n"
+
+
+#: Why each kind of run is not in the summary, in the order they are listed.
+_WHY = {
+    "invalid": "damaged results",
+    "failed": "failed (retried by the next sweep)",
+    "interrupted": "interrupted (resumed by the next sweep)",
+    "missing": "not started",
+}
+#: How many runs of each kind are named one by one before "and N more".
+_LISTED = {"invalid": 10, "failed": 10, "interrupted": 5, "missing": 5}
+
+
+def unfinished_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The runs left out of the summary: a count per kind, then a few of each by name.
+
+    Every one of them is a row of ``runs.csv`` (with its status and error); a partial
+    sweep of hundreds of runs is a few lines here, not one line per run.
+    """
+    kinds: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        kinds.setdefault(str(r["status"]), []).append(r)
+    order = [k for k in _WHY if k in kinds] + [k for k in kinds if k not in _WHY]
+    lines = [
+        f"{len(rows)} runs: "
+        + ", ".join(f"{len(kinds[k])} {_WHY.get(k, k)}" for k in order)
+        + "; every run is a row of runs.csv.",
+        "",
+    ]
+    for kind in order:
+        members = kinds[kind]
+        shown = members[: _LISTED.get(kind, 5)]
+        lines += [
+            f"- {kind}: `{r['run']}`"
+            + (f" ({r['error']})" if r.get("error") else "")
+            + (f" [SLURM job {r['slurm_job']}]" if r.get("slurm_job") else "")
+            for r in shown
+        ]
+        if len(members) > len(shown):
+            lines.append(f"- {kind}: ... and {len(members) - len(shown)} more (see runs.csv)")
+    return lines
 
 
 def _compare_axes(axes: Sequence[str], comparison: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -151,6 +196,16 @@ def make_report(
     axes = varying_axes(done, exclude=("seed",))
     report = Report(rows, axes, summary_rows(done, axes))
     report.unfinished = [r for r in rows if r["status"] != "done"]
+    report.notes += [
+        f"{r['run']}: {', '.join(r[BAD_VALUES_KEY])} not a number; left out of the mean"
+        for r in done
+        if r.get(BAD_VALUES_KEY)
+    ]
+    report.notes += [
+        f"{r['run']}: {r['error']}; left out of the summary"
+        for r in report.unfinished
+        if r["status"] == "invalid"
+    ]
     report.conventions = _conventions(done)
     pairs = _pairs(compare)
     methods = {r["method"] for r in done}

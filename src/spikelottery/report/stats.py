@@ -104,9 +104,12 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     if not all(math.isfinite(x) for x in xs):
         raise ValueError(f"summarize got a non-finite value in {xs}")
     n = len(xs)
-    mean = math.fsum(xs) / n
+    mean = math.fsum(x / n for x in xs)  # x / n: no overflow near the largest floats
     if n < 2:
         return Summary(mean, math.nan, n, math.nan, math.nan)
-    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    # scaled by the largest deviation, so that squaring never overflows
+    deviations = [x / 2 - mean / 2 for x in xs]
+    scale = max(abs(d) for d in deviations) or 1.0
+    std = 2 * scale * math.sqrt(math.fsum((d / scale) ** 2 for d in deviations) / (n - 1))
     half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
     return Summary(mean, std, n, mean - half, mean + half)

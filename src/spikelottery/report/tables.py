@@ -29,6 +29,9 @@ from .collect import varying_axes
 from .stats import summarize
 
 __all__ = [
+    "CLIPPED",
+    "CLIPPED_NOTE",
+    "FRACTIONS",
     "SUMMARY_METRICS",
     "compare_rows",
     "group_key",
@@ -61,16 +64,35 @@ def _done(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in rows if r.get("status") == "done"]
 
 
-def _stats(prefix: str, values: list[float]) -> dict[str, Any]:
+#: The metrics that are fractions: their intervals are clipped to [0, 1].
+FRACTIONS = ("accuracy", "kept_fraction")
+#: What a clipped interval's cell says, and why (printed under the table).
+CLIPPED = "(clipped)"
+CLIPPED_NOTE = (
+    f"{CLIPPED}: the Student-t interval (mean +- t * std / sqrt(n)) passed 0% or 100%, "
+    "which an accuracy cannot; it is shown clipped to that bound. The t interval assumes "
+    "values spread around the mean without a ceiling: near 100% with few seeds, read it "
+    "as 'close to the ceiling' and run more seeds for a tighter figure."
+)
+
+
+def _stats(prefix: str, values: list[float], *, bounded: bool = False) -> dict[str, Any]:
     if not values:
         return {f"{prefix}_{k}": None for k in ("mean", "std", "ci_low", "ci_high")}
     s = summarize(values)
-    return {
+    low = None if math.isnan(s.ci_low) else s.ci_low
+    high = None if math.isnan(s.ci_high) else s.ci_high
+    out = {
         f"{prefix}_mean": s.mean,
         f"{prefix}_std": None if math.isnan(s.std) else s.std,
-        f"{prefix}_ci_low": None if math.isnan(s.ci_low) else s.ci_low,
-        f"{prefix}_ci_high": None if math.isnan(s.ci_high) else s.ci_high,
+        f"{prefix}_ci_low": low,
+        f"{prefix}_ci_high": high,
     }
+    if bounded and low is not None and high is not None and (low < 0.0 or high > 1.0):
+        out[f"{prefix}_ci_low"] = max(low, 0.0)
+        out[f"{prefix}_ci_high"] = min(high, 1.0)
+        out[f"{prefix}_ci_clipped"] = True
+    return out
 
 
 def summary_rows(
@@ -99,7 +121,7 @@ def summary_rows(
         entry["seeds"] = " ".join(str(m.get("seed")) for m in members)
         for metric in SUMMARY_METRICS:
             values = [m[metric] for m in members if m.get(metric) is not None]
-            entry.update(_stats(metric, values))
+            entry.update(_stats(metric, values, bounded=metric in FRACTIONS))
         out.append(entry)
     return out
 
@@ -239,7 +261,10 @@ def _fmt(value: Any, percent: bool) -> str:
 def _ci(prefix: str) -> Callable[[Mapping[str, Any]], str]:
     def cell(r: Mapping[str, Any]) -> str:
         low, high = r.get(f"{prefix}_ci_low"), r.get(f"{prefix}_ci_high")
-        return "-" if low is None else f"[{_fmt(low, True)}, {_fmt(high, True)}]"
+        if low is None:
+            return "-"
+        clipped = f" {CLIPPED}" if r.get(f"{prefix}_ci_clipped") else ""
+        return f"[{_fmt(low, True)}, {_fmt(high, True)}]{clipped}"
 
     return cell
 

@@ -7,7 +7,8 @@ the run's settings (:mod:`~spikelottery.sweep.plan`), and runs those not done ye
 one after another or in worker processes (:mod:`~spikelottery.sweep.local`), or as one
 SLURM job array through submitit (:mod:`~spikelottery.sweep.slurm`). Each run is the
 engine's own run (:mod:`~spikelottery.sweep.task`): its ``results.json`` stays the one
-source of truth, which ``spikelottery report`` reads.
+source of truth, which ``spikelottery report`` reads. Sweeps that meet on one folder split
+its runs through lock files that name their holder (:mod:`~spikelottery.sweep.claims`).
 """
 
 from __future__ import annotations

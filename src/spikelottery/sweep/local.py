@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import functools
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ def run_local(
     runtime: dict[str, Any] | None = None,
     tensorboard: bool = False,
     on_done: Callable[[Outcome], None] | None = None,
+    claim: Callable[[PlannedRun], Callable[[], None] | None] | None = None,
 ) -> list[Outcome]:
     """Run ``runs`` here; call ``on_done`` as each one ends.
 
@@ -59,26 +60,59 @@ def run_local(
         runtime: Runtime settings for every run (``device``, ``data_root``...).
         tensorboard: Also write each run's TensorBoard event files.
         on_done: Called with each :class:`Outcome`, in the order they end.
+        claim: Called just before a run starts, in this process: a function that lets
+            the run go when it has ended, or ``None`` to skip the run (another sweep
+            has it, or it is done). The sweep passes its per-run claims
+            (:mod:`~spikelottery.sweep.claims`) here.
 
     Returns:
-        The outcomes, in the order the runs ended.
+        The outcomes, in the order the runs ended (skipped runs have none).
     """
     report = on_done or (lambda outcome: None)
+    take = claim or (lambda run: lambda: None)
     outcomes: list[Outcome] = []
     runtime = dict(runtime or {})
+
+    def finish(outcome: Outcome, release: Callable[[], None]) -> None:
+        release()
+        outcomes.append(outcome)
+        report(outcome)
+
     if workers <= 1:
         for r in runs:
-            outcome = _outcome(r, functools.partial(run_task, r.folder, runtime, tensorboard))
-            outcomes.append(outcome)
-            report(outcome)
+            release = take(r)
+            if release is None:
+                continue
+            try:
+                call = functools.partial(run_task, r.folder, runtime, tensorboard)
+                outcome = _outcome(r, call)
+            finally:
+                release()
+            finish(outcome, release)
         return outcomes
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=share_cpus, initargs=(workers,)
-    ) as pool:
-        futures = {pool.submit(run_task, str(r.folder), runtime, tensorboard): r for r in runs}
-        for future in cf.as_completed(futures):
-            outcome = _outcome(futures[future], future.result)
-            outcomes.append(outcome)
-            report(outcome)
+    running: dict[cf.Future[dict[str, Any]], tuple[PlannedRun, Callable[[], None]]] = {}
+
+    def collect(futures: Iterable[cf.Future[dict[str, Any]]]) -> None:
+        for future in futures:
+            run, release = running.pop(future)
+            finish(_outcome(run, future.result), release)
+
+    try:
+        with cf.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=share_cpus, initargs=(workers,)
+        ) as pool:
+            for r in runs:
+                # claim a run only when a worker is free for it, so that another sweep
+                # on this folder can take the runs this one has not started
+                while len(running) >= workers:
+                    collect(cf.wait(running, return_when=cf.FIRST_COMPLETED).done)
+                release = take(r)
+                if release is not None:
+                    future = pool.submit(run_task, str(r.folder), runtime, tensorboard)
+                    running[future] = (r, release)
+            collect(cf.as_completed(list(running)))
+    finally:  # after the pool has shut down: no claimed run is still running
+        for _, release in running.values():
+            release()
     return outcomes

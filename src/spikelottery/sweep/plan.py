@@ -9,7 +9,9 @@ The same settings always give the same folder, so a sweep started again finds it
 * ``interrupted``: a checkpoint but no results (the run resumes from it);
 * ``failed``: the run raised; ``failed.json`` holds the error (the run is tried again);
 * ``pending``: nothing yet;
-* ``stale``: ``results.json`` of other settings (refused: move the folder away).
+* ``stale``: ``results.json`` of other settings (refused: move the folder away);
+* ``damaged``: a ``results.json`` that cannot be read (truncated, not JSON, no
+  ``config``): refused, naming the file and what is wrong with it.
 
 >>> cfg = TrainConfig(pa=0.5, out=None)
 >>> run_id(cfg) == run_id(TrainConfig(pa=0.5, out="elsewhere", device="cpu"))
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,7 @@ __all__ = [
     "describe",
     "parse_shard",
     "plan_runs",
+    "results_problem",
     "run_id",
     "run_key",
     "run_status",
@@ -54,16 +58,25 @@ RUNS_DIR = "runs"
 SETTINGS_FILE = "settings.json"
 FAILED_FILE = "failed.json"
 PLAN_FILE = "sweep.json"
-STATUSES = ("done", "interrupted", "failed", "pending", "stale")
+STATUSES = ("done", "interrupted", "failed", "pending", "stale", "damaged")
 
 #: Settings the sweep itself decides for every run.
 _SWEEP_OWNED = ("out", "resume", "progress")
 
 
+_IDENTITY: dict[type, tuple[dict[str, Any], frozenset[str]]] = {}
+
+
+def _identity(cls: type[TrainConfig]) -> tuple[dict[str, Any], frozenset[str]]:
+    """The defaults and the runtime fields of ``cls`` (looked up once: a plan has many runs)."""
+    if cls not in _IDENTITY:
+        _IDENTITY[cls] = (field_defaults(cls), runtime_fields(cls))
+    return _IDENTITY[cls]
+
+
 def run_key(cfg: TrainConfig) -> dict[str, Any]:
     """The settings that identify a run: non-runtime fields that differ from the defaults."""
-    defaults = field_defaults(type(cfg))
-    skip = runtime_fields(type(cfg))
+    defaults, skip = _identity(type(cfg))
     values = cfg.to_dict()
     return {k: v for k, v in sorted(values.items()) if k not in skip and v != defaults[k]}
 
@@ -98,6 +111,23 @@ def describe(axes: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in axes.items()) or "(base settings)"
 
 
+def results_problem(folder: Path) -> str | None:
+    """Why ``folder``'s ``results.json`` cannot be read, or ``None`` when it can."""
+    try:
+        data = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot be read ({exc})"
+    except ValueError as exc:
+        return f"is not valid JSON (truncated?): {exc}"
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return "has no 'config' table"
+    try:
+        TrainConfig.from_record(data["config"])
+    except (ValueError, KeyError, TypeError, SpikeLotteryError) as exc:
+        return f"holds settings this version cannot read: {exc}"
+    return None
+
+
 def _stored_key(folder: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
@@ -109,7 +139,10 @@ def _stored_key(folder: Path) -> dict[str, Any] | None:
 def run_status(folder: Path, cfg: TrainConfig) -> str:
     """What ``folder`` holds for the run ``cfg`` (see the module docstring)."""
     if (folder / RESULTS_FILE).is_file():
-        return "done" if _stored_key(folder) == run_key(cfg) else "stale"
+        key = _stored_key(folder)
+        if key is None:
+            return "damaged"
+        return "done" if key == run_key(cfg) else "stale"
     if (folder / FAILED_FILE).is_file():
         return "failed"
     if (folder / CHECKPOINT_FILE).is_file():
@@ -139,21 +172,30 @@ def plan_runs(
             "the SPEC (each run writes to DIR/runs/<id>)"
         )
     root = Path(out) / RUNS_DIR
+    try:  # only the folders that exist need looking into (a fresh plan has none)
+        existing = set(os.listdir(root))
+    except OSError:
+        existing = set()
     axes = spec.axes
     runs: dict[str, PlannedRun] = {}
+    sweep_owned = {"resume": True, "progress": False}
     for settings in expand(spec):
         point = {k: settings[k] for k in axes if k in settings}
         try:
-            cfg = TrainConfig.from_dict({**settings, **(runtime or {})}, source=spec.source)
+            cfg = TrainConfig.from_dict(
+                {**settings, **(runtime or {}), **sweep_owned}, source=spec.source
+            )
         except ConfigError as exc:
             raise SpecError(f"{spec.source}: run {describe(point)}: {exc}") from None
         except (SpikeLotteryError, TypeError, ValueError) as exc:
             raise SpecError(f"{spec.source}: run {describe(point)}: {exc}") from None
         rid = run_id(cfg)
+        if rid in runs:
+            continue
         folder = root / rid
-        cfg = cfg.replace(out=str(folder), resume=True, progress=False)
-        if rid not in runs:
-            runs[rid] = PlannedRun(rid, cfg, point, folder, run_status(folder, cfg))
+        cfg.out = str(folder)  # a runtime setting: neither the id nor the checks depend on it
+        status = run_status(folder, cfg) if rid in existing else "pending"
+        runs[rid] = PlannedRun(rid, cfg, point, folder, status)
     return list(runs.values())
 
 

@@ -16,7 +16,9 @@ from typing import Any
 
 from .._io import atomic_write_bytes
 from .._table import format_rows
+from ..engine import RESULTS_FILE
 from ..errors import SpikeLotteryError
+from .claims import Claim, Holder, claim_run, sweep_lock
 from .local import Outcome, run_local
 from .plan import (
     PLAN_FILE,
@@ -24,6 +26,8 @@ from .plan import (
     PlannedRun,
     describe,
     plan_runs,
+    results_problem,
+    run_status,
     select_shard,
     settings_record,
     status_counts,
@@ -47,6 +51,8 @@ class SweepResult:
         outcomes: How the local runs ended (empty for a dry run or SLURM).
         job_ids: The SLURM job ids (one per run of ``todo``).
         queued: Runs skipped because their SLURM job is still pending or running.
+        elsewhere: Runs skipped because another sweep process was running them (its
+            claim named it), or had finished them by the time this one got there.
     """
 
     plan: list[PlannedRun]
@@ -55,6 +61,7 @@ class SweepResult:
     outcomes: list[Outcome] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     queued: list[PlannedRun] = field(default_factory=list)
+    elsewhere: list[PlannedRun] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -63,6 +70,17 @@ class SweepResult:
 
 
 def _write_plan(out: Path, spec: SweepSpec, plan: list[PlannedRun]) -> None:
+    try:
+        _write_plan_files(out, spec, plan)
+    except OSError as exc:
+        raise SpikeLotteryError(
+            f"cannot write the sweep's plan under {str(out)!r}: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename else "")
+            + "; give --out a folder this process can write"
+        ) from None
+
+
+def _write_plan_files(out: Path, spec: SweepSpec, plan: list[PlannedRun]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for r in plan:
         r.folder.mkdir(parents=True, exist_ok=True)
@@ -123,8 +141,13 @@ def sweep(
         progress: Show one overall progress bar (local runs, on a terminal).
 
     Raises:
-        SpikeLotteryError: A bad SPEC or option (naming it), or a run folder that holds
-            the results of other settings (``stale``).
+        SpikeLotteryError: A bad SPEC or option (naming it), a run folder that holds
+            the results of other settings (``stale``) or unreadable results
+            (``damaged``), or a folder this process cannot write.
+
+    Two sweeps on one folder split its runs: each claims a run just before running it
+    (:mod:`~spikelottery.sweep.claims`) and leaves the runs another sweep holds to it
+    (:attr:`SweepResult.elsewhere`), so that no run runs twice.
     """
     say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     if executor not in EXECUTORS:
@@ -135,15 +158,79 @@ def sweep(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise SpikeLotteryError(f"--out {str(folder)!r} is a file; give a folder for the sweep")
-    plan = plan_runs(parsed, folder, runtime=runtime)
-    selected = select_shard(plan, shard)
+    if dry_run:
+        return _plan(parsed, folder, runtime, shard, executor, dry_run, say)
+    # one sweep at a time writes the plan (and submits to SLURM); the runs themselves
+    # are claimed one by one as they start, so that concurrent sweeps split them
+    with sweep_lock(folder, say=say):
+        result = _plan(parsed, folder, runtime, shard, executor, dry_run, say)
+        _write_plan(folder, parsed, result.plan)
+        if not result.todo:
+            say("nothing to run: every run of this shard is done")
+            return result
+        if executor == "slurm":
+            busy = {r.run_id: h for r in result.todo if isinstance(h := _holder(r), Holder)}
+            result.elsewhere = [r for r in result.todo if r.run_id in busy]
+            result.todo = [r for r in result.todo if r.run_id not in busy]
+            for r in result.elsewhere:
+                say(
+                    f"{r.run_id}: not submitted, a local sweep runs it ({busy[r.run_id].describe()})"
+                )
+            if result.todo:
+                result.job_ids = submit_slurm(
+                    result.todo, folder, slurm or SlurmOptions(), runtime=dict(runtime or {})
+                )
+                say(
+                    f"submitted {len(result.todo)} runs as SLURM array "
+                    f"{result.job_ids[0].split('_')[0]}; job ids in {folder / 'slurm_jobs.json'}"
+                )
+            return result
+    result.outcomes = _run_here(result, workers, dict(runtime or {}), tensorboard, say, progress)
+    return result
+
+
+def _holder(run: PlannedRun) -> Holder | None:
+    """Who runs ``run`` now (another sweep's claim), or ``None``."""
+    got = claim_run(run.folder)
+    if isinstance(got, Claim):
+        got.release()
+        return None
+    return got
+
+
+def _refuse_unusable(selected: list[PlannedRun]) -> None:
     stale = [r for r in selected if r.status == "stale"]
     if stale:
         raise SpikeLotteryError(
-            "these run folders hold results of other settings (a changed library default?): "
-            + ", ".join(str(r.folder) for r in stale)
-            + "; move them away and sweep again"
+            "these run folders hold the results of other settings (a changed library "
+            "default?): " + ", ".join(str(r.folder) for r in stale) + "; move them away and "
+            "sweep again"
         )
+    damaged = [r for r in selected if r.status == "damaged"]
+    if damaged:
+        raise SpikeLotteryError(
+            "these results files cannot be read: "
+            + "; ".join(
+                f"{r.folder / RESULTS_FILE} {results_problem(r.folder) or 'is unreadable'}"
+                for r in damaged
+            )
+            + ". Delete them (or their run folders) to run those runs again"
+        )
+
+
+def _plan(
+    parsed: SweepSpec,
+    folder: Path,
+    runtime: Mapping[str, Any] | None,
+    shard: tuple[int, int] | None,
+    executor: str,
+    dry_run: bool,
+    say: Callable[[str], None],
+) -> SweepResult:
+    """The plan, this shard's share, what is left to do; the summary line (and table) said."""
+    plan = plan_runs(parsed, folder, runtime=runtime)
+    selected = select_shard(plan, shard)
+    _refuse_unusable(selected)
     todo = [r for r in selected if r.status != "done"]
     queued: list[PlannedRun] = []
     if executor == "slurm" and not dry_run:
@@ -159,29 +246,13 @@ def sweep(
         + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         + (f"; {len(queued)} still queued on SLURM" if queued else "")
     )
-    result = SweepResult(plan, selected, todo, queued=queued)
     if dry_run:
         say("\n".join(plan_table(plan, selected)))
-        return result
-    _write_plan(folder, parsed, plan)
-    if not todo:
-        say("nothing to run: every run of this shard is done")
-        return result
-    if executor == "slurm":
-        result.job_ids = submit_slurm(
-            todo, folder, slurm or SlurmOptions(), runtime=dict(runtime or {})
-        )
-        say(
-            f"submitted {len(todo)} runs as SLURM array {result.job_ids[0].split('_')[0]}; "
-            f"job ids in {folder / 'slurm_jobs.json'}"
-        )
-        return result
-    result.outcomes = _run_here(todo, workers, dict(runtime or {}), tensorboard, say, progress)
-    return result
+    return SweepResult(plan, selected, todo, queued=queued)
 
 
 def _run_here(
-    todo: list[PlannedRun],
+    result: SweepResult,
     workers: int,
     runtime: dict[str, Any],
     tensorboard: bool,
@@ -190,11 +261,31 @@ def _run_here(
 ) -> list[Outcome]:
     from tqdm.auto import tqdm
 
+    todo = result.todo
     bar = tqdm(
         total=len(todo), desc="sweep", unit="run", disable=not (progress and sys.stderr.isatty())
     )
     started = time.perf_counter()
     finished = 0
+    holders: dict[str, Holder] = {}
+
+    def show(line: str) -> None:
+        if bar.disable:
+            say(line)
+        else:
+            bar.write(line)
+
+    def claim(run: PlannedRun) -> Callable[[], None] | None:
+        got = claim_run(run.folder)
+        if isinstance(got, Holder):
+            holders[run.run_id] = got
+        elif run_status(run.folder, run.config) in ("done", "stale", "damaged"):
+            got.release()  # another sweep finished it after this one made its plan
+        else:
+            return got.release
+        result.elsewhere.append(run)
+        bar.update(1)
+        return None
 
     def on_done(o: Outcome) -> None:
         nonlocal finished
@@ -205,14 +296,16 @@ def _run_here(
             line = f"{head}: accuracy {100 * (o.accuracy or 0.0):.2f}% in {o.seconds or 0.0:.1f} s"
         else:
             line = f"{head}: FAILED {o.error} (see {o.run.folder / 'failed.json'})"
-        if bar.disable:
-            say(line)
-        else:
-            bar.write(line)
+        show(line)
 
     try:
         outcomes = run_local(
-            todo, workers=workers, runtime=runtime, tensorboard=tensorboard, on_done=on_done
+            todo,
+            workers=workers,
+            runtime=runtime,
+            tensorboard=tensorboard,
+            on_done=on_done,
+            claim=claim,
         )
     finally:
         bar.close()
@@ -221,4 +314,12 @@ def _run_here(
         f"sweep finished {len(outcomes)} runs in {time.perf_counter() - started:.1f} s"
         + (f"; {failed} failed: run the sweep again to retry them" if failed else "")
     )
+    if result.elsewhere:
+        running = sorted({h.process() for h in holders.values()})
+        say(
+            f"{len(result.elsewhere)} runs left to another sweep on this folder: "
+            f"{len(holders)} running there"
+            + (f" ({'; '.join(running)})" if running else "")
+            + f", {len(result.elsewhere) - len(holders)} finished there meanwhile"
+        )
     return outcomes

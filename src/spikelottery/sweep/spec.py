@@ -74,6 +74,12 @@ class SweepSpec:
     source: str = "spec"
 
     def __post_init__(self) -> None:
+        if not self.base and not any(self.grids) and not any(self.zips):
+            raise SpecError(
+                f"{self.source}: the SPEC sets nothing (no [base] settings, no [grid] or "
+                "[[zip]] axes), which would be one run of every default; give at least "
+                "[base] with the settings of the run (e.g. model, dataset, epochs)"
+            )
         fields = set(TrainConfig.__dataclass_fields__)
         for where, table in [("base", self.base)] + [
             (f"grid[{i}]", g) for i, g in enumerate(self.grids)
@@ -164,9 +170,18 @@ def spec_from_dict(data: Mapping[str, Any], *, source: str = "spec") -> SweepSpe
         zips = [zips]
     for name, value in (("sweep", meta), ("base", base)):
         if not isinstance(value, dict):
-            raise SpecError(f"{source}: [{name}] must be a table, got {type(value).__name__}")
-    if not all(isinstance(g, dict) for g in grids) or not all(isinstance(z, dict) for z in zips):
-        raise SpecError(f"{source}: [grid] and [[zip]] must be tables of lists")
+            raise SpecError(
+                f"{source}: [{name}] must be a table, got {name} = {value!r} "
+                f"({type(value).__name__})"
+            )
+    for name, tables in (("grid", grids), ("zip", zips)):
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise SpecError(
+                f"{source}: [{name}] must be a table of lists (or [[{name}]] tables), got "
+                f"{name} = {data[name]!r}; write the table's header ("
+                + ("[grid]" if name == "grid" else "[[zip]]")
+                + ") and a list per line under it, e.g. seed = [0, 1]"
+            )
     bad_meta = [k for k in meta if k not in ("name", "description")]
     if bad_meta:
         raise SpecError(f"{source}: [sweep] knows 'name' and 'description', got {bad_meta}")

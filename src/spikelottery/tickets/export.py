@@ -22,13 +22,14 @@ from torch import Tensor, nn
 
 from .._io import atomic_path
 from .._modules import invalidate_spikingjelly_cache
+from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
 from ..neuron import LIFNeuron
 from ..patch import attach_patch_selector
 from ..sparsify import densify as bake_in_place
 from ._common import PathLike, as_path
 
-__all__ = ["PATCH_OPTIONS", "densify", "export_dense", "export_onnx"]
+__all__ = ["ONNX_MARK", "PATCH_OPTIONS", "densify", "export_dense", "export_onnx", "is_onnx_export"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -146,7 +147,12 @@ def export_onnx(
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
+    The file's metadata holds ``spikelottery.export`` (:data:`ONNX_MARK`), by which
+    ``spikelottery export --to onnx`` knows a file it may replace.
+
     Raises:
+        SpikeLotteryError: The model does not run on ``example_input`` (naming its shape
+            and the error).
         OSError: ``path`` cannot be written (a missing folder, a full disk); the message
             names it. The file is written to a temporary name and renamed, so a failed
             export leaves no partial file and an existing one unchanged.
@@ -163,6 +169,7 @@ def export_onnx(
             # has the same semantics and traces into plain ops.
             module.backend = "eager"
     args = example_input if isinstance(example_input, tuple) else (example_input,)
+    _check_runs_on(dense, args)
     if dynamo is None:
         dynamo = _have_onnxscript()
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
@@ -177,4 +184,58 @@ def export_onnx(
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
         with torch.no_grad(), atomic_path(path) as tmp:
             torch.onnx.export(dense, args, str(tmp), **kwargs)
+            _mark(tmp)
     return path
+
+
+#: The key of the metadata entry that marks an ONNX file as spikelottery's export.
+ONNX_MARK = "spikelottery.export"
+
+
+def _mark(path: Path) -> None:
+    """Add :data:`ONNX_MARK` to the ONNX file at ``path`` (so that a CLI may replace it)."""
+    import onnx
+
+    from .._version import __version__
+
+    graph = onnx.load(str(path), load_external_data=False)
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = ONNX_MARK, f"dense ticket, spikelottery {__version__}"
+    onnx.save(graph, str(path))
+
+
+def is_onnx_export(path: PathLike) -> bool:
+    """Whether ``path`` is an ONNX file written by :func:`export_onnx` (safe to replace)."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX, or no onnx package: not known to be ours
+        return False
+    return any(p.key == ONNX_MARK for p in graph.metadata_props)
+
+
+def _describe(args: tuple[Any, ...]) -> str:
+    return ", ".join(
+        f"tensor of shape {list(a.shape)} ({a.dtype})"
+        if isinstance(a, Tensor)
+        else type(a).__name__
+        for a in args
+    )
+
+
+def _check_runs_on(dense: nn.Module, args: tuple[Any, ...]) -> None:
+    """Run ``dense`` once on ``args``: a wrong example input is named here, not in the tracer."""
+    from .._state import reset_states
+
+    try:
+        with torch.no_grad():
+            dense(*args)
+    except Exception as exc:
+        raise SpikeLotteryError(
+            f"export_onnx: the model does not run on example_input ({_describe(args)}): "
+            f"{type(exc).__name__}: {exc}. Give an input it accepts, e.g. one batch of its "
+            "data (``[B, C, H, W]`` images, ``[T, B, ...]`` time steps for a multi-step model)"
+        ) from exc
+    finally:
+        reset_states(dense)
