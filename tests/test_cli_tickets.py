@@ -169,7 +169,7 @@ def test_energy_matches_the_run(
     assert data["samples"] == 32
     assert data["energy_mj"] == res.energy_mj
     assert data["energy_sparse_mj"] == res.energy_sparse_mj
-    assert data["ann_energy_mj"] == res.ann_energy_mj
+    assert data["ann_reference_mj"] == res.ann_reference_mj
     assert [row["name"] for row in data["report"]["rows"]] == [
         layer["name"] for layer in read_ticket_info(ticket).layers
     ]

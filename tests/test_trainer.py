@@ -128,7 +128,7 @@ def test_dense_nonaffine_freezes_batchnorm() -> None:
 def test_ann_twin_reports_ann_energy() -> None:
     res = run(tiny(spiking=False, mode="lt"))
     assert res.firing_rate is None
-    assert res.energy_mj == pytest.approx(res.ann_energy_mj)
+    assert res.energy_mj == pytest.approx(res.ann_reference_mj)
 
 
 def test_out_none_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,9 +124,9 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     cfg = _config_from_args(parser, args)
     res = Trainer(cfg).run()
     energy = "n/a" if res.energy_mj is None else f"{res.energy_mj:.6f} mJ"
-    ann = "n/a" if res.ann_energy_mj is None else f"{res.ann_energy_mj:.6f} mJ"
-    if res.energy_mj is not None and res.ann_energy_mj:
-        ann += f" ({100 * res.energy_mj / res.ann_energy_mj:.1f}% of ANN)"
+    ann = "n/a" if res.ann_reference_mj is None else f"{res.ann_reference_mj:.6f} mJ"
+    if res.energy_mj is not None and res.ann_reference_mj:
+        ann += f" ({100 * res.energy_mj / res.ann_reference_mj:.1f}% of ANN)"
     print(
         f"accuracy {100 * res.accuracy:.2f}% | kept {100 * res.kept_fraction:.2f}% | "
         f"energy {energy} per sample | ANN {ann} | {res.seconds:.1f} s"

@@ -194,7 +194,7 @@ def energy_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                 "samples": report.samples,
                 "energy_mj": energy,
                 "energy_sparse_mj": energy_sparse,
-                "ann_energy_mj": report.ann_mj,
+                "ann_reference_mj": report.ann_mj,
                 "firing_rate": finite_or_none(report.mean_rate) if spiking else None,
                 "threads": m.threads.to_dict(),
                 "report": report.to_dict(),
