@@ -1,0 +1,101 @@
+"""The calls a score-mask layer makes while ``torch.fx`` traces it (not public API).
+
+``torch.fx.symbolic_trace`` (and torchvision's ``create_feature_extractor``) run a
+module's forward with proxies. A score-mask layer then records two calls that stay in
+the graph: :func:`traced_subnet_weight` computes the effective weight from the traced
+module's own scores and frozen weight (so the traced module trains and follows score
+changes like the original), and :func:`conv_steps` runs a convolution on any of the
+input layouts the layer accepts (the dimension test happens when the graph runs).
+Both are registered with ``torch.fx.wrap``, which patches the names in this module's
+globals while tracing: callers must reach them through the functions below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._layer_errors import input_error
+
+__all__ = ["conv_steps", "fx_masked_read", "multistep_conv", "traced_subnet_weight"]
+
+
+def traced_subnet_weight(scores: Tensor, weight: Tensor, pa: float, mode: str) -> Tensor:
+    """The effective weight, as one call in a traced graph."""
+    from .subnet import functional_subnet_weight  # subnet imports this module lazily
+
+    return functional_subnet_weight(scores, weight, pa, mode, weight_grad=weight.requires_grad)
+
+
+def conv_steps(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    spatial: int,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: int,
+    padding_mode: str,
+    reversed_padding: Any,
+) -> Tensor:
+    """A 1-D or 2-D convolution of a single-step, unbatched or multi-step input."""
+    if x.dim() == spatial + 3:  # multi-step [T, B, C, ...]
+        out = conv_steps(
+            x.flatten(0, 1),
+            weight,
+            bias,
+            spatial,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
+            reversed_padding,
+        )
+        return out.unflatten(0, x.shape[:2])
+    conv = F.conv1d if spatial == 1 else F.conv2d
+    if padding_mode != "zeros":
+        x = F.pad(x, reversed_padding, mode=padding_mode)
+        padding = 0
+    return conv(x, weight, bias, stride, padding, dilation, groups)
+
+
+torch.fx.wrap("traced_subnet_weight")
+torch.fx.wrap("conv_steps")
+
+
+def fx_masked_read(layer: Any, name: str) -> Tensor:
+    """The effective weight of ``layer.<name>`` while ``torch.fx`` traces ``layer``."""
+    from .subnet import scores_name
+
+    getattr_ = nn.Module.__getattr__  # fx patches it to hand out parameter proxies
+    scores: Any = getattr_(layer, scores_name(name))
+    weight: Any = getattr_(layer, name)
+    return traced_subnet_weight(scores, weight, layer.pa, layer.mask_mode)
+
+
+def multistep_conv(layer: Any, x: Tensor, spatial: int) -> Tensor:
+    """The forward of ``SubnetConv`` (``spatial=2``) and ``SubnetConv1d`` (``spatial=1``)."""
+    if isinstance(x, torch.fx.Proxy):
+        return conv_steps(
+            x,
+            layer.effective_weight(),
+            layer.bias,
+            spatial,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.padding_mode,
+            layer._reversed_padding_repeated_twice,
+        )
+    if x.dim() == spatial + 3:  # multi-step [T, B, C, ...]
+        return multistep_conv(layer, x.flatten(0, 1), spatial).unflatten(0, x.shape[:2])
+    try:
+        return layer._conv_forward(x, layer.effective_weight(), layer.bias)
+    except RuntimeError as exc:
+        raise input_error(layer, x, exc, "in_channels", -spatial - 1, layer._layouts) from None
