@@ -8,7 +8,6 @@ import torch
 from hypothesis import given
 from torch import nn
 
-import spikelottery.layers as layers_mod
 import spikelottery.subnet as subnet_mod
 from spikelottery import (
     BinaryActivation,

@@ -69,13 +69,43 @@ torch.fx.wrap("conv_steps")
 
 
 def fx_masked_read(layer: Any, name: str) -> Tensor:
-    """The effective weight of ``layer.<name>`` while ``torch.fx`` traces ``layer``."""
+    """The effective weight of ``layer.weight`` while ``torch.fx`` traces ``layer``.
+
+    The graph reads the frozen weight as ``<layer>.frozen_weight``: the traced module then
+    copies the frozen parameter (reading ``<layer>.weight`` would copy the effective
+    weight of the moment, which a later mask would mask again).
+    """
+    from .errors import SpikeLotteryError
     from .subnet import scores_name
 
+    if name != "weight":
+        raise fx_refusal(layer)
     getattr_ = nn.Module.__getattr__  # fx patches it to hand out parameter proxies
     scores: Any = getattr_(layer, scores_name(name))
-    weight: Any = getattr_(layer, name)
-    return traced_subnet_weight(scores, weight, layer.pa, layer.mask_mode)
+    if not isinstance(scores, torch.fx.Proxy):
+        raise SpikeLotteryError(
+            f"torch.fx traces {type(layer).__name__} but its scores are not a graph input; "
+            "trace the model that holds the layer"
+        )
+    tracer = scores.tracer
+    path = tracer.path_of_module(layer)
+    target = f"{path}.frozen_weight" if path else "frozen_weight"
+    weight = tracer.create_proxy("get_attr", target, (), {})
+    return traced_subnet_weight(scores, weight, layer.pa, layer.mask_mode)  # type: ignore[arg-type]
+
+
+def fx_refusal(layer: Any) -> Exception:
+    """The error for ``torch.fx`` tracing into a layer whose dense forward it cannot trace."""
+    from .errors import SpikeLotteryError
+
+    kind = type(layer).__name__
+    return SpikeLotteryError(
+        f"torch.fx cannot trace into {kind} (its PyTorch forward branches on the input's "
+        "shape, which fx does not allow once the layer is no longer a torch.nn leaf). Keep it "
+        "a leaf: torchvision's create_feature_extractor(model, nodes, tracer_kwargs="
+        f"{{'leaf_modules': [{kind}]}}), or a torch.fx.Tracer whose is_leaf_module returns "
+        "True for it; the traced graph then calls the layer itself"
+    )
 
 
 def multistep_conv(layer: Any, x: Tensor, spatial: int) -> Tensor:

@@ -26,10 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._fx import multistep_conv
+from ._fuse import register_fuse_refusals
+from ._fx import fx_refusal, multistep_conv
 from ._layer_errors import input_error
 from .binary import BinaryActivation
 from .masks import INITS, init_weight_
@@ -145,7 +147,17 @@ class _SubnetDense(SubnetLayer):
     """A kind whose dense forward reads ``self.weight`` and needs nothing more."""
 
 
-class _SubnetAttention(_NamedMasks):
+class _FxLeaf(_NamedMasks):
+    """A kind whose PyTorch forward ``torch.fx`` cannot trace: refused by name while
+    tracing (the layer works as an fx leaf module)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(args[0] if args else None, torch.fx.Proxy):
+            raise fx_refusal(self)
+        return super().forward(*args, **kwargs)
+
+
+class _SubnetAttention(_FxLeaf):
     """``nn.MultiheadAttention``: the native fast path and the slow path both read
     ``self.in_proj_weight`` (or ``q/k/v_proj_weight``), so both see the ticket; its
     ``out_proj`` is an ``nn.Linear`` child, masked as a layer of its own."""
@@ -153,7 +165,7 @@ class _SubnetAttention(_NamedMasks):
     _share_children = True
 
 
-class _SubnetRecurrent(_NamedMasks):
+class _SubnetRecurrent(_FxLeaf):
     """``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``: the recurrent kernels (cuDNN included) take
     the list ``_flat_weights``, which is built from the effective weights on every call;
     ``flatten_parameters`` (a fused copy of the frozen weights) is switched off."""
@@ -333,5 +345,6 @@ def is_subnet(module: nn.Module) -> bool:
     return isinstance(module, SubnetLayer)
 
 
-for _kind in LAYER_KINDS:  # made at import, so that pickles of them load in a new process
-    subnet_class_for(_kind.dense)
+# Made at import, so that pickles of them load in a new process, and so that
+# torch.ao.quantization.fuse_modules refuses them by name.
+register_fuse_refusals({kind.dense: subnet_class_for(kind.dense) for kind in LAYER_KINDS})

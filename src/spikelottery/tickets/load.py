@@ -353,9 +353,7 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
     ratios = {p.name: p.rec["pa"] for p in plans}
     for plan in plans:  # one pa and one mode per layer, whatever it masks
         if (ratios[plan.name], modes[plan.name]) != (plan.rec["pa"], plan.rec["mode"]):
-            raise invalid_ticket(
-                path, f"layer {plan.name!r} has records with different pa or mode"
-            )
+            raise invalid_ticket(path, f"layer {plan.name!r} has records with different pa or mode")
 
     # Everything is checked: now modify the model.
     names = {p.name for p in plans}
@@ -396,6 +394,8 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
     for plan in plans:
         layer = model.get_submodule(plan.name)
         assert isinstance(layer, SubnetLayer)
-        if not torch.equal(layer.mask(plan.param), plan.mask):  # pragma: no cover - a bug if it happens
+        if not torch.equal(
+            layer.mask(plan.param), plan.mask
+        ):  # pragma: no cover - a bug if it happens
             raise SpikeLotteryError(f"internal error: layer {plan.name!r} did not take its mask")
     return model
