@@ -87,7 +87,7 @@ def fx_masked_read(layer: Any, name: str) -> Tensor:
             f"torch.fx traces {type(layer).__name__} but its scores are not a graph input; "
             "trace the model that holds the layer"
         )
-    tracer = scores.tracer
+    tracer: Any = scores.tracer
     path = tracer.path_of_module(layer)
     target = f"{path}.frozen_weight" if path else "frozen_weight"
     weight = tracer.create_proxy("get_attr", target, (), {})
