@@ -199,6 +199,9 @@ class _SubnetRecurrent(_FxLeaf):
     def _update_flat_weights(self) -> None:
         pass  # _flat_weights is always current
 
+    def _init_flat_weights(self) -> None:
+        self.__dict__["_flat_weight_refs"] = []  # nothing to cache: read on every call
+
     def _adopted(self) -> None:
         self.__dict__.pop("_flat_weights", None)
         self.__dict__["_flat_weight_refs"] = []

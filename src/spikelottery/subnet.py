@@ -84,8 +84,14 @@ def functional_subnet_weight(
     """
     with torch.no_grad():
         mask = topk_mask_sorted(scores, pa)
-        alpha = mp_alpha(weight, mask) if mode == "mp" else None
-        weff, wgrad = precompute_subnet(scores, weight, mask, alpha, weight_grad=weight_grad)
+        maskf = float_mask(mask, weight.dtype)
+        if mode == "mp":
+            alpha = mp_alpha(weight, maskf)
+            # the cached path's products, out of place: sign(+0.0) = +1 as in binary_sign
+            weff = torch.copysign(alpha.to(weight.dtype), weight + 0.0) * maskf
+            wgrad = maskf * alpha if weight_grad else None
+        else:
+            weff, wgrad = weight * maskf, (maskf if weight_grad else None)
     # Straight-through: d(|s|)/ds = sign(s), scaled by W; the added terms are exactly zero.
     magnitude = scores.abs()
     out = weff + (magnitude - magnitude.detach()) * weight.detach()
