@@ -352,3 +352,21 @@ def test_property_attention(
     assert torch.equal(densify(copy.deepcopy(model))(q, kv), out)
     _noise_masked_out(layer)
     assert torch.equal(model(q, kv), out)
+
+
+def test_set_mask_on_a_layer_with_several_masked_tensors() -> None:
+    model, xs = _model("gru")
+    sparsify(model, 0.5)
+    layer = model.layer
+    name = layer.masked_names[1]
+    n = layer.frozen_of(name).numel()
+    mask = torch.zeros(layer.frozen_of(name).shape, dtype=torch.bool)
+    mask.view(-1)[: kept_count(n, 0.5)] = True
+    layer.set_mask(mask, name)
+    assert torch.equal(layer.mask(name), mask) and layer.pa == 0.5
+    with pytest.raises(ValueError, match="set_pa first"):
+        layer.set_mask(torch.ones_like(mask), name)
+    layer.set_pa(0.0)
+    for other in layer.masked_names:
+        layer.set_mask(torch.ones_like(layer.mask(other)), other)
+    assert layer.kept == layer.masked_numel

@@ -178,10 +178,10 @@ def convertible_layers(model: nn.Module) -> list[Candidate]:
 def weights_left_dense(model: nn.Module, report: SparsifyReport) -> dict[str, str]:
     """Weights that stay dense although they are not listed yet: say so in the report.
 
-    Weight tensors (2-D or more) of layer types sparsify does not mask (``nn.Conv3d``,
-    transposed convs, RNNs, ``nn.Bilinear``, the raw ``in_proj_weight`` of
-    ``nn.MultiheadAttention``, timm's ``CondConv2d`` ...), and conv/linear layers nested
-    inside another conv/linear layer (which the swap does not descend into). Embedding
+    Weight tensors (2-D or more) of layer types sparsify does not mask (timm's
+    ``CondConv2d``, a module's own raw weight parameters ...; the masked types are
+    :data:`spikelottery.layers.LAYER_KINDS`), and supported layers nested inside another
+    one (which the swap does not descend into). Embedding
     tables are lookups, not synapses, and are not listed.
     """
     listed = set(report.skipped) | set(report.aliases)
@@ -191,7 +191,7 @@ def weights_left_dense(model: nn.Module, report: SparsifyReport) -> dict[str, st
             continue
         if isinstance(module, CONVERTIBLE):
             out[name] = (
-                "inside another conv/linear layer, which sparsify does not descend into: "
+                "inside another supported layer, which sparsify does not descend into: "
                 "stays dense and trainable"
             )
             continue
@@ -202,13 +202,11 @@ def weights_left_dense(model: nn.Module, report: SparsifyReport) -> dict[str, st
         ]
         if not keys:
             continue
-        if isinstance(module, nn.MultiheadAttention):
-            why = "nn.MultiheadAttention's input projection is a raw parameter, not a layer"
-        else:
-            why = (
-                f"a {type(module).__name__}, not a layer type sparsify masks (nn.Conv1d, "
-                "nn.Conv2d, nn.Linear and their subclasses)"
-            )
+        supported = ", ".join(f"nn.{t.__name__}" for t in CONVERTIBLE)
+        why = (
+            f"a {type(module).__name__}, not a layer type sparsify masks ({supported} and "
+            "their subclasses)"
+        )
         out[name or "(model)"] = f"{why}: {', '.join(keys)} stay dense and trainable"
     return out
 

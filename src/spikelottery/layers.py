@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._fuse import register_fuse_refusals
-from ._fx import fx_refusal, multistep_conv
 from ._layer_errors import input_error
+from ._transforms import fx_refusal, multistep_conv
 from .binary import BinaryActivation
 from .masks import INITS, init_weight_
 from .subnet import MODES, SubnetLayer, check_mode, record_weight_reads

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing as _is_fx_tracing
 
+from ._transforms import functional_subnet_weight, fx_masked_read
 from ._validation import check_ratio, kept_count, ratio_for_count
 from .errors import SpikeLotteryError
 from .masks import (
@@ -42,7 +43,6 @@ __all__ = [
     "MODES",
     "SubnetLayer",
     "check_mode",
-    "functional_subnet_weight",
     "record_weight_reads",
     "scores_name",
 ]
@@ -65,39 +65,6 @@ def scores_name(name: str) -> str:
     ('scores', 'in_proj_weight_scores')
     """
     return "scores" if name == "weight" else f"{name}_scores"
-
-
-def functional_subnet_weight(
-    scores: Tensor, weight: Tensor, pa: float, mode: str, *, weight_grad: bool = True
-) -> Tensor:
-    """The effective weight as plain tensor operations, for transforms that trace the call.
-
-    The same value as the cached path and the same gradients (``dL/ds = dL/dw_eff * W *
-    sign(s)``; ``dL/dW = dL/dw_eff * M``, or ``* alpha * M``), written without a custom
-    autograd function, so ``torch.func.vmap`` (ensembles, per-sample gradients),
-    ``torch.func.grad``, ``torch.compile`` and ``torch.fx`` can run it. The mask uses the
-    data-independent sort-based top-k (the library's tie rule).
-
-    >>> s, w = torch.randn(4, 3), torch.randn(4, 3)
-    >>> int((functional_subnet_weight(s, w, 0.5, "lt") != 0).sum())
-    6
-    """
-    with torch.no_grad():
-        mask = topk_mask_sorted(scores, pa)
-        maskf = float_mask(mask, weight.dtype)
-        if mode == "mp":
-            alpha = mp_alpha(weight, maskf)
-            # the cached path's products, out of place: sign(+0.0) = +1 as in binary_sign
-            weff = torch.copysign(alpha.to(weight.dtype), weight + 0.0) * maskf
-            wgrad = maskf * alpha if weight_grad else None
-        else:
-            weff, wgrad = weight * maskf, (maskf if weight_grad else None)
-    # Straight-through: d(|s|)/ds = sign(s), scaled by W; the added terms are exactly zero.
-    magnitude = scores.abs()
-    out = weff + (magnitude - magnitude.detach()) * weight.detach()
-    if wgrad is not None:
-        out = out + (weight - weight.detach()) * wgrad
-    return out
 
 
 # The ids of the score-mask layers whose masked weight was read, while record_weight_reads runs.
@@ -144,10 +111,6 @@ class _Cache:
         self.alpha: Tensor | None = None
         self.pre: tuple[Tensor, Tensor | None] | None = None
         self.pre_version: int | None = None
-
-
-def _fx_tracing() -> bool:
-    return _is_fx_tracing()
 
 
 class SubnetLayer(nn.Module):
@@ -198,7 +161,7 @@ class SubnetLayer(nn.Module):
 
     @property
     def mode(self) -> str:
-        """``"lt"`` or ``"mp"``: the same as :attr:`mask_mode`."""
+        """``"lt"`` or ``"mp"`` (see :attr:`mask_mode`)."""
         return self._mask_mode
 
     @mode.setter
@@ -261,8 +224,7 @@ class SubnetLayer(nn.Module):
         return c
 
     def _describe(self, name: str) -> str:
-        where = "" if self._masked == ("weight",) else f".{name}"
-        return f"{type(self).__name__}({self.extra_repr()}){where}"
+        return f"{type(self).__name__}({self.extra_repr()}){'' if name == 'weight' else '.' + name}"
 
     def _sync_scope(self) -> None:  # a global threshold sets pa after any score change
         if self.__dict__.get("_scope") is not None:
@@ -320,6 +282,18 @@ class SubnetLayer(nn.Module):
         state = dict(super().__getstate__())
         state["_caches"] = {name: _Cache() for name in state.get("_masked", ())}
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A layer pickled by spikelottery before the generic mechanism: one `weight`,
+        # its mode under `mode`, its cache in attributes of its own.
+        if "_masked" not in state:
+            state["_masked"] = ("weight",)
+            if "mode" in state and "_mask_mode" not in state:
+                state["_mask_mode"] = state.pop("mode")
+            for old in ("_mask_key", "_pre_key", "_mask", "_alpha", "_pre", "_pre_version"):
+                state.pop(old, None)
+        state["_caches"] = {name: _Cache() for name in state["_masked"]}
+        super().__setstate__(state)
 
     # -- reads and writes of the masked attributes --------------------------------
     def _masked_read(self, name: str) -> Tensor:
@@ -430,8 +404,8 @@ class SubnetLayer(nn.Module):
         """Fix the mask: scores 1 on ``mask``, 0 elsewhere, and a ``pa`` that keeps its count.
 
         Freeze the scores to keep it while the kept weights train (magnitude pruning).
-        A layer with several masked parameters has one ``pa``: each mask must keep the
-        count that ``pa`` gives its parameter.
+        A layer with several masked tensors has one ``pa``: set it first
+        (:meth:`set_pa`), then each mask with the count it gives.
 
         >>> from spikelottery import SubnetLinear
         >>> fc = SubnetLinear(3, 1, pa=0.5)
@@ -445,25 +419,16 @@ class SubnetLayer(nn.Module):
             what = f"{mask.dtype} {tuple(mask.shape)}"
             raise ValueError(f"set_mask needs a bool mask like the scores, got {what}")
         pa = ratio_for_count(mask.numel(), int(mask.sum()))
-        if len(self._masked) > 1:
-            pa = self._check_shared_pa(name, mask, pa)
+        if len(self._masked) > 1 and int(mask.sum()) != self.kept_of(name):
+            raise ValueError(
+                f"set_mask({name!r}): {self._describe(name)} has one pa={self.pa:g} for "
+                f"{', '.join(self._masked)}, which keeps {self.kept_of(name)} of {mask.numel()} "
+                f"here, not {int(mask.sum())}: call set_pa first"
+            )
+        pa = pa if len(self._masked) == 1 else self.pa
         with torch.no_grad():
             scores.copy_(mask_scores(mask, scores.dtype))
         self.pa = pa
-
-    def _check_shared_pa(self, name: str, mask: Tensor, pa: float) -> float:
-        kept = int(mask.sum())
-        if kept == kept_count(mask.numel(), self.pa):
-            return self.pa
-        others = [n for n in self._masked if n != name]
-        if all(kept_count(self.scores_of(n).numel(), pa) == self.kept_of(n) for n in others):
-            return pa
-        raise ValueError(
-            f"set_mask({name!r}): {self._describe(name)} has one pa for "
-            f"{', '.join(self._masked)}; a mask keeping {kept} of {mask.numel()} needs "
-            f"pa={pa:g}, which the other masks do not keep. Call set_pa first, then set "
-            "each mask with the count it gives"
-        )
 
     def set_mode(self, mode: str) -> None:
         """Switch between ``"lt"`` (``W * M``) and ``"mp"`` (``alpha * sign(W) * M``)."""
@@ -508,11 +473,9 @@ class SubnetLayer(nn.Module):
         :class:`~spikelottery.SpikeLotteryError`. Use :attr:`frozen_weight` instead.
         """
         name = name or self._masked[0]
-        if _fx_tracing():
+        if _is_fx_tracing():
             # torch.fx: the scores and the weight as graph inputs, the weight computed in the
             # graph, so that the traced module computes with its own (trainable) scores.
-            from ._fx import fx_masked_read
-
             return fx_masked_read(self, name)
         w, s = self.frozen_of(name), self.scores_of(name)
         if self._tracing(name):
@@ -574,11 +537,11 @@ class SubnetLayer(nn.Module):
         self._dense_done(dense)
         return dense
 
-    def _dense_done(self, dense: nn.Module) -> None:
-        """A hook for kinds whose dense layer derives state from its parameters (RNNs)."""
+    def _dense_done(self, dense: nn.Module) -> None:  # hook: the dense layer's derived state
+        pass
 
-    def _adopted(self) -> None:
-        """A hook run by ``from_dense`` once the layer holds the dense layer's state."""
+    def _adopted(self) -> None:  # hook: from_dense copied the dense layer's state in
+        pass
 
     @classmethod
     def from_dense(
@@ -593,9 +556,8 @@ class SubnetLayer(nn.Module):
         """Build a score-mask layer from a dense layer of any supported type (or a subclass).
 
         Args:
-            module: The dense layer. Subclasses (e.g. SpikingJelly's multi-step
-                ``layer.Conv2d``) give a score-mask subclass of *their* class, so their
-                forward (and ``step_mode``) keeps working.
+            module: The dense layer; a subclass (SpikingJelly's ``layer.Conv2d``) gives a
+                score-mask subclass of *its* class, whose forward keeps working.
             pa: Fraction of weights REMOVED (of each masked parameter).
             mode: ``"lt"`` or ``"mp"``.
             init: How to (re)initialise the frozen weights; ``"keep"`` keeps ``module``'s.

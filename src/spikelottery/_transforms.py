@@ -1,4 +1,8 @@
-"""The calls a score-mask layer makes while ``torch.fx`` traces it (not public API).
+"""What a score-mask layer computes under PyTorch's program transforms (not public API).
+
+``torch.func`` (``vmap``, ``grad``), ``torch.compile`` and ``torch.export`` see tensors
+without storage or version counters: the layer then computes its effective weight with
+:func:`functional_subnet_weight`, plain tensor operations that every transform can run.
 
 ``torch.fx.symbolic_trace`` (and torchvision's ``create_feature_extractor``) run a
 module's forward with proxies. A score-mask layer then records two calls that stay in
@@ -19,14 +23,52 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._layer_errors import input_error
+from .masks import float_mask, mp_alpha, topk_mask_sorted
 
-__all__ = ["conv_steps", "fx_masked_read", "multistep_conv", "traced_subnet_weight"]
+__all__ = [
+    "conv_steps",
+    "functional_subnet_weight",
+    "fx_masked_read",
+    "multistep_conv",
+    "traced_subnet_weight",
+]
+
+
+def functional_subnet_weight(
+    scores: Tensor, weight: Tensor, pa: float, mode: str, *, weight_grad: bool = True
+) -> Tensor:
+    """The effective weight as plain tensor operations, for transforms that trace the call.
+
+    The same value as the cached path and the same gradients (``dL/ds = dL/dw_eff * W *
+    sign(s)``; ``dL/dW = dL/dw_eff * M``, or ``* alpha * M``), written without a custom
+    autograd function, so ``torch.func.vmap`` (ensembles, per-sample gradients),
+    ``torch.func.grad``, ``torch.compile`` and ``torch.fx`` can run it. The mask uses the
+    data-independent sort-based top-k (the library's tie rule).
+
+    >>> s, w = torch.randn(4, 3), torch.randn(4, 3)
+    >>> int((functional_subnet_weight(s, w, 0.5, "lt") != 0).sum())
+    6
+    """
+    with torch.no_grad():
+        mask = topk_mask_sorted(scores, pa)
+        maskf = float_mask(mask, weight.dtype)
+        if mode == "mp":
+            alpha = mp_alpha(weight, maskf)
+            # the cached path's products, out of place: sign(+0.0) = +1 as in binary_sign
+            weff = torch.copysign(alpha.to(weight.dtype), weight + 0.0) * maskf
+            wgrad = maskf * alpha if weight_grad else None
+        else:
+            weff, wgrad = weight * maskf, (maskf if weight_grad else None)
+    # Straight-through: d(|s|)/ds = sign(s), scaled by W; the added terms are exactly zero.
+    magnitude = scores.abs()
+    out = weff + (magnitude - magnitude.detach()) * weight.detach()
+    if wgrad is not None:
+        out = out + (weight - weight.detach()) * wgrad
+    return out
 
 
 def traced_subnet_weight(scores: Tensor, weight: Tensor, pa: float, mode: str) -> Tensor:
     """The effective weight, as one call in a traced graph."""
-    from .subnet import functional_subnet_weight  # subnet imports this module lazily
-
     return functional_subnet_weight(scores, weight, pa, mode, weight_grad=weight.requires_grad)
 
 
