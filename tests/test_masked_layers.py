@@ -370,3 +370,24 @@ def test_set_mask_on_a_layer_with_several_masked_tensors() -> None:
     for other in layer.masked_names:
         layer.set_mask(torch.ones_like(layer.mask(other)), other)
     assert layer.kept == layer.masked_numel
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+# Not nn.Bilinear and nn.MultiheadAttention: torch's TorchScript exporter has no ONNX op
+# for aten::bilinear nor for the attention fast path, dense layers included.
+@pytest.mark.parametrize("case", ["conv3d", "conv_transpose2d", "mha_qkv", "lstm", "gru"])
+def test_export_onnx_computes_the_ticket(case: str, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    from spikelottery.tickets import export_onnx
+
+    model, xs = _model(case)
+    sparsify(model, 0.5, mode="mp").eval()
+    names = [f"x{i}" for i in range(len(xs))]
+    path = export_onnx(model, tmp_path / "t.onnx", xs, dynamo=False, input_names=names)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    got = ReferenceEvaluator(proto).run(None, {n: x.numpy() for n, x in zip(names, xs)})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), model(*xs), rtol=1e-4, atol=1e-5)
