@@ -355,7 +355,7 @@ def test_property_attention(
 
 
 def test_set_mask_on_a_layer_with_several_masked_tensors() -> None:
-    model, xs = _model("gru")
+    model, _ = _model("gru")
     sparsify(model, 0.5)
     layer = model.layer
     name = layer.masked_names[1]
