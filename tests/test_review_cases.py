@@ -235,11 +235,10 @@ def test_d9_weights_left_dense_are_all_reported() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, report = sparsify(Mixed(), 0.5, return_report=True)
-    assert report.swapped == ["lora", "fc"]
-    for name in ("conv3d", "deconv", "rnn", "lora.lora_a"):
-        assert "stay" in report.skipped[name], name
+    # Conv3d, transposed convs and recurrent layers are masked since issue 26.
+    assert report.swapped == ["conv3d", "deconv", "rnn", "lora", "fc"]
+    assert "stay" in report.skipped["lora.lora_a"]
     assert "emb" not in report.skipped  # a lookup table, not a synaptic layer
-    assert "weight_ih_l0" in report.skipped["rnn"]
 
 
 def test_tickets_written_before_the_selector_settings_still_load(tmp_path) -> None:
