@@ -60,6 +60,7 @@ def test_per_sample_score_gradients(mode: str) -> None:
             torch.testing.assert_close(per_sample[name][i], net.get_submodule(name[0]).scores.grad)
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_vmap_over_attention_tickets() -> None:
     class Net(nn.Module):
         def __init__(self) -> None:

@@ -373,6 +373,7 @@ def test_set_mask_on_a_layer_with_several_masked_tensors() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size")
 # Not nn.Bilinear and nn.MultiheadAttention: torch's TorchScript exporter has no ONNX op
 # for aten::bilinear nor for the attention fast path, dense layers included.
 @pytest.mark.parametrize("case", ["conv3d", "conv_transpose2d", "mha_qkv", "lstm", "gru"])
@@ -391,3 +392,19 @@ def test_export_onnx_computes_the_ticket(case: str, tmp_path: Path) -> None:
     got = ReferenceEvaluator(proto).run(None, {n: x.numpy() for n, x in zip(names, xs)})[0]
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), model(*xs), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["mha_in_proj", "mha_qkv", "gru", "conv3d"])
+def test_dataparallel_replicas_compute_the_ticket(case: str) -> None:
+    model, xs = _model(case)
+    sparsify(model, 0.5)
+    layer = model.layer
+    replica = layer._replicate_for_data_parallel()
+    for name, p in layer._parameters.items():  # what torch.nn.parallel.replicate does
+        setattr(replica, name, None if p is None else p * 1.0)
+    call = CASES[case][1]
+    assert torch.equal(call(replica, xs), call(layer, xs))
+    with torch.no_grad():  # the replica's own frozen tensors: noise where the mask is off
+        for name in layer.masked_names:
+            replica.frozen_of(name)[~layer.mask(name)] += 100.0
+    assert torch.equal(call(replica, xs), call(layer, xs))

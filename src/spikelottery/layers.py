@@ -137,6 +137,20 @@ class _NamedMasks(SubnetLayer):
             return self._masked_read(name)
         return super().__getattr__(name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A DataParallel replica gets its tensors as plain attributes: one stored in the
+        # instance dict would shadow __getattr__ and bypass the mask; keep it aside.
+        caches = self.__dict__.get("_caches")
+        if (
+            caches is not None
+            and name in caches
+            and type(value) is Tensor
+            and name not in self.__dict__["_parameters"]
+        ):
+            self.__dict__[f"_held_{name}"] = value
+            return
+        super().__setattr__(name, value)
+
     @property
     def scores(self) -> nn.Parameter:  # type: ignore[override]
         """The scores of the first masked parameter (all of them: :meth:`scores_of`)."""
@@ -185,9 +199,13 @@ class _SubnetRecurrent(_FxLeaf):
     def _flat_weights(self) -> list[Tensor | None]:
         caches = self.__dict__.get("_caches", {})
         params = self.__dict__["_parameters"]
-        return [
-            self._masked_read(n) if n in caches else params.get(n) for n in self._flat_weights_names
-        ]
+        try:
+            return [
+                self._masked_read(n) if n in caches else params.get(n, self.__dict__.get(n))
+                for n in self._flat_weights_names
+            ]
+        except AttributeError:  # a DataParallel replica before its tensors are set
+            return [None] * len(self._flat_weights_names)
 
     @_flat_weights.setter
     def _flat_weights(self, value: Any) -> None:

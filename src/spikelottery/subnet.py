@@ -175,14 +175,20 @@ class SubnetLayer(nn.Module):
 
     def scores_of(self, name: str | None = None) -> Tensor:
         """The scores of the masked parameter ``name`` (default: the first)."""
-        return self.__dict__["_parameters"][scores_name(name or self._masked[0])]
+        return self._held(scores_name(name or self._masked[0]))
 
     def frozen_of(self, name: str | None = None) -> Tensor:
         """The frozen random value of the masked parameter ``name`` (default: the first)."""
-        name = name or self._masked[0]
-        weight = self.__dict__["_parameters"].get(name)
+        return self._held(name or self._masked[0])
+
+    def _held(self, key: str) -> Tensor:
         # A DataParallel replica holds its tensors as plain attributes.
-        return weight if weight is not None else self.__dict__[name]
+        found = self.__dict__["_parameters"].get(key)
+        if found is None:
+            found = self.__dict__.get(key, self.__dict__.get(f"_held_{key}"))
+            if found is None:
+                raise AttributeError(key)
+        return found
 
     def _refresh(self, name: str, keep_mask: bool = False) -> _Cache:
         # Tensor._version counts in-place updates (optimizer steps, load_state_dict);
@@ -312,7 +318,9 @@ class SubnetLayer(nn.Module):
         :meth:`effective_weight`).
         """
         params = self.__dict__["_parameters"]
-        if "weight" not in self.__dict__.get("_masked", ()):
+        if "weight" not in self.__dict__.get("_masked", ()) or (
+            "scores" not in params and "scores" not in self.__dict__
+        ):
             # inside the dense class's __init__, before the scores exist; or a kind whose
             # masked parameters have other names
             if "weight" not in params:
