@@ -189,3 +189,29 @@ def test_too_few_dimensions_is_named(
 ) -> None:
     with pytest.raises(RuntimeError, match=expected):
         layer(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("mode", ["lt", "mp"])
+def test_torch_compile_traces_the_new_kinds(mode: str) -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv3d(2, 4, 3)
+            self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+            self.rnn = nn.GRU(4, 4, batch_first=True)
+
+        def forward(self, x: Tensor) -> Tensor:
+            y = self.conv(x).flatten(2).transpose(1, 2)
+            return self.rnn(self.attn(y, y, y, need_weights=False)[0])[0]
+
+    net = sparsify(Net(), 0.5, mode=mode)
+    x = torch.randn(2, 2, 4, 4, 4)
+    compiled = torch.compile(net, backend="eager")  # dynamo's graph capture, no codegen
+    out = compiled(x)
+    torch.testing.assert_close(out, net(x), rtol=1e-5, atol=1e-6)
+    out.sum().backward()
+    assert all(
+        bool(net.get_submodule(m).scores_of(n).grad.abs().sum() > 0)  # type: ignore[operator]
+        for m in ("conv", "attn", "rnn")
+        for n in net.get_submodule(m).masked_names  # type: ignore[union-attr]
+    )
