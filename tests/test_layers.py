@@ -306,3 +306,18 @@ def test_a_search_caches_only_the_effective_weight(mode: str) -> None:
     assert _cached_bytes(fc) <= 8 * n + 64
     assert fc.frozen_weight.grad is not None
     assert int((fc.frozen_weight.grad != 0).sum()) <= fc.kept  # only kept weights learn
+
+
+def test_a_layer_pickled_before_the_generic_mechanism_loads() -> None:
+    # Earlier releases kept `mode` and six cache attributes on the layer itself.
+    conv = SubnetConv(2, 3, 3, pa=0.5, mode="mp")
+    x = torch.randn(1, 2, 5, 5)
+    expected = conv(x)
+    state = dict(conv.__dict__)
+    del state["_masked"], state["_caches"]
+    state["mode"] = state.pop("_mask_mode")
+    state.update(dict.fromkeys(("_mask_key", "_pre_key", "_mask", "_alpha", "_pre"), None))
+    old = SubnetConv.__new__(SubnetConv)
+    old.__setstate__(state)
+    assert old.mode == "mp" and old.masked_names == ("weight",)
+    assert torch.equal(old(x), expected)
