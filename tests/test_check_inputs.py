@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikelottery import SpikeLotteryError, SubnetLayer, check_ticket, sparsify
+from spikelottery import SpikeLotteryError, check_ticket, sparsify
+from spikelottery.layers import SubnetLayer
 
 X = torch.randn(4, 6)
 

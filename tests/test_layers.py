@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from torch import nn
 
-import spikelottery.layers as layers_mod
+import spikelottery.subnet as subnet_mod
 from spikelottery import BinaryActivation, SubnetConv, SubnetLinear
 from spikelottery.functional import kept_count
 from spikelottery.layers import SubnetConv1d, SubnetLayer, init_weight_, subnet_class_for
@@ -89,8 +89,10 @@ def test_to_dense_roundtrip_and_keys() -> None:
 
 def test_mask_cached_until_scores_change(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = layers_mod.topk_mask
-    monkeypatch.setattr(layers_mod, "topk_mask", lambda s, p: calls.append(1) or real(s, p))
+    real = subnet_mod.topk_mask
+    monkeypatch.setattr(
+        subnet_mod, "topk_mask", lambda s, p, **kw: calls.append(1) or real(s, p, **kw)
+    )
     conv = SubnetConv(4, 4, 3, padding=1, pa=0.5)
     opt = torch.optim.SGD([conv.scores], lr=1.0)
     x = torch.randn(2, 4, 5, 5)
@@ -134,8 +136,8 @@ def test_constructor_errors() -> None:
         SubnetLinear(3, 3, mode="binary")
     with pytest.raises(ValueError, match="init"):
         SubnetLinear(3, 3, init="xavier")
-    with pytest.raises(TypeError, match="Conv1d, nn.Conv2d, nn.Linear"):
-        subnet_class_for(nn.Conv3d)
+    with pytest.raises(TypeError, match=r"nn\.Conv1d, nn\.Conv2d, nn\.Conv3d, .*nn\.GRU"):
+        subnet_class_for(nn.Embedding)
     with pytest.raises(TypeError):
         SubnetLinear.from_dense(nn.Conv2d(1, 1, 1), 0.5)
 
@@ -211,13 +213,15 @@ def test_data_writes_need_invalidate() -> None:
     fc.frozen_weight.data.mul_(3)
     fc.invalidate()
     torch.testing.assert_close(fc.alpha(), fc.frozen_weight.abs()[fc.mask()].mean())
-    assert torch.equal(fc.mask(), layers_mod.topk_mask(new_scores, 0.5))
+    assert torch.equal(fc.mask(), subnet_mod.topk_mask(new_scores, 0.5))
 
 
 def test_fine_tuning_weights_keeps_the_mask(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = layers_mod.topk_mask
-    monkeypatch.setattr(layers_mod, "topk_mask", lambda s, p: calls.append(1) or real(s, p))
+    real = subnet_mod.topk_mask
+    monkeypatch.setattr(
+        subnet_mod, "topk_mask", lambda s, p, **kw: calls.append(1) or real(s, p, **kw)
+    )
     fc = SubnetLinear(6, 4, pa=0.5)
     fc.scores.requires_grad_(False)
     fc.frozen_weight.requires_grad_(True)
@@ -243,9 +247,9 @@ def test_pickle_and_deepcopy_drop_the_cache() -> None:
     before = io.BytesIO()
     torch.save(conv, before)
     expected = conv(x)
-    assert conv._pre is not None
+    assert conv._caches["weight"].pre is not None
     clone = copy.deepcopy(conv)
-    assert clone._pre is None and conv._pre is not None
+    assert clone._caches["weight"].pre is None and conv._caches["weight"].pre is not None
     torch.testing.assert_close(clone(x), expected)
     restored = pickle.loads(pickle.dumps(conv))
     torch.testing.assert_close(restored(x), expected)
@@ -272,7 +276,8 @@ def test_torch_func_grad_matches_autograd() -> None:
 def _cached_bytes(layer: SubnetLayer) -> int:
     seen: set[int] = set()
     total = 0
-    for value in vars(layer).values():
+    cached = [getattr(c, slot) for c in layer._caches.values() for slot in c.__slots__]
+    for value in [*vars(layer).values(), *cached]:
         items = value if isinstance(value, (tuple, list)) else (value,)
         for t in items:
             if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
@@ -299,3 +304,18 @@ def test_a_search_caches_only_the_effective_weight(mode: str) -> None:
     assert _cached_bytes(fc) <= 8 * n + 64
     assert fc.frozen_weight.grad is not None
     assert int((fc.frozen_weight.grad != 0).sum()) <= fc.kept  # only kept weights learn
+
+
+def test_a_layer_pickled_before_the_generic_mechanism_loads() -> None:
+    # Earlier releases kept `mode` and six cache attributes on the layer itself.
+    conv = SubnetConv(2, 3, 3, pa=0.5, mode="mp")
+    x = torch.randn(1, 2, 5, 5)
+    expected = conv(x)
+    state = dict(conv.__dict__)
+    del state["_masked"], state["_caches"]
+    state["mode"] = state.pop("_mask_mode")
+    state.update(dict.fromkeys(("_mask_key", "_pre_key", "_mask", "_alpha", "_pre"), None))
+    old = SubnetConv.__new__(SubnetConv)
+    old.__setstate__(state)
+    assert old.mode == "mp" and old.masked_names == ("weight",)
+    assert torch.equal(old(x), expected)

@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader
 
 from _nir_testing import READERS, own_spikes
 from _ticket_testing import randomise_state
-from spikelottery import SubnetLayer, sparsify
+from spikelottery import sparsify
 from spikelottery.data.digits import DigitsDataset
+from spikelottery.layers import SubnetLayer
 from spikelottery.models import create_model
 from spikelottery.multistep import MultiStep
 from spikelottery.neuron import LIFNeuron

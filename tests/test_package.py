@@ -85,9 +85,7 @@ def test_functional_holds_the_pure_tensor_functions() -> None:
 # Public names still defined in private modules, in files owned by other work in progress
 # (issue 26 item 1: _selection.py; issue 24: energy/_*.py); each entry is to be moved to a
 # public module, and then removed from here.
-_PRIVATE_HOMES_PENDING = {
-    ("spikelottery._selection", "SparsifyReport"),
-}
+_PRIVATE_HOMES_PENDING: set[tuple[str, str]] = set()
 
 
 def test_public_names_are_defined_in_public_modules() -> None:

@@ -130,7 +130,7 @@ def test_d3_tied_layers_are_updated_together_or_not_at_all() -> None:
     with pytest.raises(SpikeLotteryError, match=r"'a', 'b' share.*update all"):
         sparsify(model, 0.8, filter="^a$")
     with pytest.raises(SpikeLotteryError, match="different pa or mode"):
-        sparsify(model, 0.8, layer_mode={"b": "mp"})
+        sparsify(model, 0.8, mode="lt", layer_mode={"b": "mp"})
     assert model.a.pa == model.b.pa == 0.5  # the failed calls changed nothing
     sparsify(model, 0.8, mode="mp")
     assert (model.a.pa, model.a.mode) == (model.b.pa, model.b.mode) == (0.8, "mp")
@@ -235,11 +235,10 @@ def test_d9_weights_left_dense_are_all_reported() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, report = sparsify(Mixed(), 0.5, return_report=True)
-    assert report.swapped == ["lora", "fc"]
-    for name in ("conv3d", "deconv", "rnn", "lora.lora_a"):
-        assert "stay" in report.skipped[name], name
+    # Conv3d, transposed convs and recurrent layers are masked since issue 26.
+    assert report.swapped == ["conv3d", "deconv", "rnn", "lora", "fc"]
+    assert "stay" in report.skipped["lora.lora_a"]
     assert "emb" not in report.skipped  # a lookup table, not a synaptic layer
-    assert "weight_ih_l0" in report.skipped["rnn"]
 
 
 def test_tickets_written_before_the_selector_settings_still_load(tmp_path) -> None:
@@ -275,7 +274,7 @@ def test_r2_dtype_round_trips_refresh_the_cache() -> None:
 
     for seed in range(40):
         torch.manual_seed(seed)
-        layer = SubnetLinear(16, 16, pa=0.5)
+        layer = SubnetLinear(16, 16, pa=0.5, mode="lt")
         with torch.no_grad():
             layer.frozen_weight.mul_(1.0001)
         _ = layer.weight

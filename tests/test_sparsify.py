@@ -216,7 +216,7 @@ def test_report_logged_and_printed(
     assert "swapped  parts.head.1" in capsys.readouterr().out
 
 
-def test_multihead_attention_out_proj_masked_in_proj_reported() -> None:
+def test_multihead_attention_in_proj_and_out_proj_masked() -> None:
     class Attn(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -227,7 +227,9 @@ def test_multihead_attention_out_proj_masked_in_proj_reported() -> None:
     assert "mha.out_proj" in report.swapped
     assert isinstance(model.mha.out_proj, nn.modules.linear.NonDynamicallyQuantizableLinear)
     assert isinstance(model.mha.out_proj, SubnetLinear)
-    assert "raw parameter" in report.skipped["mha"] and "in_proj_weight" in report.skipped["mha"]
+    assert "mha" in report.swapped and not report.skipped
+    assert model.mha.masked_names == ("in_proj_weight",)
+    assert model.mha.out_proj is model.mha._modules["out_proj"]
 
 
 # -- errors -----------------------------------------------------------------------------

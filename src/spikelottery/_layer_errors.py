@@ -15,12 +15,18 @@ def input_error(
     """``exc`` with the layer and what it takes, if ``x`` does not fit it; else ``exc`` itself.
 
     Called only once the op has failed, so a forward that works pays nothing. The error
-    stays a ``RuntimeError``, as from the dense layer the subnet layer replaces.
+    stays a ``RuntimeError``, as from the dense layer the score-mask layer replaces.
     """
     expected = getattr(layer, size)
     weight_dtype = layer.frozen_weight.dtype
     shape = tuple(x.shape)
-    if x.dim() >= -axis and shape[axis] != expected:
+    if x.dim() < -axis:
+        what = (
+            f"takes {layouts} input ({size}={expected} on axis {axis}), got a {x.dim()}-D "
+            f"input of shape {shape}; add the missing axes (e.g. x.unsqueeze(0)), or use a "
+            "linear layer for flat features"
+        )
+    elif shape[axis] != expected:
         what = f"takes {size}={expected} on axis {axis} ({layouts}), got input of shape {shape}"
     elif x.dtype != weight_dtype:
         what = f"takes {weight_dtype} input (its weight's dtype), got {x.dtype}"

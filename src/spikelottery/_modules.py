@@ -23,6 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from ._compat import spikingjelly_functional
+from .layers import convertible_types, has_own_children, masked_names
 
 __all__ = [
     "CONVERTIBLE",
@@ -36,7 +37,8 @@ __all__ = [
     "weight_holders",
 ]
 
-CONVERTIBLE: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+#: The dense layer types a score-mask layer can replace (read from ``layers.LAYER_KINDS``).
+CONVERTIBLE: tuple[type[nn.Module], ...] = convertible_types()
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ def walk(model: nn.Module) -> Iterator[Reference]:
 
     Unlike ``named_modules()`` it does not drop the second reference to a module that is
     registered twice (weight sharing by module reuse), so a caller can rewrite both. It
-    never descends into a convertible layer, nor twice into the same module.
+    never descends into a convertible layer (except one whose children are layers of their
+    own, as ``nn.MultiheadAttention``'s ``out_proj``), nor twice into the same module.
 
     >>> lin = nn.Linear(2, 2)
     >>> [r.name for r in walk(nn.Sequential(lin, nn.ReLU(), lin))]
@@ -68,7 +71,9 @@ def walk(model: nn.Module) -> Iterator[Reference]:
                 continue
             name = f"{prefix}.{attr}" if prefix else attr
             yield Reference(module, attr, name, child)
-            if isinstance(child, CONVERTIBLE) or id(child) in seen:
+            if (isinstance(child, CONVERTIBLE) and not has_own_children(child)) or id(
+                child
+            ) in seen:
                 continue
             seen.add(id(child))
             yield from visit(child, name)
@@ -112,15 +117,17 @@ def refusal(module: nn.Module, name: str) -> str | None:
     the hook-based ``weight_norm`` / ``spectral_norm``, ``torch.nn.utils.prune``) would
     keep computing from its own parameters: it is refused, never swapped half-way.
     """
-    if parametrize.is_parametrized(module, "weight"):
-        plist: Any = getattr(module, "parametrizations")["weight"]  # noqa: B009
-        kinds = ", ".join(type(p).__name__ for p in plist)
-        return (
-            f"layer {name!r} has a parametrization on its weight ({kinds}), so its forward "
-            "computes the weight from other parameters and would ignore the mask. Remove it "
-            f"first (torch.nn.utils.parametrize.remove_parametrizations(model.{name}, 'weight')"
-            ") or exclude the layer with sparsify(..., filter=...)"
-        )
+    names = masked_names(module) or ("weight",)
+    for attr in names:
+        if parametrize.is_parametrized(module, attr):
+            plist: Any = getattr(module, "parametrizations")[attr]  # noqa: B009
+            kinds = ", ".join(type(p).__name__ for p in plist)
+            return (
+                f"layer {name!r} has a parametrization on its {attr} ({kinds}), so its forward "
+                "computes the weight from other parameters and would ignore the mask. Remove it "
+                f"first (torch.nn.utils.parametrize.remove_parametrizations(model.{name}, "
+                f"{attr!r})) or exclude the layer with sparsify(..., filter=...)"
+            )
     if parametrize.is_parametrized(module, "bias") or (
         "bias" not in module._parameters and isinstance(getattr(module, "bias", None), Tensor)
     ):
@@ -129,26 +136,28 @@ def refusal(module: nn.Module, name: str) -> str | None:
             "'bias'); remove that first (parametrize.remove_parametrizations, prune.remove) "
             "or exclude the layer with sparsify(..., filter=...)"
         )
-    if "weight" not in module._parameters:
+    missing = [attr for attr in names if attr not in module._parameters]
+    if missing:
         hooks = [type(h).__name__ for h in module._forward_pre_hooks.values()]
         how = f" (forward pre-hooks: {', '.join(hooks)})" if hooks else ""
         return (
-            f"layer {name!r} has no weight parameter of its own{how}: its weight is computed "
-            "(e.g. the hook-based torch.nn.utils.weight_norm, spectral_norm or prune) and would "
-            "ignore the mask. Remove that wrapper first (torch.nn.utils.remove_weight_norm, "
-            "remove_spectral_norm, prune.remove) or exclude the layer with sparsify(..., filter=...)"
+            f"layer {name!r} has no {missing[0]} parameter of its own{how}: its weight is "
+            "computed (e.g. the hook-based torch.nn.utils.weight_norm, spectral_norm or prune) "
+            "and would ignore the mask. Remove that wrapper first (torch.nn.utils."
+            "remove_weight_norm, remove_spectral_norm, prune.remove) or exclude the layer with "
+            "sparsify(..., filter=...)"
         )
-    weight = module._parameters["weight"]
-    if weight is None or not weight.is_floating_point():
+    if skip_reason(module) is not None:
         return None  # not a refusal: there is simply nothing to mask (see skip reasons)
     for klass in type(module).__mro__:
         if klass in CONVERTIBLE:
             break
-        if "weight" in vars(klass):
+        own = [attr for attr in names if attr in vars(klass)]
+        if own:
             return (
                 f"layer {name!r} is a {type(module).__name__}, whose class defines its own "
-                f"'weight' attribute ({klass.__qualname__}.weight); spikelottery cannot be sure "
-                "every read of it sees the mask. Exclude it with sparsify(..., filter=...)"
+                f"{own[0]!r} attribute ({klass.__qualname__}.{own[0]}); spikelottery cannot be "
+                "sure every read of it sees the mask. Exclude it with sparsify(..., filter=...)"
             )
     return None
 
@@ -157,8 +166,11 @@ def skip_reason(module: nn.Module) -> str | None:
     """Why a convertible ``module`` has nothing to mask (left dense), else ``None``."""
     if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
         return "lazy layer not initialised yet: run one forward pass before sparsify"
-    weight = module._parameters.get("weight")
-    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+    names = masked_names(module)
+    weights = [module._parameters.get(attr) for attr in names]
+    if not weights or not all(
+        isinstance(w, torch.Tensor) and w.is_floating_point() for w in weights
+    ):
         return "has no floating-point weight"
     return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -17,12 +17,12 @@ from torch import nn
 from ._modules import CONVERTIBLE, Reference, refusal, skip_reason, walk, weight_holders
 from .errors import SpikeLotteryError
 from .layers import MODES, SubnetLayer
+from .sparsify_report import SparsifyReport
 
 __all__ = [
     "Candidate",
     "Filter",
     "FilterFn",
-    "SparsifyReport",
     "as_filter",
     "check_layer_mode",
     "check_tied_updates",
@@ -35,59 +35,6 @@ __all__ = [
 
 FilterFn = Callable[[nn.Module, str], bool]
 Filter = str | type | tuple[type, ...] | FilterFn | None
-
-
-@dataclass
-class SparsifyReport:
-    """What one :func:`sparsify` call did: layers swapped, updated and skipped (with why).
-
-    ``scope`` is ``"layer"`` or ``"global"`` (one threshold over the swapped and updated
-    layers). ``binarized`` lists the activation modules replaced by binary activations
-    (``activations="binary"``); ``functional_activations`` the modules that call an
-    activation as a function, which stays real (``None``: not looked for, no example input). ``aliases`` maps each further name of a layer registered at several places to the
-    name it is listed under; ``tied`` maps a swapped layer to the swapped layers that
-    share its frozen weight and scores.
-    """
-
-    pa: float
-    pb: float | None
-    mode: str
-    swapped: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
-    tied: dict[str, list[str]] = field(default_factory=dict)
-    patch_embed: str | None = None
-    scope: str = "layer"
-    binarized: list[str] = field(default_factory=list)
-    functional_activations: dict[str, list[str]] | None = None
-
-    def __str__(self) -> str:
-        pb = "unchanged" if self.pb is None else f"{self.pb:g}"
-        scope = "" if self.scope == "layer" else f", scope={self.scope!r}"
-        lines = [
-            f"sparsify(pa={self.pa:g}, pb={pb}, mode={self.mode!r}{scope}): "
-            f"{len(self.swapped)} swapped, {len(self.updated)} updated, {len(self.skipped)} skipped"
-        ]
-        lines += [f"  swapped  {name}" for name in self.swapped]
-        lines += [f"  updated  {name}" for name in self.updated]
-        lines += [f"  shared   {alias} is {name}" for alias, name in self.aliases.items()]
-        lines += [f"  tied     {name} with {', '.join(o)}" for name, o in self.tied.items()]
-        lines += [f"  skipped  {name}: {why}" for name, why in self.skipped.items()]
-        if self.patch_embed is not None:
-            lines.append(f"  patch selector (pb={pb}) after {self.patch_embed!r}")
-        lines += [f"  binary   {name} (activation)" for name in self.binarized]
-        if self.binarized and self.functional_activations is None:
-            lines.append(
-                "  note     activations called as functions (F.relu) were not looked for: "
-                "pass example_inputs to name them"
-            )
-        for name, funcs in (self.functional_activations or {}).items():
-            lines.append(
-                f"  real     {name or '<model>'} calls {', '.join(funcs)} as a function: "
-                "not binarised"
-            )
-        return "\n".join(lines)
 
 
 def as_filter(filter: Filter) -> FilterFn:
@@ -178,10 +125,10 @@ def convertible_layers(model: nn.Module) -> list[Candidate]:
 def weights_left_dense(model: nn.Module, report: SparsifyReport) -> dict[str, str]:
     """Weights that stay dense although they are not listed yet: say so in the report.
 
-    Weight tensors (2-D or more) of layer types sparsify does not mask (``nn.Conv3d``,
-    transposed convs, RNNs, ``nn.Bilinear``, the raw ``in_proj_weight`` of
-    ``nn.MultiheadAttention``, timm's ``CondConv2d`` ...), and conv/linear layers nested
-    inside another conv/linear layer (which the swap does not descend into). Embedding
+    Weight tensors (2-D or more) of layer types sparsify does not mask (timm's
+    ``CondConv2d``, a module's own raw weight parameters ...; the masked types are
+    :data:`spikelottery.layers.LAYER_KINDS`), and supported layers nested inside another
+    one (which the swap does not descend into). Embedding
     tables are lookups, not synapses, and are not listed.
     """
     listed = set(report.skipped) | set(report.aliases)
@@ -191,7 +138,7 @@ def weights_left_dense(model: nn.Module, report: SparsifyReport) -> dict[str, st
             continue
         if isinstance(module, CONVERTIBLE):
             out[name] = (
-                "inside another conv/linear layer, which sparsify does not descend into: "
+                "inside another supported layer, which sparsify does not descend into: "
                 "stays dense and trainable"
             )
             continue
@@ -202,13 +149,11 @@ def weights_left_dense(model: nn.Module, report: SparsifyReport) -> dict[str, st
         ]
         if not keys:
             continue
-        if isinstance(module, nn.MultiheadAttention):
-            why = "nn.MultiheadAttention's input projection is a raw parameter, not a layer"
-        else:
-            why = (
-                f"a {type(module).__name__}, not a layer type sparsify masks (nn.Conv1d, "
-                "nn.Conv2d, nn.Linear and their subclasses)"
-            )
+        supported = ", ".join(f"nn.{t.__name__}" for t in CONVERTIBLE)
+        why = (
+            f"a {type(module).__name__}, not a layer type sparsify masks ({supported} and "
+            "their subclasses)"
+        )
         out[name or "(model)"] = f"{why}: {', '.join(keys)} stay dense and trainable"
     return out
 

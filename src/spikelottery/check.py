@@ -277,10 +277,18 @@ def check_ticket(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    layers: dict[int, tuple[str, SubnetLayer]] = {}  # one entry per set of scores (tied: one)
+    # One entry per masked weight tensor and set of scores (tied layers: one).
+    layers: dict[int, tuple[str, SubnetLayer]] = {}
+    params: dict[int, str] = {}
     for name, module in model.named_modules():
         if isinstance(module, SubnetLayer):
-            layers.setdefault(id(module.scores), (name or "(model)", module))
+            for param in module.masked_names:
+                label = name or "(model)"
+                label = label if param == "weight" else f"{label}.{param}"
+                key = id(module.scores_of(param))
+                if key not in layers:
+                    layers[key] = (label, module)
+                    params[key] = param
     if not layers:
         raise SpikeLotteryError(
             "check_ticket(model): the model has no score-mask layer; call sparsify(model, pa) first"
@@ -297,7 +305,10 @@ def check_ticket(
     _check_finite_inputs(args)
     result = TicketCheck(layers=[name for name, _ in layers.values()])
     modes = [(m, m.training) for m in model.modules()]  # per module: frozen BN, MC dropout
-    flags = [(layer.scores, layer.scores.requires_grad) for _, layer in layers.values()]
+    flags = [
+        (layer.scores_of(params[key]), layer.scores_of(params[key]).requires_grad)
+        for key, (_, layer) in layers.items()
+    ]
     ran: set[int] = set()  # the layers whose forward ran (keys of `layers`)
     hooks = [
         layer.register_forward_pre_hook(lambda m, a, key=key: ran.add(key))
@@ -327,19 +338,20 @@ def check_ticket(
                 used = key in ran or id(layer) in reads
                 (result.no_gradient if used else result.unused).append(name)
                 continue
-            if layer.kept == layer.frozen_weight.numel():
+            scores = layer.scores_of(params[key])
+            if layer.kept_of(params[key]) == scores.numel():
                 result.fixed.append(name)
                 continue
-            saved = layer.scores.detach().clone()
+            saved = scores.detach().clone()
             try:
                 with torch.no_grad():
-                    layer.scores.copy_(_other_mask_scores(saved, layer.pa))
+                    scores.copy_(_other_mask_scores(saved, layer.pa))
                     changed_off = not _same(_run(model, args), base)
                 with torch.enable_grad():
                     changed_on = not _same([t.detach() for t in _run(model, args)], base_grad)
             finally:
                 with torch.no_grad():
-                    layer.scores.copy_(saved)
+                    scores.copy_(saved)
             if changed_on != changed_off:
                 result.ignored_mask.append(name)
             elif not changed_on:

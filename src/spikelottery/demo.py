@@ -175,6 +175,11 @@ def demo(
     return records
 
 
+def _ann_reference(record: dict[str, Any]) -> Any:
+    """The ANN reference of a demo row (older rows: ``ann_energy_mj``)."""
+    return record.get("ann_reference_mj", record.get("ann_energy_mj"))
+
+
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     """A fixed-width table of demo records (accuracy, kept %, energy, ANN energy, time).
 
@@ -212,8 +217,8 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
             f"{100 * r['kept_fraction']:.1f}%",
             mj(r.get("energy_mj")),
             mj(r.get("energy_sparse_mj")),
-            mj(r.get("ann_reference_mj")),
-            pct(r.get("energy_mj"), r.get("ann_reference_mj")),
+            mj(_ann_reference(r)),
+            pct(r.get("energy_mj"), _ann_reference(r)),
             f"{r['seconds']:.1f}",
         )
         for r in records

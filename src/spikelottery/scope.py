@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import check_ratio, kept_count, ratio_for_count
+from .errors import SpikeLotteryError
 
 if TYPE_CHECKING:
     from .layers import SubnetLayer
@@ -152,6 +153,13 @@ class GlobalScope:
         self.pa = check_ratio("pa", pa)
         groups: dict[int, list[SubnetLayer]] = {}
         for layer in layers:
+            if len(layer.masked_names) > 1:
+                raise SpikeLotteryError(
+                    f"scope='global' sets one pa per weight tensor, and "
+                    f"{type(layer).__name__} masks {len(layer.masked_names)} of them "
+                    f"({', '.join(layer.masked_names)}) with one pa: use scope='layer' for "
+                    "it (sparsify(..., filter=...) in two calls), or leave it out"
+                )
             groups.setdefault(id(layer.scores), []).append(layer)
         if not groups:
             raise ValueError("a global scope needs at least one score-mask layer")

@@ -1,7 +1,9 @@
 """Rewrite any network in place into a lottery-ticket search, and back.
 
-:func:`sparsify` swaps every matching ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Linear`` (their
-subclasses included) for a score-mask layer, freezes the weights, and with ``pb > 0``
+:func:`sparsify` swaps every matching layer of a supported type (convolutions 1-3-D and
+transposed, ``nn.Linear``, ``nn.Bilinear``, ``nn.MultiheadAttention``, ``nn.RNN`` /
+``nn.LSTM`` / ``nn.GRU``, their subclasses included; the list is
+:data:`spikelottery.layers.LAYER_KINDS`) for a score-mask layer, freezes the weights, and with ``pb > 0``
 attaches a patch selector after the patch embedding. :func:`densify` bakes the found
 ticket back into plain dense layers.
 
@@ -38,7 +40,6 @@ from ._modules import (
 )
 from ._selection import (
     Filter,
-    SparsifyReport,
     as_filter,
     check_layer_mode,
     check_tied_updates,
@@ -56,8 +57,10 @@ from .activations import (
 )
 from .check import check_ticket
 from .errors import SpikeLotteryError
-from .layers import INITS, SubnetLayer, check_mode, subnet_class_for
+from .layers import INITS, LAYER_KINDS, SubnetLayer, check_mode, masked_names, subnet_class_for
 from .scope import SCOPES, attach_scope
+from .sparsify_report import SparsifyReport
+from .subnet import scores_name
 from .summary import TicketSummary, kept_fraction, summary
 
 __all__ = ["SparsifyReport", "TicketSummary", "densify", "kept_fraction", "sparsify", "summary"]
@@ -90,6 +93,10 @@ def _restore_selectors(model: nn.Module, settings: list[tuple[str, float, int, s
             attach_patch_selector(
                 model, pb, patch_embed=name, num_prefix_tokens=prefix, layout=layout
             )
+
+
+def _supported() -> str:
+    return "/".join(f"nn.{k.dense.__name__}" for k in LAYER_KINDS)
 
 
 @overload
@@ -139,7 +146,7 @@ def sparsify(
     pa: float,
     pb: float | None = None,
     *,
-    mode: str = "lt",
+    mode: str = "mp",
     filter: Filter = None,
     layer_pa: Mapping[str, float] | None = None,
     layer_mode: Mapping[str, str] | None = None,
@@ -156,9 +163,12 @@ def sparsify(
 ) -> M | tuple[M, SparsifyReport]:
     """Turn ``model`` into a lottery-ticket search, in place, and return it.
 
-    Every ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Linear`` (or subclass, e.g. SpikingJelly's
-    multi-step ``layer.Conv2d``) that ``filter`` accepts becomes a score-mask layer with its
-    weight frozen; only the scores (and any parameter outside the swapped layers) train.
+    Every layer of a supported type (``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d``,
+    ``nn.Linear``, ``nn.Bilinear``, ``nn.MultiheadAttention``'s input projections,
+    ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``'s ``weight_ih`` and ``weight_hh``, and their
+    subclasses, e.g. SpikingJelly's multi-step ``layer.Conv2d``; the list is
+    :data:`spikelottery.layers.LAYER_KINDS`) that ``filter`` accepts becomes a score-mask
+    layer with its weights frozen, each masked weight tensor with its own top-k; only the scores (and any parameter outside the swapped layers) train.
     After the call, every read of a swapped layer's ``.weight`` (by its own forward, a
     subclass's forward, a parent module, ``torch.func``, ``torch.compile``, PyTorch's fused
     inference paths) returns the effective weight; the frozen random weight is
@@ -174,7 +184,9 @@ def sparsify(
         pb: Fraction of patches REMOVED after the patch embedding, in ``[0, 1)``. ``None``
             (the default) leaves patch selection as it is; ``0`` removes an attached
             selector.
-        mode: ``"lt"`` (``W * M``) or ``"mp"`` (``alpha * sign(W) * M``).
+        mode: ``"mp"`` (``alpha * sign(W) * M``, the paper's multi-prize ticket; the
+            default, as in :class:`~spikelottery.engine.TrainConfig`) or ``"lt"``
+            (``W * M``, edge-popup's lottery ticket).
         filter: Which layers to convert: a regex searched in the qualified name
             (``"patch_embed"``), a module type or tuple of types, or a callable
             ``(module, qualified_name) -> bool``. ``None`` converts all.
@@ -264,7 +276,7 @@ def sparsify(
         raise TypeError(
             f"sparsify(model) rewrites the layers inside a model, and {type(model).__name__} is "
             "itself a layer: wrap it (nn.Sequential(layer)) or use SubnetConv/SubnetLinear."
-            "from_dense(layer, pa)"
+            "from_dense(layer, pa) (SubnetLayer.from_dense for any supported type)"
         )
     accept = as_filter(filter)
 
@@ -274,7 +286,7 @@ def sparsify(
     if not candidates and (filter is not None or not pb):
         where = f"filter={filter!r}" if filter is not None else "the model"
         raise SpikeLotteryError(
-            f"{where} matched no nn.Conv1d/nn.Conv2d/nn.Linear layer to sparsify"
+            f"{where} matched no layer to sparsify ({_supported()})"
             + (f" (skipped: {report.skipped})" if report.skipped else "")
             + ". Check the qualified names with [n for n, _ in model.named_modules()]."
         )
@@ -295,34 +307,37 @@ def sparsify(
             layer_mode_ = modes.get(cand.name, mode)
             child = cand.module
             if isinstance(child, SubnetLayer):
-                updated.append((child, child.pa, child.mode, child.__dict__.get("_scope")))
+                updated.append((child, child.pa, child.mask_mode, child.__dict__.get("_scope")))
                 child.set_pa(layer_ratio)
                 child.set_mode(layer_mode_)
                 members.append(child)
                 report.updated.append(cand.name)
                 continue
-            original_weight = child._parameters["weight"]
+            masked = masked_names(child)
+            original_weight = child._parameters[masked[0]]
             with torch.no_grad():
                 subnet = subnet_class_for(type(child)).from_dense(
                     child, layer_ratio, layer_mode_, init=init
                 )
             first = made.get(id(original_weight))
             if first is not None:  # tied to a layer swapped before: share weight and scores
-                if (first.pa, first.mode) != (layer_ratio, layer_mode_):
+                if (first.pa, first.mask_mode) != (layer_ratio, layer_mode_):
                     raise SpikeLotteryError(
                         f"layers {first_holder[id(original_weight)]!r} and "
                         f"{cand.name!r} share one weight but were given different settings "
-                        f"(pa={first.pa:g}, mode={first.mode!r} and pa={layer_ratio:g}, "
+                        f"(pa={first.pa:g}, mode={first.mask_mode!r} and pa={layer_ratio:g}, "
                         f"mode={layer_mode_!r}); give them the same pa and mode"
                     )
-                subnet._parameters["weight"] = first.frozen_weight  # type: ignore[assignment]
-                subnet._parameters["scores"] = first.scores
+                for attr in masked:
+                    subnet._parameters[attr] = first.frozen_of(attr)  # type: ignore[assignment]
+                    key = scores_name(attr)
+                    subnet._parameters[key] = first._parameters[key]
                 subnet.invalidate()
                 report.tied.setdefault(first_holder[id(original_weight)], []).append(cand.name)
             elif id(original_weight) in first_holder:
                 made[id(original_weight)] = subnet
             for p_name, p in child._parameters.items():  # a tied bias stays tied
-                if p is not None and p_name != "weight":
+                if p is not None and p_name not in masked:
                     kept = copies.setdefault(id(p), subnet._parameters[p_name])  # type: ignore[arg-type]
                     subnet._parameters[p_name] = kept  # type: ignore[assignment]
             for ref in cand.refs:
@@ -415,7 +430,7 @@ def densify(model: M, *, activations: str = "keep") -> M:
         )
     dense_of: dict[int, nn.Module] = {}
     baked: dict[tuple[int, int], nn.Parameter] = {}  # (frozen weight, scores) -> dense weight
-    biases: dict[int, nn.Parameter] = {}  # id(bias) -> the dense layers' shared copy
+    shared: dict[int, nn.Parameter] = {}  # id(bias, ...) -> the dense layers' shared copy
     for ref in list(walk(model)):
         child = ref.module
         if not isinstance(child, SubnetLayer):
@@ -423,14 +438,14 @@ def densify(model: M, *, activations: str = "keep") -> M:
         dense = dense_of.get(id(child))
         if dense is None:
             dense = child.to_dense()
-            key = (id(child.frozen_weight), id(child.scores))
-            if key in baked:
-                dense._parameters["weight"] = baked[key]
-            else:
-                baked[key] = dense._parameters["weight"]  # type: ignore[assignment]
-            if child.bias is not None:  # a tied bias stays tied
-                bias = biases.setdefault(id(child.bias), dense._parameters["bias"])  # type: ignore[arg-type]
-                dense._parameters["bias"] = bias
+            params = dense._parameters
+            for attr in child.masked_names:
+                key = (id(child.frozen_of(attr)), id(child.scores_of(attr)))
+                params[attr] = baked.setdefault(key, params[attr])  # type: ignore[arg-type]
+            for p_name, p in child._parameters.items():  # a tied bias stays tied
+                if p is not None and p_name in params and p_name not in child.masked_names:
+                    params[p_name] = shared.setdefault(id(p), params[p_name])  # type: ignore[arg-type]
+            child._dense_done(dense)
             dense_of[id(child)] = dense
         setattr(ref.parent, ref.attr, dense)
     if activations == "restore":

@@ -87,20 +87,23 @@ def summary(model: nn.Module) -> TicketSummary:
         raise TypeError(f"summary(model): model must be an nn.Module, got {type(model).__name__}")
     rows: list[dict[str, Any]] = []
     for name, module in model.named_modules():
-        if isinstance(module, SubnetLayer):
-            alpha = module.alpha()
-            weight = module.frozen_weight
+        if not isinstance(module, SubnetLayer):
+            continue
+        for param in module.masked_names:  # one row per masked weight tensor
+            alpha = module.alpha(param)
+            weight = module.frozen_of(param)
+            label = name or "(model)"
             rows.append(
                 {
-                    "name": name or "(model)",
+                    "name": label if param == "weight" else f"{label}.{param}",
                     "type": type(module).__name__,
                     "shape": list(weight.shape),
-                    "mode": module.mode,
+                    "mode": module.mask_mode,
                     "pa": module.pa,
-                    "kept": int(module.mask().sum()),
+                    "kept": int(module.mask(param).sum()),
                     "total": weight.numel(),
                     "alpha": None if alpha is None else float(alpha),
-                    "_scores": id(module.scores),
+                    "_scores": id(module.scores_of(param)),
                 }
             )
     if not rows:
@@ -129,14 +132,19 @@ def kept_fraction(model: nn.Module) -> float:
     total = kept = 0
     seen: set[int] = set()  # tied layers share their scores: their weights count once
     for name, module in model.named_modules():
-        if isinstance(module, SubnetLayer) and id(module.scores) not in seen:
-            seen.add(id(module.scores))
-            if not bool(torch.isfinite(module.scores.detach().sum())):
+        if not isinstance(module, SubnetLayer):
+            continue
+        for param in module.masked_names:
+            scores = module.scores_of(param)
+            if id(scores) in seen:
+                continue
+            seen.add(id(scores))
+            if not bool(torch.isfinite(scores.detach().sum())):
                 raise SpikeLotteryError(
                     f"kept_fraction: layer {name or '(model)'!r} has NaN or infinite scores, "
                     "so it has no exact mask and no kept count; the search diverged (lower "
                     "the learning rate, or check the loss for NaN)"
                 )
-            total += module.frozen_weight.numel()
-            kept += module.kept  # under a global scope, the count its scores give now
+            total += scores.numel()
+            kept += module.kept_of(param)  # under a global scope, the count its scores give now
     return kept / total if total else 1.0

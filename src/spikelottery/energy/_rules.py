@@ -506,3 +506,61 @@ class OpMode(TorchFunctionMode):
         else:
             rec.passthrough(func, args, kwargs, out)
         return out
+
+
+# -- layer kinds masked since issue 26: bilinear and recurrent layers -------------------
+
+
+def _rule_bilinear(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Tensor
+) -> None:
+    # bilinear(input1, input2, weight, bias): out_k = x1^T W_k x2, in1 * in2 MACs each
+    x1, w = _arg(args, kwargs, 0, "input1"), _arg(args, kwargs, 2, "weight")
+    fout, in1, in2 = w.shape
+    rec.record(
+        "linear",
+        f"{in1}x{in2} -> {fout}",
+        fout * in1 * in2,
+        out.numel() * in1 * in2,
+        rec.lead(out.shape[:-1]),
+        rec.stats(x1),
+        weight=w,
+    )
+
+
+def _rule_recurrent(
+    rec: Recorder, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any
+) -> None:
+    # torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+    # batch_first) or, for a packed sequence, (data, batch_sizes, hx, params, has_biases,
+    # num_layers, dropout, train, bidirectional). Each 2-D parameter is a weight matrix
+    # applied once per sequence item (time step x batch entry): the first layer's
+    # weight_ih to the input, the others to hidden states (not spikes).
+    x = args[0]
+    packed = isinstance(args[1], Tensor) and args[1].dim() == 1 and not args[1].is_floating_point()
+    at = 1 if packed else 0
+    params, num_layers, bidirectional = args[2 + at], args[4 + at], args[7 + at]
+    items = x.shape[0] if packed else x.numel() // x.shape[-1]
+    steps = rec.lead(out[0].shape[:-1])
+    weights = [p for p in params if p.dim() == 2]
+    dirs = 2 if bidirectional else 1
+    per_group = max(1, len(weights) // (num_layers * dirs))
+    for i, w in enumerate(weights):
+        reads_input = i < per_group * dirs and i % per_group == 0
+        stats = rec.stats(x) if reads_input else virtual_stats(items * w.shape[1])
+        rec.record(
+            "linear",
+            f"{w.shape[1]} -> {w.shape[0]}",
+            w.numel(),
+            items * w.numel(),
+            steps,
+            stats,
+            weight=w,
+            label=f"recurrent{i}",
+        )
+
+
+_RULES.update({F.bilinear: _rule_bilinear, torch.bilinear: _rule_bilinear})
+_RULES.update(
+    dict.fromkeys((torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu), _rule_recurrent)
+)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
 
 from ..errors import SpikeLotteryError
-from ..layers import SubnetLayer
+from ..layers import SubnetLayer, convertible_types, kind_of
 from ..patch import PatchSelector, find_patch_selectors
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "active_patch_selector",
     "as_path",
     "dense_base",
+    "entry_key",
     "patch_pruning",
     "quote_names",
     "subnet_layers",
@@ -43,15 +45,26 @@ def as_path(path: object, *, what: str = "path") -> Path:
 
 
 # The PyTorch layer types a ticket records (its ``dense`` field) and loads into.
-DENSE_BASES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+DENSE_BASES: tuple[type[nn.Module], ...] = convertible_types()
 
 
 def dense_base(module: nn.Module) -> str:
     """The name of the PyTorch layer type ``module`` is (``"Conv2d"``), as a ticket records it."""
-    for base in DENSE_BASES:
-        if isinstance(module, base):
-            return base.__name__
-    raise SpikeLotteryError(f"{type(module).__name__} is not a conv or linear layer")
+    kind = kind_of(module)
+    if kind is None:
+        raise SpikeLotteryError(f"{type(module).__name__} is not a layer type spikelottery masks")
+    return kind.dense.__name__
+
+
+def entry_key(rec: Mapping[str, object]) -> str:
+    """The tensor-key suffix of a ticket record: the layer name, plus ``.param`` for a
+    masked parameter other than ``weight`` (``"attn.in_proj_weight"``).
+
+    >>> entry_key({"name": "fc"}), entry_key({"name": "rnn", "param": "weight_hh_l0"})
+    ('fc', 'rnn.weight_hh_l0')
+    """
+    param = rec.get("param", "weight")
+    return str(rec["name"]) if param == "weight" else f"{rec['name']}.{param}"
 
 
 def patch_pruning(model: nn.Module) -> tuple[str | None, float]:

@@ -29,7 +29,7 @@ from torch import Tensor
 from .._version import __version__
 from ..errors import SpikeLotteryError
 from ..patch.select import LAYOUTS
-from ._common import PathLike, as_path, quote_names
+from ._common import PathLike, as_path, entry_key, quote_names
 
 __all__ = [
     "FORMAT_NAME",
@@ -314,6 +314,8 @@ def _parse_info(path: Path, meta: Mapping[str, str], size: int) -> TicketInfo:
             for key in ("name", "class", "dense", "mode"):
                 if not isinstance(rec[key], str):
                     raise TypeError(key)
+            if not isinstance(rec.get("param", "weight"), str):
+                raise TypeError("param")
             if rec["mode"] not in ("lt", "mp") or not 0.0 <= rec["pa"] < 1.0:
                 raise ValueError(rec["name"])
         prefix = meta.get("num_prefix_tokens")
@@ -416,7 +418,7 @@ def _check_keys(path: Path, info: TicketInfo, tensors: Mapping[str, Tensor]) -> 
     """Every tensor belongs to a listed layer or to ``state/``; every layer has its tensors."""
     expected: set[str] = set()
     for rec in info.layers:
-        name = rec["name"]
+        name = entry_key(rec)
         own = ["mask", "sign", "alpha"] if rec["mode"] == "mp" else ["mask", "weight"]
         if info.include_scores:
             own.append("scores")

@@ -21,10 +21,19 @@ from .._modules import names_of, refusal, skip_reason, walk
 from .._validation import kept_count
 from ..activations import binarize_activations, check_binarized
 from ..errors import SpikeLotteryError
-from ..layers import SubnetLayer
+from ..layers import SubnetLayer, masked_names
 from ..masks import topk_mask
 from ..sparsify import sparsify
-from ._common import DENSE_BASES, PathLike, as_path, dense_base, quote_names, subnet_layers
+from ..subnet import scores_name
+from ._common import (
+    DENSE_BASES,
+    PathLike,
+    as_path,
+    dense_base,
+    entry_key,
+    quote_names,
+    subnet_layers,
+)
 from .format import TicketInfo, invalid_ticket, read_ticket_file, unpack_bits
 
 __all__ = ["load_ticket"]
@@ -32,16 +41,21 @@ __all__ = ["load_ticket"]
 M = TypeVar("M", bound=nn.Module)
 
 
-def _weight(module: nn.Module) -> Tensor:
+def _weight(module: nn.Module, param: str = "weight") -> Tensor:
     """The stored weight (for a score-mask layer the frozen one, not the effective one)."""
-    weight = module._parameters["weight"]
-    assert isinstance(weight, Tensor)
+    weight = module._parameters.get(param)
+    if not isinstance(weight, Tensor):
+        raise SpikeLotteryError(
+            f"{type(module).__name__} has no parameter {param!r} (masked: "
+            f"{', '.join(masked_names(module)) or 'none'})"
+        )
     return weight
 
 
 @dataclass
 class _LayerPlan:
     name: str
+    param: str
     rec: dict[str, Any]
     mask: Tensor
     weight: Tensor
@@ -127,10 +141,11 @@ def _mp_weight(signs: Tensor, mask: Tensor, alpha: Tensor) -> Tensor:
 def _plan_layer(
     path: Path, tensors: Mapping[str, Tensor], rec: dict[str, Any], layer: nn.Module
 ) -> _LayerPlan:
-    name = rec["name"]
+    name = entry_key(rec)
+    param = rec.get("param", "weight")
     shape = tuple(rec["shape"])
     n = math.prod(shape)
-    ref = _weight(layer)
+    ref = _weight(layer, param)
     try:
         mask = unpack_bits(_expect(path, tensors, f"mask/{name}", torch.uint8, None), shape)
     except ValueError as exc:
@@ -179,7 +194,7 @@ def _plan_layer(
         else:
             # 1 on kept, 0 elsewhere: the top-k of |scores| is then exactly the saved mask.
             scores = mask.to(ref.dtype)
-    return _LayerPlan(name, rec, mask, weight, scores)
+    return _LayerPlan(rec["name"], param, rec, mask, weight, scores)
 
 
 def _check_architecture(
@@ -192,8 +207,9 @@ def _check_architecture(
     modules: dict[str, nn.Module] = {}
     for rec in info.layers:
         name = rec["name"]
+        param = rec.get("param", "weight")
         shape = tuple(rec["shape"])
-        where = f"layer {name!r} ({rec['dense']} with weight {shape})"
+        where = f"layer {name!r} ({rec['dense']} with {param} {shape})"
         if name not in walked:
             hint = (
                 "" if name not in dict(model.named_modules()) else " (it is inside another layer)"
@@ -207,11 +223,17 @@ def _check_architecture(
             raise SpikeLotteryError(
                 f"the ticket has {where}, but the model has a {type(module).__name__} there"
             )
-        have = tuple(_weight(module).shape)
+        if param not in masked_names(module):
+            raise SpikeLotteryError(
+                f"the ticket has {where}, but the model's {name!r} masks "
+                f"{', '.join(masked_names(module)) or 'nothing'}: a different architecture or "
+                "configuration"
+            )
+        have = tuple(_weight(module, param).shape)
         if dense_base(module) != rec["dense"] or have != shape:
             raise SpikeLotteryError(
                 f"the ticket has {where}, but the model's {name!r} is a {dense_base(module)} with "
-                f"weight {have}: a different architecture or configuration"
+                f"{param} {have}: a different architecture or configuration"
             )
         if not isinstance(module, SubnetLayer):
             reason = refusal(module, name) or skip_reason(module)
@@ -219,6 +241,16 @@ def _check_architecture(
                 raise SpikeLotteryError(f"cannot place {where} in the model: {reason}")
         modules[name] = module
 
+    listed: dict[str, set[str]] = {}
+    for rec in info.layers:
+        listed.setdefault(rec["name"], set()).add(rec.get("param", "weight"))
+    for name, params in listed.items():
+        lacking = [p for p in masked_names(modules[name]) if p not in params]
+        if lacking:
+            raise SpikeLotteryError(
+                f"the ticket {str(path)!r} lists layer {name!r} without its masked "
+                f"{', '.join(lacking)}: a different architecture or configuration"
+            )
     names = set(modules)
     extra_subnets = [n for n, _ in subnet_layers(model) if n not in names]
     if extra_subnets and strict:
@@ -229,12 +261,13 @@ def _check_architecture(
         )
     # The model's state_dict keys once the ticket's layers are score-mask layers.
     every_name = names_of(model)
-    prefixes = {
-        alias
+    owned = {
+        f"{prefix}.{key}"
         for n in [*names, *extra_subnets]
-        for alias in every_name.get(id(model.get_submodule(n)), [n])
+        for prefix in every_name.get(id(model.get_submodule(n)), [n])
+        for attr in masked_names(model.get_submodule(n))
+        for key in (attr, scores_name(attr))
     }
-    owned = {f"{p}.{k}" for p in prefixes for k in ("weight", "scores")}
     model_state = {k: v for k, v in model.state_dict().items() if k not in owned}
     file_state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
     missing = set(model_state) - set(file_state)
@@ -316,6 +349,11 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
     modules, loadable = _check_architecture(path, info, model, tensors, strict)
     check_binarized(model, info.binary_activations)
     plans = [_plan_layer(path, tensors, rec, modules[rec["name"]]) for rec in info.layers]
+    modes = {p.name: p.rec["mode"] for p in plans}
+    ratios = {p.name: p.rec["pa"] for p in plans}
+    for plan in plans:  # one pa and one mode per layer, whatever it masks
+        if (ratios[plan.name], modes[plan.name]) != (plan.rec["pa"], plan.rec["mode"]):
+            raise invalid_ticket(path, f"layer {plan.name!r} has records with different pa or mode")
 
     # Everything is checked: now modify the model.
     names = {p.name for p in plans}
@@ -332,8 +370,8 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
             info.pb,
             mode=info.mode,
             filter=lambda module, name: name in names,
-            layer_pa={p.name: p.rec["pa"] for p in plans},
-            layer_mode={p.name: p.rec["mode"] for p in plans},
+            layer_pa=ratios,
+            layer_mode=modes,
             init="keep",
             patch_embed=info.patch_embed if info.pb > 0 else None,
             num_prefix_tokens=info.num_prefix_tokens if info.pb > 0 else None,
@@ -344,8 +382,8 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
         binarize_activations(model, lambda module, name: name in binary)
     state = dict(loadable)
     for plan in plans:
-        state[f"{plan.name}.weight"] = plan.weight
-        state[f"{plan.name}.scores"] = plan.scores
+        state[f"{plan.name}.{plan.param}"] = plan.weight
+        state[f"{plan.name}.{scores_name(plan.param)}"] = plan.scores
     # Keep the modules' state_dict versions: some _load_from_state_dict need them
     # (torchvision's MNASNet raises without).
     ordered: OrderedDict[str, Tensor] = OrderedDict(state)
@@ -356,6 +394,8 @@ def load_ticket(model: M, path: PathLike, *, strict: bool = True) -> M:
     for plan in plans:
         layer = model.get_submodule(plan.name)
         assert isinstance(layer, SubnetLayer)
-        if not torch.equal(layer.mask(), plan.mask):  # pragma: no cover - a bug if it happens
+        if not torch.equal(
+            layer.mask(plan.param), plan.mask
+        ):  # pragma: no cover - a bug if it happens
             raise SpikeLotteryError(f"internal error: layer {plan.name!r} did not take its mask")
     return model

@@ -18,11 +18,13 @@ from .._version import __version__
 from ..activations import binary_activation_names
 from ..errors import SpikeLotteryError
 from ..layers import SubnetLayer
+from ..subnet import scores_name
 from ._common import (
     PathLike,
     active_patch_selector,
     as_path,
     dense_base,
+    entry_key,
     patch_pruning,
     subnet_layers,
 )
@@ -80,38 +82,42 @@ def _ticket_tensors(
     aliases = names_of(model)
     with torch.no_grad():
         for name, layer in layers:
-            try:
-                mask = layer.mask()
-            except SpikeLotteryError as exc:  # NaN or infinite scores: no mask to save
-                raise SpikeLotteryError(
-                    f"cannot save the ticket: layer {name!r} has no valid mask: {exc}"
-                ) from None
-            weight = layer.frozen_weight.detach()
-            tensors[f"mask/{name}"] = pack_bits(mask)
-            if layer.mode == "mp":
-                alpha = layer.alpha()
-                assert alpha is not None
-                kept_w = weight[mask]  # row-major order of the kept positions
-                tensors[f"sign/{name}"] = pack_bits(kept_w >= 0)
-                tensors[f"alpha/{name}"] = alpha.detach().to(weight.dtype).cpu().clone()
-            else:
-                dtype = weight.dtype if weight_dtype is None else _WEIGHT_DTYPES[weight_dtype]
-                tensors[f"weight/{name}"] = weight[mask].to(dtype).cpu().contiguous()
-            if include_scores:
-                tensors[f"scores/{name}"] = layer.scores.detach().cpu().contiguous().clone()
-            records.append(
-                {
-                    "name": name,
-                    "class": type(layer).__name__,
-                    "dense": dense_base(layer),
-                    "shape": list(weight.shape),
-                    "pa": layer.pa,
-                    "mode": layer.mode,
-                    "kept": int(mask.sum()),
-                }
-            )
-            for alias in aliases.get(id(layer), [name]):  # a layer registered twice
-                skip.update({f"{alias}.weight", f"{alias}.scores"})
+            for param in layer.masked_names:
+                rec = {"name": name, **({} if param == "weight" else {"param": param})}
+                key = entry_key(rec)
+                try:
+                    mask = layer.mask(param)
+                except SpikeLotteryError as exc:  # NaN or infinite scores: no mask to save
+                    raise SpikeLotteryError(
+                        f"cannot save the ticket: layer {key!r} has no valid mask: {exc}"
+                    ) from None
+                weight = layer.frozen_of(param).detach()
+                tensors[f"mask/{key}"] = pack_bits(mask)
+                if layer.mask_mode == "mp":
+                    alpha = layer.alpha(param)
+                    assert alpha is not None
+                    kept_w = weight[mask]  # row-major order of the kept positions
+                    tensors[f"sign/{key}"] = pack_bits(kept_w >= 0)
+                    tensors[f"alpha/{key}"] = alpha.detach().to(weight.dtype).cpu().clone()
+                else:
+                    dtype = weight.dtype if weight_dtype is None else _WEIGHT_DTYPES[weight_dtype]
+                    tensors[f"weight/{key}"] = weight[mask].to(dtype).cpu().contiguous()
+                if include_scores:
+                    scores = layer.scores_of(param)
+                    tensors[f"scores/{key}"] = scores.detach().cpu().contiguous().clone()
+                records.append(
+                    {
+                        **rec,
+                        "class": type(layer).__name__,
+                        "dense": dense_base(layer),
+                        "shape": list(weight.shape),
+                        "pa": layer.pa,
+                        "mode": layer.mask_mode,
+                        "kept": int(mask.sum()),
+                    }
+                )
+                for alias in aliases.get(id(layer), [name]):  # a layer registered twice
+                    skip.update({f"{alias}.{param}", f"{alias}.{scores_name(param)}"})
         for key, value in model.state_dict().items():
             if key in skip:
                 continue
