@@ -83,6 +83,8 @@ def test_radix_select_is_the_reference_bit_for_bit(
     keep = kept_count(n, pa)
     if 0 < keep < n:  # the radix path itself, whatever the size
         assert torch.equal(_radix_mask(scores.reshape(-1), keep).view(shape), ref)
+        numbers = _radix_mask(scores.reshape(-1), keep, torch.float32).view(shape)
+        assert numbers.dtype == torch.float32 and torch.equal(numbers, ref.float())
 
 
 @settings(max_examples=25, deadline=None)
@@ -97,9 +99,19 @@ def test_large_tensors_take_the_radix_path_and_agree(
 ) -> None:
     n = _RADIX_MIN_NUMEL + seed % 5000
     scores = _scores(kind, n, dtype, seed).reshape(-1, 1)
-    assert torch.equal(topk_mask(scores, pa), topk_mask_kthvalue(scores, pa))
+    ref = topk_mask_kthvalue(scores, pa)
+    assert torch.equal(topk_mask(scores, pa), ref)
+    for out in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        numbers = topk_mask(scores, pa, dtype=out)  # written directly as 1.0 / 0.0
+        assert numbers.dtype == out and torch.equal(numbers, ref.to(out))
     wide = scores.reshape(1, -1).expand(3, -1).t()  # not contiguous
     assert torch.equal(topk_mask(wide, pa), topk_mask_kthvalue(wide, pa))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.complex64])
+def test_a_mask_dtype_that_is_not_bool_or_floating_is_refused(dtype: torch.dtype) -> None:
+    with pytest.raises(ValueError, match="dtype must be torch.bool or a floating dtype"):
+        topk_mask(torch.randn(10), 0.5, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -130,8 +130,8 @@ def _true_positions(flags: Tensor) -> Tensor:
     return idx
 
 
-def _radix_mask(flat: Tensor, keep: int) -> Tensor:
-    """The flat mask of :func:`topk_mask` by the radix select (``0 < keep < n``).
+def _radix_mask(flat: Tensor, keep: int, dtype: torch.dtype = torch.bool) -> Tensor:
+    """The flat mask of :func:`topk_mask` by the radix select (``0 < keep < n``), as ``dtype``.
 
     Raises the NaN/inf ``ValueError`` of :func:`topk_mask`.
     """
@@ -154,21 +154,31 @@ def _radix_mask(flat: Tensor, keep: int) -> Tensor:
     # Entries in the buckets below the threshold's, and through it.
     below, through = cum[bucket - 1 : bucket + 1].tolist() if bucket else (0, int(cum[0]))
     if through - below > max(n // 4, 4096):  # heavy ties: one kthvalue over all is cheaper
-        return _kthvalue_mask(flat.abs(), keep)
+        return _as_mask_dtype(_kthvalue_mask(flat.abs(), keep), dtype)
     # Only the threshold's bucket needs the full values: its entries in position order.
     idx = _true_positions(key == bucket)
     vals = flat[idx].abs()  # abs turns -0.0 into +0.0, as in the reference
     threshold = vals.kthvalue(removed - below).values
     greater = vals > threshold
-    mask = key > bucket  # every entry of a higher bucket
-    mask[idx[greater]] = True
+    # Every entry of a higher bucket; written straight into a float mask when one is
+    # wanted (the comparison's output cast costs nothing, a separate conversion a pass).
+    mask = (
+        key > bucket
+        if dtype == torch.bool
+        else torch.gt(key, bucket, out=flat.new_empty(n, dtype=dtype))
+    )
+    mask[idx[greater]] = 1
     deficit = keep - (n - through) - int(greater.sum())
     if deficit > 0:  # ties at the threshold: the earliest ones, as in the reference
-        mask[idx[vals == threshold][:deficit]] = True
+        mask[idx[vals == threshold][:deficit]] = 1
     return mask
 
 
-def topk_mask(scores: Tensor, pa: float) -> Tensor:
+def _as_mask_dtype(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    return mask if dtype == torch.bool else float_mask(mask, dtype)
+
+
+def topk_mask(scores: Tensor, pa: float, *, dtype: torch.dtype = torch.bool) -> Tensor:
     """Mask of the ``n - floor(pa * n)`` entries of ``|scores|`` with the largest values.
 
     Exact, with ties at the threshold broken by position (the earliest tied entries are
@@ -201,18 +211,24 @@ def topk_mask(scores: Tensor, pa: float) -> Tensor:
     Args:
         scores: Any shape; only magnitudes matter.
         pa: Fraction of entries REMOVED, in ``[0, 1)``.
+        dtype: ``torch.bool`` (the default), or a floating dtype for the same mask as
+            ``1.0`` kept and ``0.0`` removed, written directly (one pass fewer than
+            converting the bool mask): what the layers multiply the weights by.
 
     Returns:
-        A ``torch.bool`` tensor shaped like ``scores``.
+        A ``dtype`` tensor shaped like ``scores``.
 
     Raises:
-        ValueError: ``pa`` is not in ``[0, 1)``, or the scores hold NaN or inf.
+        ValueError: ``pa`` is not in ``[0, 1)``, the scores hold NaN or inf, or ``dtype``
+            is neither bool nor floating.
 
     >>> m = topk_mask(torch.tensor([[0.1, -3.0], [2.0, 0.5]]), pa=0.5)
     >>> m.tolist()
     [[False, True], [True, False]]
     """
     pa = check_ratio("pa", pa)
+    if dtype != torch.bool and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be torch.bool or a floating dtype, got {dtype}")
     n = scores.numel()
     keep = kept_count(n, pa)
     flat = scores.detach().reshape(-1)
@@ -222,8 +238,8 @@ def topk_mask(scores: Tensor, pa: float) -> Tensor:
         or flat.dtype not in _RADIX_DTYPES
         or flat.device.type not in ("cpu", "cuda")  # bincount of int16 elsewhere: unsure
     ):
-        return topk_mask_kthvalue(scores, pa)
-    return _radix_mask(flat, keep).view_as(scores)
+        return _as_mask_dtype(topk_mask_kthvalue(scores, pa), dtype)
+    return _radix_mask(flat, keep, dtype).view_as(scores)
 
 
 def topk_mask_sorted(scores: Tensor, pa: float) -> Tensor:
