@@ -409,3 +409,57 @@ def test_dataparallel_replicas_compute_the_ticket(case: str) -> None:
         for name in layer.masked_names:
             replica.frozen_of(name)[~layer.mask(name)] += 100.0
     assert torch.equal(call(replica, xs), call(layer, xs))
+
+
+# ------------------------------------------------- the engine over several masked tensors
+
+
+def _lstm_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("rnn", nn.LSTM(6, 8, num_layers=2))
+    return sparsify(net, 0.5)
+
+
+def test_search_and_finetune_stages_see_every_masked_tensor() -> None:
+    from spikelottery.engine import TrainConfig
+    from spikelottery.engine.stages import freeze_masks, make_optimizer, train_kept_weights
+
+    net = _lstm_net()
+    rnn = net.rnn
+    names = rnn.masked_names
+    assert len(names) == 4  # weight_ih/hh of two layers: each its own scores
+    cfg = TrainConfig(model="vgg_tiny", dataset="digits")
+    opt, _ = make_optimizer(net, cfg, stage="search", steps=1)
+    optimised = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(rnn.scores_of(n)) in optimised for n in names)
+    train_kept_weights(net)
+    assert not any(rnn.scores_of(n).requires_grad for n in names)
+    assert all(rnn.frozen_of(n).requires_grad for n in names)
+    assert all(p.requires_grad for n, p in rnn.named_parameters() if n.startswith("bias_"))
+    freeze_masks(net)
+    assert not any(rnn.scores_of(n).requires_grad for n in names)
+
+
+def test_random_and_restored_masks_fix_every_masked_tensor() -> None:
+    from spikelottery.pruning import random_masks, restore_fixed_masks
+
+    net = _lstm_net()
+    rnn = net.rnn
+    before = {n: rnn.kept_of(n) for n in rnn.masked_names}
+    counts = random_masks(net, torch.Generator().manual_seed(0))
+    assert counts == {f"rnn.{n}": k for n, k in before.items()}
+    masks = {n: rnn.mask(n) for n in rnn.masked_names}
+    assert {n: int(m.sum()) for n, m in masks.items()} == before
+    state = net.state_dict()
+    rnn.set_pa(0.0)
+    net.load_state_dict(state)
+    assert restore_fixed_masks(net) == counts
+    assert all(torch.equal(rnn.mask(n), masks[n]) for n in rnn.masked_names)
+
+
+def test_magnitude_pruning_refuses_layers_with_several_masked_tensors() -> None:
+    from spikelottery.pruning import prune_by_magnitude
+
+    with pytest.raises(SpikeLotteryError, match=r"rnn \(weight_ih_l0, weight_hh_l0"):
+        prune_by_magnitude(_lstm_net(), 0.2)

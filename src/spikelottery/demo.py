@@ -175,7 +175,7 @@ def demo(
     return records
 
 
-def _ann_reference(record: dict[str, Any]) -> Any:
+def _ann_reference(record: Mapping[str, Any]) -> Any:
     """The ANN reference of a demo row (older rows: ``ann_energy_mj``)."""
     return record.get("ann_reference_mj", record.get("ann_energy_mj"))
 

@@ -27,13 +27,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_ratio, kept_count
+from ._validation import check_ratio, kept_count, ratio_for_count
 from .errors import SpikeLotteryError
 from .layers import SubnetLayer
 from .masks import random_mask, top_count_mask
 from .scope import SCOPES, attach_scope, global_kept_counts
 
 __all__ = [
+    "check_one_mask_each",
     "magnitude_masks",
     "prune_by_magnitude",
     "random_masks",
@@ -107,6 +108,40 @@ def _fix(groups: Sequence[list[SubnetLayer]], masks: Sequence[Tensor]) -> None:
             layer.set_mask(mask)
 
 
+def check_one_mask_each(groups: dict[str, list[SubnetLayer]], what: str) -> None:
+    """Refuse layers with several masked tensors (attention, recurrent) before ``what``
+    fixes masks: one ``pa`` per layer cannot hold the per-tensor counts it would give.
+
+    Raises:
+        SpikeLotteryError: Naming each such layer and its masked tensors.
+    """
+    several = [
+        f"{n} ({', '.join(g[0].masked_names)})"
+        for n, g in groups.items()
+        if len(g[0].masked_names) > 1
+    ]
+    if several:
+        raise SpikeLotteryError(
+            f"{what} fixes one mask per layer; {', '.join(several)} mask several tensors "
+            "under one pa, which cannot keep the counts it would give each. Leave them dense "
+            "(sparsify(..., filter=...)) or use a score search (method 'lt'/'mp' presets)"
+        )
+
+
+def _fix_each(
+    layer_groups: Sequence[list[SubnetLayer]], masks: Sequence[dict[str, Tensor]]
+) -> None:
+    """Fix every masked tensor of each group: ``pa`` from the first tensor's count, then
+    each mask (its count must be the one that ``pa`` gives, else ``set_mask`` refuses)."""
+    attach_scope([layer for g in layer_groups for layer in g], "layer", 0.0)
+    for group, by_name in zip(layer_groups, masks, strict=True):
+        for layer in group:
+            first = next(iter(by_name.values()))
+            layer.set_pa(ratio_for_count(first.numel(), int(first.sum())))
+            for name, mask in by_name.items():
+                layer.set_mask(mask, name)
+
+
 def prune_by_magnitude(model: nn.Module, fraction: float, scope: str = "layer") -> dict[str, int]:
     """One round of magnitude pruning of ``model``'s score-mask layers, in place.
 
@@ -117,6 +152,7 @@ def prune_by_magnitude(model: nn.Module, fraction: float, scope: str = "layer") 
         The kept count of each layer, by name.
     """
     groups = ticket_layers(model)
+    check_one_mask_each(groups, "magnitude pruning")
     layers = [g[0] for g in groups.values()]
     with torch.no_grad():
         masks = magnitude_masks(
@@ -143,12 +179,31 @@ def random_masks(model: nn.Module, generator: torch.Generator | None = None) -> 
     masks = []
     for group in groups.values():
         layer = group[0]
-        weight = layer.frozen_weight
         masks.append(
-            random_mask(weight.shape, layer.kept, generator=generator, device=weight.device)
+            {
+                name: random_mask(
+                    layer.frozen_of(name).shape,
+                    layer.kept_of(name),
+                    generator=generator,
+                    device=layer.frozen_of(name).device,
+                )
+                for name in layer.masked_names
+            }
         )
-    _fix(list(groups.values()), masks)
-    return {name: int(mask.sum()) for name, mask in zip(groups, masks, strict=True)}
+    _fix_each(list(groups.values()), masks)
+    return _kept_counts(groups, masks)
+
+
+def _kept_counts(
+    groups: dict[str, list[SubnetLayer]], masks: Sequence[dict[str, Tensor]]
+) -> dict[str, int]:
+    """Kept count by layer name (``layer.param`` for layers with several masked tensors)."""
+    counts = {}
+    for (layer_name, group), by_name in zip(groups.items(), masks, strict=True):
+        several = len(group[0].masked_names) > 1
+        for name, mask in by_name.items():
+            counts[f"{layer_name}.{name}" if several else layer_name] = int(mask.sum())
+    return counts
 
 
 def restore_fixed_masks(model: nn.Module) -> dict[str, int]:
@@ -172,6 +227,9 @@ def restore_fixed_masks(model: nn.Module) -> dict[str, int]:
     {'0': 70}
     """
     groups = ticket_layers(model)
-    masks = [g[0].scores.detach() > 0.5 for g in groups.values()]
-    _fix(list(groups.values()), masks)
-    return {name: int(mask.sum()) for name, mask in zip(groups, masks, strict=True)}
+    masks = [
+        {name: g[0].scores_of(name).detach() > 0.5 for name in g[0].masked_names}
+        for g in groups.values()
+    ]
+    _fix_each(list(groups.values()), masks)
+    return _kept_counts(groups, masks)

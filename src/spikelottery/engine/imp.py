@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .._io import atomic_path
 from .._validation import kept_count
 from ..errors import SpikeLotteryError
-from ..pruning import prune_by_magnitude, restore_fixed_masks, ticket_layers
+from ..pruning import check_one_mask_each, prune_by_magnitude, restore_fixed_masks, ticket_layers
 from ..scope import attach_scope
 from .stages import train_kept_weights
 
@@ -114,7 +114,9 @@ class ImpRounds:
             self.load()
         loaded = False
         if round_ == 0:
-            layers = [m for group in ticket_layers(model).values() for m in group]
+            groups = ticket_layers(model)
+            check_one_mask_each(groups, "iterative magnitude pruning")
+            layers = [m for group in groups.values() for m in group]
             attach_scope(layers, "layer", 0.0)  # fixed masks: no score threshold
             for layer in layers:
                 layer.set_mask(torch.ones_like(layer.scores, dtype=torch.bool))

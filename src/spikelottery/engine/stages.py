@@ -69,7 +69,7 @@ def stage_plan(cfg: TrainConfig) -> list[Stage]:
     return stages
 
 
-def _freeze(p: nn.Parameter) -> None:
+def _freeze(p: torch.Tensor) -> None:
     """Stop training ``p`` and drop its last gradient (memory a frozen tensor no longer needs)."""
     p.requires_grad_(False)
     p.grad = None
@@ -89,9 +89,8 @@ def enter_stage(model: nn.Module, stage: str, *, pb: float) -> str | None:
         # BatchNorm statistics too: train_mode keeps the module in eval mode.
         for p in model.get_submodule(name).parameters():
             _freeze(p)
-        for m in model.modules():
-            if isinstance(m, SubnetLayer):
-                _freeze(m.scores)
+        for scores in _all_scores(model):
+            _freeze(scores)
         return name
     if stage == "finetune":
         train_kept_weights(model)
@@ -104,9 +103,18 @@ def freeze_masks(model: nn.Module) -> None:
     What edge-popup's random-subnetwork control trains: everything the score search
     trains but the scores.
     """
-    for m in model.modules():
-        if isinstance(m, SubnetLayer):
-            _freeze(m.scores)
+    for scores in _all_scores(model):
+        _freeze(scores)
+
+
+def _all_scores(model: nn.Module) -> list[torch.Tensor]:
+    """The scores of every masked tensor of every score-mask layer (an LSTM has several)."""
+    return [
+        m.scores_of(name)
+        for m in model.modules()
+        if isinstance(m, SubnetLayer)
+        for name in m.masked_names
+    ]
 
 
 def train_kept_weights(model: nn.Module) -> None:
@@ -116,11 +124,14 @@ def train_kept_weights(model: nn.Module) -> None:
     passes ``dL/dw`` only to kept entries, the patch embedding's included.
     """
     for m in model.modules():
-        if isinstance(m, SubnetLayer):
-            _freeze(m.scores)
-            m.frozen_weight.requires_grad_(True)  # `weight` is the masked product
-            if m.bias is not None:
-                m.bias.requires_grad_(True)
+        if not isinstance(m, SubnetLayer):
+            continue
+        scores = {id(m.scores_of(n)) for n in m.masked_names}
+        for p in m.parameters(recurse=False):
+            if id(p) in scores:
+                _freeze(p)
+            else:  # the frozen weights (`weight` is the masked product) and the biases
+                p.requires_grad_(True)
 
 
 def train_mode(model: nn.Module, frozen: str | None) -> None:
@@ -138,9 +149,7 @@ def make_optimizer(
     Raises:
         SpikeLotteryError: Nothing in the model trains in ``stage``.
     """
-    scores = [
-        m.scores for m in model.modules() if isinstance(m, SubnetLayer) and m.scores.requires_grad
-    ]
+    scores = list({id(p): p for p in _all_scores(model) if p.requires_grad}.values())
     ids = {id(p) for p in scores}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     groups = []
