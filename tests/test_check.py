@@ -187,3 +187,168 @@ def test_batchnorm_statistics_are_restored_and_wake_a_silent_snn() -> None:
     # On those running statistics the spiking network is silent: nothing verified.
     silent = check_ticket(model, x, batch_statistics=False)
     assert silent.ok and silent.inactive
+
+
+# --- from test_review_cases.py: Regression tests for defects an independent review found on third-party networks.
+
+
+def test_r2_check_ticket_restores_every_module_mode_and_the_rng() -> None:
+    net = sparsify(
+        nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2)), 0.5
+    )
+    net.train()
+    net[1].eval()  # frozen BatchNorm while fine-tuning
+    net[2].eval()
+    x = torch.randn(4, 6)
+    state = torch.random.get_rng_state()
+    check_ticket(net, x)
+    assert net.training and not net[1].training and not net[2].training and net[3].training
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_r2_a_stochastic_encoder_is_not_a_false_alarm() -> None:
+    class Poisson(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return (torch.rand_like(x) < x).float()
+
+    net = sparsify(nn.Sequential(Poisson(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)), 0.5)
+    assert check_ticket(net, torch.rand(4, 16)).ok
+
+
+# --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("example", ["x", 3, None, ("a", 1)])
+def test_check_ticket_needs_a_tensor(example: object) -> None:
+    net = sparsify(nn.Sequential(nn.Linear(3, 3)), 0.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(TypeError, match="example_inputs must hold a tensor"):
+        check_ticket(net, example)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+# --- from test_check_inputs.py: check_ticket and sparsify(example_inputs=...): NaN inputs, bad tolerances and weight copies.
+
+
+class CopiesTheWeight(nn.Module):
+    """Keeps a plain tensor of fc's weight, taken before sparsify, and computes with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, 6)
+        self.fc = nn.Linear(6, 3)
+        self.wt = self.fc.weight.detach()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(torch.relu(self.inp(x)), self.wt, self.fc.bias)
+
+
+class Tied(nn.Module):
+    """Two swapped layers that share one frozen weight (tied): neither bypasses anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 6)
+        self.b = nn.Linear(6, 6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def _plain() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_a_weight_copied_before_sparsify_fails_the_guard() -> None:
+    torch.manual_seed(0)
+    net = sparsify(CopiesTheWeight(), pa=0.5)
+    result = check_ticket(net, X)
+    assert not result.ok and result.reads_removed[0].startswith("wt (a tensor the shape of fc"), (
+        str(result)
+    )
+    assert "copied from the layer before" in str(result)
+    with pytest.raises(SpikeLotteryError, match="fc"):
+        result.raise_if_failed()
+
+
+def test_sparsify_with_example_inputs_refuses_a_weight_copy_and_rolls_back() -> None:
+    torch.manual_seed(0)
+    net = CopiesTheWeight()
+    with pytest.raises(SpikeLotteryError, match="wt .a tensor the shape of fc"):
+        sparsify(net, pa=0.5, example_inputs=X)
+    assert not any(isinstance(m, SubnetLayer) for m in net.modules())
+
+
+class ReadsFrozenWeight(nn.Module):
+    """Computes with the swapped layer's dense frozen weight, never with its ticket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, 6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        fc = self.fc
+        weight = fc.frozen_weight if isinstance(fc, SubnetLayer) else fc.weight
+        return F.linear(torch.relu(self.inp(x)), weight.detach(), fc.bias)
+
+
+def test_a_forward_on_the_dense_frozen_weight_fails_the_guard() -> None:
+    torch.manual_seed(0)
+    result = check_ticket(sparsify(ReadsFrozenWeight(), pa=0.5), X)
+    assert not result.ok and result.reads_removed == ["fc"], str(result)
+
+
+def test_the_removed_weights_check_restores_every_weight() -> None:
+    net = sparsify(_plain(), pa=0.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert check_ticket(net, X).ok
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_tied_weights_are_not_a_false_alarm() -> None:
+    torch.manual_seed(0)
+    net = sparsify(Tied(), pa=0.5)
+    net.b.frozen_weight = net.a.frozen_weight  # both layers compute with one weight
+    assert check_ticket(net, X).reads_removed == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nan_input_is_named(bad: float) -> None:
+    net = sparsify(_plain(), pa=0.5)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        check_ticket(net, torch.full((4, 6), bad))
+    fresh = _plain()
+    with pytest.raises(ValueError, match="example_inputs"):
+        sparsify(fresh, pa=0.5, example_inputs=torch.full((4, 6), bad))
+    assert not any(isinstance(m, SubnetLayer) for m in fresh.modules())
+
+
+def test_a_nan_output_is_named() -> None:
+    class Nan(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.fc(x) * float("nan")
+
+    with pytest.raises(SpikeLotteryError, match="output .* NaN"):
+        check_ticket(sparsify(Nan(), pa=0.5), X)
+
+
+@pytest.mark.parametrize(("name", "value"), [("rtol", -1.0), ("atol", -1e-5), ("rtol", "x")])
+def test_bad_tolerances_are_named(name: str, value: object) -> None:
+    net = sparsify(_plain(), pa=0.5)
+    with pytest.raises(ValueError, match=name):
+        check_ticket(net, X, **{name: value})  # type: ignore[arg-type]

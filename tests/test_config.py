@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+from _engine_testing import tiny
 from spikelottery import SpikeLotteryError
-from spikelottery.engine import ConfigError, TrainConfig
+from spikelottery.engine import ConfigError, TrainConfig, load_config_file
 from spikelottery.engine.config import field_defaults, runtime_fields
 
 
@@ -178,3 +180,47 @@ def test_field_order_is_the_results_json_order() -> None:
         "check_ticket",
         "progress",
     ]
+
+
+# --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "match"),
+    [
+        ({"filter": "features.(0"}, "filter", r"filter='features\.\(0' is not a valid regular"),
+        ({"resume": True, "overwrite": True}, "overwrite", r"resume=True .* overwrite=True"),
+        ({"download": True}, "download", r"'digits' is embedded: nothing to download"),
+        (
+            {"download": True, "dataset": "dvs128_gesture"},
+            "download",
+            r"'dvs128_gesture' cannot be downloaded automatically: put its files in data_root",
+        ),
+    ],
+    ids=["filter-regex", "resume-and-overwrite", "download-digits", "download-dvs"],
+)
+def test_settings_are_refused_when_built(changes: dict[str, Any], field: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        tiny(**changes)
+    assert info.value.field == field
+
+
+def test_a_folder_as_config_file_is_called_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(SpikeLotteryError, match=r"config file '.*' is a folder"):
+        load_config_file(tmp_path)
+
+
+def test_a_config_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "exp.toml"
+    path.write_bytes(b'pa = 0.4\nmodel = "vgg\xff"\n')
+    with pytest.raises(SpikeLotteryError, match=r"exp\.toml' is not UTF-8 text \(byte 0xff"):
+        load_config_file(path)
+    assert path.read_bytes() == b'pa = 0.4\nmodel = "vgg\xff"\n'

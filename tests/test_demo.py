@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
 import spikelottery.engine
 from spikelottery import demo as demo_module
 from spikelottery.demo import DEMO_EPOCHS, DEMO_LAYERS, demo_configs, format_table
+from spikelottery.engine import ConfigError
 
 
 def test_demo_configs() -> None:
@@ -42,7 +49,6 @@ def test_the_demo_is_still_importable_from_the_engine() -> None:
 
 
 def test_an_interrupted_demo_resumes(tmp_path, capsys) -> None:
-    import json
 
     import pytest
 
@@ -68,3 +74,35 @@ def test_an_interrupted_demo_resumes(tmp_path, capsys) -> None:
     again = json.loads((out / "dense" / "results.json").read_text())
     assert again["history"] == dense["history"]  # a finished method is not trained again
     assert again["accuracy"] == dense["accuracy"]
+
+
+# --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
+    yield
+    torch.set_num_threads(threads)
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes ({} if the folder does not exist)."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_demo_refuses_earlier_results_before_training(tmp_path: Path) -> None:
+    from spikelottery.demo import demo
+
+    (tmp_path / "results.json").write_text("[]")
+    with pytest.raises(ConfigError, match=r"already holds demo results.*--overwrite"):
+        demo(tmp_path, epochs=1, max_batches=1, progress=False)
+    (tmp_path / "results.json").unlink()
+    (tmp_path / "mp").mkdir()
+    (tmp_path / "mp" / "results.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"mp' already holds a run"):
+        demo(tmp_path, epochs=1, max_batches=1, progress=False)
+    assert files_in(tmp_path) == {"mp/results.json": b"{}"}  # the first two never ran

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from _engine_testing import tiny
 from spikelottery import SpikeLotteryError
-from spikelottery.engine import evaluate
+from spikelottery.engine import evaluate, run
 from spikelottery.engine.evaluation import input_and_label, model_device
 
 
@@ -43,3 +44,22 @@ def test_batches_must_be_input_label_pairs() -> None:
     for bad in (torch.zeros(2, 3), (torch.zeros(2, 3),), {"x": 1}, (torch.zeros(2), [0, 1])):
         with pytest.raises(SpikeLotteryError, match=r"\(input, label\) pairs"):
             input_and_label(bad)
+
+
+# --- from test_engine_labels.py: A label outside the model's classes is named by the engine, not left to torch's IndexError.
+
+
+@pytest.mark.parametrize("bad", [10, -1])
+def test_training_on_a_label_past_the_classes_is_named(bad: int) -> None:
+    x = torch.rand(16, 1, 8, 8)
+    y = torch.arange(16) % 10
+    y[5] = bad
+    data = torch.utils.data.TensorDataset(x, y)
+    with pytest.raises(SpikeLotteryError, match=rf"label {bad}, but the model has 10 outputs"):
+        run(tiny(batch_size=8, max_batches=2), train_set=data, test_set=data)
+
+
+def test_evaluating_on_a_label_past_the_classes_is_named() -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with pytest.raises(SpikeLotteryError, match="label 3, but the model has 3 outputs"):
+        evaluate(net, [(torch.zeros(2, 4), torch.tensor([0, 3]))])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import hypothesis.strategies as st
 import pytest
 import torch
@@ -319,3 +321,75 @@ def test_a_layer_pickled_before_the_generic_mechanism_loads() -> None:
     old.__setstate__(state)
     assert old.mode == "mp" and old.masked_names == ("weight",)
     assert torch.equal(old(x), expected)
+
+
+# --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
+    yield
+    torch.set_num_threads(threads)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"{k} changed"
+
+
+LAYER_CASES: list[tuple[Callable[[], nn.Module], Callable[[], torch.Tensor], str]] = [
+    (
+        lambda: SubnetConv(3, 8, 3, pa=0.4),
+        lambda: torch.rand(2, 5, 8, 8),
+        r"SubnetConv\(3, 8, .*\) takes in_channels=3 .*shape \(2, 5, 8, 8\)",
+    ),
+    (
+        lambda: SubnetConv(3, 8, 3, pa=0.4),
+        lambda: torch.rand(4, 2, 5, 8, 8),  # multi-step
+        r"SubnetConv\(3, 8, .*\) takes in_channels=3 .*\[T, B, C, H, W\]",
+    ),
+    (
+        lambda: SubnetConv1d(4, 3, 1, pa=0.4),
+        lambda: torch.rand(2, 5, 7),
+        r"SubnetConv1d\(4, 3, .*\) takes in_channels=4 on axis -2",
+    ),
+    (
+        lambda: SubnetLinear(4, 3, pa=0.4),
+        lambda: torch.rand(2, 5),
+        r"SubnetLinear\(in_features=4, .*\) takes in_features=4 on axis -1.*shape \(2, 5\)",
+    ),
+    (
+        lambda: SubnetLinear(4, 3, pa=0.4),
+        lambda: torch.rand(2, 4, dtype=torch.float64),
+        r"SubnetLinear\(.*\) takes torch\.float32 input.*got torch\.float64",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make_layer", "make_input", "match"), LAYER_CASES)
+def test_swapped_layers_name_themselves_and_what_they_take(
+    make_layer: Callable[[], nn.Module], make_input: Callable[[], torch.Tensor], match: str
+) -> None:
+    layer = make_layer()
+    before = snapshot(layer)
+    with pytest.raises(RuntimeError, match=match) as info:  # a RuntimeError, as from nn.Conv2d
+        layer(make_input())
+    assert "torch: " in str(info.value)  # torch's own words are kept after ours
+    assert_unchanged(layer, before)
+
+
+def test_swapped_layers_pass_other_errors_through_unchanged(monkeypatch) -> None:
+    layer = SubnetConv(3, 8, 3, pa=0.4)
+    error = RuntimeError("out of memory")
+    monkeypatch.setattr(layer, "_conv_forward", lambda *a: (_ for _ in ()).throw(error))
+    with pytest.raises(RuntimeError) as info:
+        layer(torch.rand(1, 3, 8, 8))  # the input fits: the error is not about it
+    assert info.value is error

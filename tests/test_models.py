@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import hypothesis.strategies as st
 import pytest
@@ -13,7 +17,9 @@ from hypothesis import given, settings
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from _engine_testing import tiny
 from spikelottery import sparsify
+from spikelottery.engine import ConfigError, Trainer
 from spikelottery.functional import kept_count
 from spikelottery.models import (
     VGG,
@@ -25,6 +31,7 @@ from spikelottery.models import (
     default_patch_size,
     encode_input,
     list_models,
+    min_img_size,
 )
 from spikelottery.neuron import LIFNeuron, lif_multistep
 
@@ -389,3 +396,186 @@ def test_model_classes_are_importable_and_printable() -> None:
         assert cls.__doc__
     text = repr(make("spikformer_micro"))
     assert "spiking=True, timesteps=4" in text and "num_patches=64" in text
+
+
+# --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
+
+
+NEURONS = {"neuron_kwargs": {"backend": "eager"}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_bad_inputs():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
+    yield
+    torch.set_num_threads(threads)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"{k} changed"
+
+
+ZOO_CASES: list[tuple[str, dict[str, Any], Callable[[], Any], type[Exception], str]] = [
+    # (model, kwargs, input, error, a regex the message must match)
+    (
+        "vgg_tiny",
+        {},
+        lambda: torch.rand(2, 1, 16, 16),
+        ValueError,
+        r"VGG expects in_channels=3.*C=1",
+    ),
+    (
+        "vgg_tiny",
+        {},
+        lambda: torch.rand(2, 16, 16, 3),  # channels last
+        ValueError,
+        r"VGG expects in_channels=3.*x\.movedim\(3, 1\)",
+    ),
+    (
+        "vgg_tiny",
+        {},
+        lambda: torch.rand(2, 3, 32, 32),
+        ValueError,
+        r"VGG was built for 16x16 images.*is 32x32.*img_size=\(32, 32\)",
+    ),
+    (
+        "vgg_tiny",
+        {},
+        lambda: torch.rand(3, 16, 16),
+        ValueError,
+        r"VGG takes \[B, C, H, W\].*3-D tensor.*unsqueeze\(0\)",
+    ),
+    ("vgg_tiny", {}, lambda: torch.rand(1, 2, 2, 3, 16, 16), ValueError, r"VGG takes.*6-D"),
+    ("vgg_tiny", {}, lambda: torch.rand(0, 3, 16, 16), ValueError, r"VGG got an empty input"),
+    ("vgg_tiny", {}, lambda: [[0.0]], TypeError, r"VGG takes a torch\.Tensor.*got list"),
+    (
+        "vgg_tiny",
+        {},
+        lambda: torch.rand(2, 3, 16, 16, dtype=torch.float64),
+        TypeError,
+        r"VGG has torch\.float32 parameters but the input is torch\.float64",
+    ),
+    (
+        "vgg_tiny",
+        {},
+        lambda: torch.rand(2, 3, 16, 16, dtype=torch.complex64),
+        TypeError,
+        r"VGG takes real-valued input",
+    ),
+    (
+        "vgg_tiny",
+        {"in_channels": 2},
+        lambda: torch.rand(2, 2, 4, 16, 16),  # [B, C, T, H, W]: T and C swapped
+        ValueError,
+        r"VGG expects in_channels=2.*\[B, T, C, H, W\].*C=4.*x\.movedim\(1, 2\)",
+    ),
+    (
+        "vgg_tiny",
+        {"spiking": False},
+        lambda: torch.rand(2, 3, 8, 8),
+        ValueError,
+        r"VGG was built for 16x16",
+    ),
+    (
+        "resnet_tiny",
+        {},
+        lambda: torch.rand(2, 2, 16, 16),
+        ValueError,
+        r"SpikingResNet expects in_channels=3.*C=2",
+    ),
+    (
+        "spikformer_micro",
+        {"patch_size": 4},
+        lambda: torch.rand(2, 3, 2, 2),
+        ValueError,
+        r"Spikformer takes images of at least 4x4 \(the patch embedding downsamples by 4\).*2x2",
+    ),
+    (
+        "spikformer_micro",
+        {"time_first": True, "in_channels": 2},
+        lambda: torch.rand(4, 2, 3, 16, 16),
+        ValueError,
+        r"Spikformer expects in_channels=2.*read as \[T, B, C, H, W\].*time_first=True",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "make_input", "error", "match"),
+    ZOO_CASES,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(ZOO_CASES)],
+)
+def test_zoo_models_name_themselves_and_the_shape_they_take(
+    name: str,
+    kwargs: dict[str, Any],
+    make_input: Callable[[], Any],
+    error: type[Exception],
+    match: str,
+) -> None:
+    model = create_model(name, img_size=16, timesteps=2, **{**NEURONS, **kwargs}).train()
+    before = snapshot(model)  # train mode: a forward that ran would move the BN statistics
+    with pytest.raises(error, match=match):
+        model(make_input())
+    assert_unchanged(model, before)
+
+
+def test_zoo_input_check_leaves_autocast_and_event_counts_alone() -> None:
+    model = create_model("vgg_tiny", img_size=8, timesteps=2, **NEURONS).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.rand(2, 3, 8, 8, dtype=torch.bfloat16)).shape == (2, 10)
+    assert model(torch.rand(2, 2, 3, 8, 8) < 0.5).dtype == torch.float32  # bool events
+    assert model.double()(torch.rand(2, 2, 3, 8, 8) < 0.5).dtype == torch.float64
+
+
+def test_zoo_input_check_adds_no_tracer_warnings() -> None:
+    model = create_model("vgg_tiny", img_size=8, timesteps=2, **NEURONS).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.jit.trace(model, torch.rand(2, 3, 8, 8), check_trace=False)
+    mine = [w for w in caught if w.filename.endswith(("_input.py", "blocks.py"))]
+    assert mine == []
+
+
+def test_min_img_size_follows_the_constructor_arguments() -> None:
+    assert min_img_size("vgg_small") == 4 and min_img_size("vgg9") == 8
+    assert min_img_size("vgg_tiny", config=[8, "A", 8, "A", 8, "M"]) == 8
+    assert min_img_size("spikformer_micro") == 1
+    assert min_img_size("spikformer_micro", patch_size=8) == 8
+    assert min_img_size("resnet19") == 1
+
+
+def test_resolution_below_the_models_smallest(tmp_path: Path) -> None:
+    cfg = tiny(out=str(tmp_path / "run"), model="vgg_small", resolution=2)
+    with pytest.raises(
+        ConfigError, match=r"model 'vgg_small' takes images of at least 4x4.*set resolution to 4"
+    ) as info:
+        Trainer(cfg).run()
+    assert info.value.field == "resolution" and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--timesteps", "100000000000000000000", "timesteps must be at most 4096"),
+        ("--resolution", "1000000000", "resolution must be at most 4096"),
+    ],
+)
+def test_huge_sizes_are_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    from spikelottery.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main(["run", flag, value, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and flag in err and "Traceback" not in err
+    assert not out.exists()

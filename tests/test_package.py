@@ -5,7 +5,9 @@ from __future__ import annotations
 import doctest
 import importlib
 import importlib.metadata
+import logging
 import pkgutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 import spikelottery
+from spikelottery._compat import quiet_cuda_home_probe
 
 
 def test_all_exports_resolve() -> None:
@@ -99,3 +102,30 @@ def test_public_names_are_defined_in_public_modules() -> None:
             if home.startswith("spikelottery") and any(p.startswith("_") for p in home.split(".")):
                 found.add((home, name))
     assert found <= _PRIVATE_HOMES_PENDING, sorted(found - _PRIVATE_HOMES_PENDING)
+
+
+# --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_cuda_home_log_line_is_hidden_until_its_module_is_imported(monkeypatch) -> None:
+    # torch.utils.cpp_extension logs "No CUDA runtime is found" when first imported, which
+    # a first compile does on a machine without CUDA; a stand-in name plays "not imported".
+    name = "spikelottery_test_not_imported"
+    monkeypatch.setattr(spikelottery._compat, "_CPP_EXTENSION", name)
+    logger = logging.getLogger(name)
+    # Levels, not isEnabledFor: another test or library may have raised the root level.
+    with quiet_cuda_home_probe():
+        assert logger.level == logging.ERROR
+        assert not logger.isEnabledFor(logging.WARNING)
+    assert logger.level == logging.NOTSET
+    monkeypatch.setitem(sys.modules, name, sys)  # imported: nothing is changed any more
+    with quiet_cuda_home_probe():
+        assert logger.level == logging.NOTSET

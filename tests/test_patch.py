@@ -6,10 +6,12 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
+from torch import Tensor, nn
 
+from spikelottery import load_ticket, save_ticket, sparsify
 from spikelottery._validation import kept_count
 from spikelottery.errors import SpikeLotteryError
 from spikelottery.patch import (
@@ -438,3 +440,167 @@ def test_zoo_spikformer_runs_on_fewer_tokens():
     out = net(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     assert net.patch_embed.patch_selector.last_indices.shape == (2, 45)
+
+
+# --- from test_review_cases.py: Regression tests for defects an independent review found on third-party networks.
+
+
+class ConvViT(nn.Module):
+    """The usual hand-written ViT: a Conv2d patch embedding, flattened by the parent."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, d, 8, 8)
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+        self.tokens = tokens
+        return self.head(tokens.mean(1))
+
+
+def test_d1_a_conv_patch_embedding_is_pruned_as_a_feature_map() -> None:
+    torch.manual_seed(0)
+    model = sparsify(ConvViT().eval(), 0.4, 0.25)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        full = model.patch_embed(x)  # hooks prune this call too: recompute by hand
+    [(_, selector)] = find_patch_selectors(model)
+    assert selector.last_indices.shape == (2, kept_count(16, 0.25))
+    grid = F.conv2d(x, model.patch_embed.weight, model.patch_embed.bias, stride=8)
+    tokens = grid.flatten(2).transpose(1, 2)  # [B, 16, D]: the real patch embeddings
+    idx = selector.last_indices
+    expected = tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1]))
+    torch.testing.assert_close(model.tokens, expected)
+    assert full.shape == (2, 16, 1, kept_count(16, 0.25))
+
+
+def test_d1_an_ambiguous_4d_output_is_refused_not_guessed() -> None:
+    class Square(nn.Module):  # [B, D, H, W] with H = D: cannot be told from [T, B, N, D]
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = nn.Conv2d(3, 4, 1)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.patch_embed(x).mean((2, 3)))
+
+    model = sparsify(Square(), 0.4, 0.5)
+    with pytest.raises(SpikeLotteryError, match=r"cannot tell.*layout="):
+        model(torch.randn(4, 3, 4, 4))
+
+
+def test_d1_position_embedding_added_after_patch_embed_is_refused_at_attach() -> None:
+    class PosAfter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = nn.Linear(4, 8)
+            self.pos_embed = nn.Parameter(torch.zeros(1, 9, 8))
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head((self.patch_embed(x) + self.pos_embed).mean(1))
+
+    with pytest.raises(SpikeLotteryError, match=r"position embedding.*patch_embed="):
+        sparsify(PosAfter(), 0.4, 0.3)
+
+
+class ClsNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: [B, 1 + N, 4], token 0 a class token
+        return self.head(self.patch_embed(x)[:, 0])
+
+
+def test_d2_the_ticket_keeps_prefix_tokens_and_layout(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = sparsify(ClsNet().eval(), 0.4, 0.5, num_prefix_tokens=1)
+    x = torch.randn(2, 9, 4)
+    with torch.no_grad():
+        want = model(x)
+    path = save_ticket(model, tmp_path / "t.safetensors")
+    fresh = load_ticket(ClsNet().eval(), path)
+    [(_, selector)] = find_patch_selectors(fresh)
+    assert selector.num_prefix_tokens == 1
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
+
+
+def test_tickets_written_before_the_selector_settings_still_load(tmp_path) -> None:
+    import safetensors
+    import safetensors.torch
+
+    from spikelottery.tickets.format import ticket_digest
+
+    torch.manual_seed(0)
+    model = sparsify(ClsNet().eval(), 0.4, 0.5)
+    x = torch.randn(2, 9, 4)
+    with torch.no_grad():
+        want = model(x)
+    path = save_ticket(model, tmp_path / "new.safetensors")
+    with safetensors.safe_open(path, "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert meta.pop("num_prefix_tokens") == "0" and meta.pop("patch_layout") == "auto"
+    meta["sha256"] = ticket_digest(tensors, meta)  # exactly what the first version wrote
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(safetensors.torch.save(tensors, metadata=meta))
+    fresh = load_ticket(ClsNet().eval(), old)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
+
+
+def test_r2_a_failed_sparsify_restores_the_patch_selector() -> None:
+    class Bypass(nn.Linear):
+        def forward(self, x: Tensor) -> Tensor:
+            return F.linear(x, self._parameters["weight"], self.bias)
+
+    class Tok(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8))
+            self.head = Bypass(8, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.patch_embed(x).mean(1))
+
+    model = Tok()
+    sparsify(model, 0.5, 0.25, filter="patch_embed")
+    with pytest.raises(SpikeLotteryError):
+        sparsify(model, 0.5, 0.5, example_inputs=torch.randn(2, 8, 4))
+    [(_, selector)] = find_patch_selectors(model)
+    assert selector.pb == 0.25 and type(model.head) is Bypass
+    fresh = Tok()
+    with pytest.raises(SpikeLotteryError):
+        sparsify(fresh, 0.5, 0.5, filter=r"^head", example_inputs=torch.randn(2, 8, 4))
+    assert find_patch_selectors(fresh) == []
+
+
+def test_r2_token_batches_as_wide_as_the_embedding_after_the_first() -> None:
+    class ConvTokens(nn.Module):  # [T, B, N, D] tokens from a conv, D = 8
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = Embed()
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.patch_embed(x).mean((0, 2)))
+
+    class Embed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Conv2d(3, 8, 4, stride=4)
+
+        def forward(self, x: Tensor) -> Tensor:  # x: [T, B, 3, 16, 16]
+            t, b = x.shape[:2]
+            return self.proj(x.flatten(0, 1)).flatten(2).transpose(1, 2).unflatten(0, (t, b))
+
+    model = sparsify(ConvTokens(), 0.5, 0.5)
+    model(torch.rand(2, 4, 3, 16, 16))  # batch 4: unambiguous, tokens
+    model(torch.rand(2, 8, 3, 16, 16))  # batch 8 == D: remembered, not refused
+    [(_, selector)] = find_patch_selectors(model)
+    assert selector.last_indices.shape == (8, 8)

@@ -7,6 +7,7 @@ import pytest
 from spikelottery.engine import ConfigError, TrainConfig
 from spikelottery.engine.presets import METHODS, preset_table, resolve_method
 from spikelottery.report import infer_method
+from spikelottery.report.tables import compare_rows
 
 PAPER = {
     "ann": (False, "dense", None, 0.0),
@@ -86,3 +87,88 @@ def test_docs_preset_table_is_current() -> None:
     assert preset_table() in docs.read_text(encoding="utf-8"), (
         "docs/experiments.md: paste spikelottery.engine.presets.preset_table() again"
     )
+
+
+# --- from test_review_sweeps.py: Review of the sweeps, reports and method presets: defects found by exercising them.
+
+
+@pytest.mark.parametrize(
+    ("method", "values"),
+    [
+        ("et-slt", {}),
+        ("et-imp-snn", {}),
+        ("global-slt", {}),
+        ("imp-snn", {}),
+        ("random-trained", {}),
+        ("random-frozen", {}),
+        ("mplt-relu", {}),
+        ("multisp-lt-relu", {}),
+    ],
+)
+def test_runs_without_a_preset_are_not_mislabelled(method: str, values: dict) -> None:
+    # An Early-Time run made with --search-timesteps but no --method was reported as
+    # "slt" / "imp-snn": averaged and compared under the wrong method.
+    cfg = TrainConfig.for_method(method, out=None, **values)
+    assert infer_method({**cfg.to_dict(), "method": None}) == method
+
+
+@pytest.mark.parametrize(
+    ("method", "values", "field"),
+    [
+        ("slt", {"search": "imp"}, "search"),
+        ("mpslt", {"search": "random"}, "search"),
+        ("slt", {"scope": "global"}, "scope"),
+        ("mplt", {"scope": "global"}, "scope"),
+        ("slt", {"search_timesteps": 2}, "search_timesteps"),
+        ("imp-snn", {"search_timesteps": 2}, "search_timesteps"),
+        ("global-slt", {"search_timesteps": 2}, "search_timesteps"),
+        ("et-slt", {"search_timesteps": None}, "search_timesteps"),
+        ("et-imp-snn", {"search_timesteps": None}, "search_timesteps"),
+        ("multisp-slt", {"scope": "global"}, "scope"),
+    ],
+)
+def test_a_preset_refuses_settings_that_make_it_another_method(
+    method: str, values: dict, field: str
+) -> None:
+    # TrainConfig.for_method("slt", search="imp") ran IMP and recorded it as "slt".
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.for_method(method, out=None, **values)
+    assert info.value.field == field
+    assert method in str(info.value)
+
+
+def test_preset_variants_that_stay_the_method_are_accepted() -> None:
+    assert TrainConfig.for_method("slt", anneal_epochs=1, epochs=2, out=None).method == "slt"
+    assert TrainConfig.for_method("et-slt", search_timesteps=1, out=None).search_timesteps == 1
+    assert TrainConfig.for_method("imp-snn", scope="global", out=None).scope == "global"
+
+
+def _rows(method: str, values: dict, accuracy: float) -> list[dict]:
+    return [
+        {
+            "status": "done",
+            "method": method,
+            "model": "m",
+            "seed": s,
+            "accuracy": accuracy + s / 100,
+        }
+        | values
+        for s in range(3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("a", "a_values", "b", "b_values"),
+    [
+        ("multisp-slt", {"pb": 0.3}, "pepsp-slt", {"pb": 0.0}),  # the paper's Table II claim
+        ("et-slt", {"search_timesteps": 2}, "slt", {"search_timesteps": None}),
+    ],
+)
+def test_compare_pairs_methods_that_differ_in_a_setting_they_decide(
+    a: str, a_values: dict, b: str, b_values: dict
+) -> None:
+    # pb is what MultiSp adds to PEPSp: --compare multisp-slt pepsp-slt paired nothing.
+    rows = _rows(a, a_values, 0.8) + _rows(b, b_values, 0.7)
+    (entry,) = compare_rows(rows, a, b)
+    assert entry["pairs"] == 3 and entry["unpaired"] == 0
+    assert entry["diff_mean"] == pytest.approx(0.1)

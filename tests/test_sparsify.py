@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import hypothesis.strategies as st
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.utils import prune
 
-from spikelottery import SpikeLotteryError, SubnetConv, SubnetLinear, densify, sparsify, summary
+from spikelottery import (
+    SpikeLotteryError,
+    SubnetConv,
+    SubnetLinear,
+    check_ticket,
+    densify,
+    sparsify,
+    summary,
+)
 from spikelottery.functional import kept_count
 from spikelottery.layers import SubnetLayer
+from spikelottery.models import create_model, min_img_size
 from spikelottery.summary import kept_fraction
 
 
@@ -334,3 +348,256 @@ def test_non_modules_are_a_type_error_naming_the_argument(fn) -> None:
 def test_a_bare_layer_is_explained() -> None:
     with pytest.raises(TypeError, match=r"itself a layer.*nn.Sequential\(layer\)"):
         sparsify(nn.Linear(3, 2), 0.5)
+
+
+# --- from test_review_cases.py: Regression tests for defects an independent review found on third-party networks.
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 6)
+        self.b = nn.Linear(6, 6)
+        self.b.weight = self.a.weight
+        self.b.bias = self.a.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_d3_tied_layers_are_updated_together_or_not_at_all() -> None:
+    model = sparsify(Tied(), 0.5, mode="lt")
+    with pytest.raises(SpikeLotteryError, match=r"'a', 'b' share.*update all"):
+        sparsify(model, 0.8, filter="^a$")
+    with pytest.raises(SpikeLotteryError, match="different pa or mode"):
+        sparsify(model, 0.8, mode="lt", layer_mode={"b": "mp"})
+    assert model.a.pa == model.b.pa == 0.5  # the failed calls changed nothing
+    sparsify(model, 0.8, mode="mp")
+    assert (model.a.pa, model.a.mode) == (model.b.pa, model.b.mode) == (0.8, "mp")
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(densify(model)(x), model(x))
+
+
+def test_d10_a_tied_bias_stays_tied() -> None:
+    model = sparsify(Tied(), 0.5)
+    assert model.a.bias is model.b.bias
+
+
+def test_d4_assigning_weight_is_refused_and_frozen_weight_is_assignable() -> None:
+    net = sparsify(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)), 0.5, mode="mp").eval()
+    with pytest.raises(SpikeLotteryError, match=r"cannot assign `weight`.*densify"):
+        torch.nn.utils.fusion.fuse_conv_bn_eval(net[0], net[1])
+    fused = torch.nn.utils.fusion.fuse_conv_bn_eval(*densify(net))  # the documented way
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(fused(x), net(x), rtol=1e-4, atol=1e-5)
+
+    layer = sparsify(nn.Sequential(nn.Linear(4, 3)), 0.5)[0]
+    new = nn.Parameter(torch.ones(3, 4), requires_grad=False)
+    layer.frozen_weight = new
+    assert layer.frozen_weight is new and int((layer.weight == 1).sum()) == layer.kept
+    with pytest.raises(ValueError, match="shape"):
+        layer.frozen_weight = nn.Parameter(torch.ones(2, 2))
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state, assign=True)  # assigning through load_state_dict is fine
+
+
+def test_d5_the_densify_comparison_runs_on_spikingjelly_models() -> None:
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    class SJNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = layer.Linear(8, 8, step_mode="m")
+            self.sn = neuron.LIFNode(step_mode="m", v_threshold=0.2)
+            self.fc2 = nn.Linear(8, 3)
+
+        def forward(self, x: Tensor) -> Tensor:  # reads fc2's stored weight: a bypass
+            return self.sn(self.fc1(x)).mean(0) @ self.fc2._parameters["weight"].t()
+
+    net = sparsify(SJNet(), 0.5)
+    result = check_ticket(net, torch.rand(4, 2, 8) * 3)
+    functional.reset_net(net)
+    assert result.densify_error is not None and result.densify_mismatch and not result.ok
+    assert isinstance(net.fc2, SubnetLayer)  # the in-place comparison restored the layers
+
+
+def test_d6_a_detached_read_is_no_gradient_not_unused() -> None:
+    class Detached(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+            self.out = nn.Linear(6, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.out(F.linear(x, self.fc.weight.detach(), self.fc.bias))
+
+    result = check_ticket(sparsify(Detached(), 0.5), torch.randn(4, 6))
+    assert result.no_gradient == ["fc"] and not result.ok
+
+
+def test_d8_a_pruned_bias_is_refused_by_name() -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    prune.l1_unstructured(net[1], "bias", 0.5)
+    with pytest.raises(SpikeLotteryError, match=r"layer '1' computes its bias"):
+        sparsify(net, 0.5)
+
+
+def test_d9_weights_left_dense_are_all_reported() -> None:
+    class LoRALinear(nn.Linear):
+        def __init__(self) -> None:
+            super().__init__(6, 6)
+            self.lora_a = nn.Linear(6, 2, bias=False)
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv3d = nn.Conv3d(1, 2, 3)
+            self.deconv = nn.ConvTranspose2d(2, 2, 3)
+            self.rnn = nn.LSTM(4, 4)
+            self.emb = nn.Embedding(10, 4)
+            self.lora = LoRALinear()
+            self.fc = nn.Linear(4, 2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, report = sparsify(Mixed(), 0.5, return_report=True)
+    # Conv3d, transposed convs and recurrent layers are masked since issue 26.
+    assert report.swapped == ["conv3d", "deconv", "rnn", "lora", "fc"]
+    assert "stay" in report.skipped["lora.lora_a"]
+    assert "emb" not in report.skipped  # a lookup table, not a synaptic layer
+
+
+def test_r2_dtype_round_trips_refresh_the_cache() -> None:
+    from spikelottery import SubnetLinear
+    from spikelottery.functional import topk_mask
+
+    for seed in range(40):
+        torch.manual_seed(seed)
+        layer = SubnetLinear(16, 16, pa=0.5, mode="lt")
+        with torch.no_grad():
+            layer.frozen_weight.mul_(1.0001)
+        _ = layer.weight
+        layer.half()
+        layer.float()
+        with torch.no_grad():
+            want = layer.frozen_weight * topk_mask(layer.scores, 0.5)
+            assert torch.equal(layer.weight, want)
+        assert torch.equal(layer.mask(), topk_mask(layer.scores, 0.5))
+
+
+def test_r2_writing_the_returned_mask_does_not_change_the_ticket() -> None:
+    net = sparsify(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), 0.5)
+    x = torch.randn(3, 8)
+    y = net(x)
+    m = net[0].mask()
+    m[0] = ~m[0]
+    net[0].frozen_weight.requires_grad_(True)  # forces the effective weight to be rebuilt
+    assert torch.equal(net(x), y)
+
+
+def test_r2_densify_keeps_a_tied_bias_tied() -> None:
+    model = densify(sparsify(Tied(), 0.5))
+    assert model.a.bias is model.b.bias
+
+
+def test_r2_dataparallel_replicas_compute_the_ticket() -> None:
+    layer = sparsify(nn.Sequential(nn.Linear(6, 4)), 0.5)[0]
+    x = torch.randn(3, 6)
+    replica = layer._replicate_for_data_parallel()
+    for name in ("weight", "bias", "scores"):  # what torch.nn.parallel.replicate does
+        setattr(replica, name, layer._parameters[name])
+    torch.testing.assert_close(replica(x), layer(x))
+
+
+def test_tied_layers_count_once_in_summary_and_kept_fraction() -> None:
+    # Third review: two Linear layers tied to one weight were counted twice in the totals.
+    torch.manual_seed(0)
+    a, b = nn.Linear(8, 16), nn.Linear(8, 16)
+    b.weight = a.weight
+    net = nn.ModuleDict({"a": a, "b": b, "c": nn.Linear(16, 4)})
+    sparsify(net, 0.6)
+    unique = 16 * 8 + 4 * 16
+    kept = (16 * 8 - int(0.6 * 16 * 8)) + (4 * 16 - int(0.6 * 4 * 16))
+    s = summary(net)
+    assert [r["name"] for r in s.rows] == ["a", "b", "c"]  # each tied layer listed
+    assert (s.total_weights, s.kept_weights) == (unique, kept)
+    assert kept_fraction(net) == kept / unique
+
+
+# --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
+    yield
+    torch.set_num_threads(threads)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"{k} changed"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: summary("x"),
+            TypeError,
+            r"summary\(model\): model must be an nn\.Module, got str",
+        ),
+        (
+            lambda: densify("x"),
+            TypeError,
+            r"densify\(model\): model must be an nn\.Module, got str",
+        ),
+        (
+            lambda: sparsify(nn.Linear(4, 3), 0.4),
+            TypeError,
+            r"Linear is itself a layer: wrap it \(nn\.Sequential\(layer\)\)",
+        ),
+        (
+            lambda: create_model("vgg_tiny", depht=3),
+            TypeError,
+            r"create_model\('vgg_tiny'\): unknown argument\(s\) 'depht' of VGG; valid ones: config",
+        ),
+        (lambda: min_img_size("vgg11"), ValueError, r"unknown model name 'vgg11'"),
+    ],
+    ids=[
+        "summary-str",
+        "densify-str",
+        "sparsify-bare-linear",
+        "create_model-kwarg",
+        "min_img_size",
+    ],
+)
+def test_api_arguments(call: Callable[[], Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_bare_linear_is_not_modified_by_sparsify() -> None:
+    layer = nn.Linear(4, 3)
+    before = snapshot(layer)
+    with pytest.raises(TypeError, match="SubnetConv/SubnetLinear.from_dense"):
+        sparsify(layer, 0.4)
+    assert type(layer) is nn.Linear and not hasattr(layer, "scores")
+    assert_unchanged(layer, before)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_kept_fraction_refuses_non_finite_scores(value: float) -> None:
+    net = sparsify(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), 0.5)
+    with torch.no_grad():
+        net[2].scores[0, 0] = value
+    with pytest.raises(SpikeLotteryError, match="layer '2' has NaN or infinite scores"):
+        kept_fraction(net)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from _ticket_testing import FAST, outputs, save_cnn_ticket, small_cnn
+from _disk_testing import fill_disk
+from _ticket_testing import FAST, outputs, save_cnn_ticket, small_cnn, state_copy
 from spikelottery import SpikeLotteryError, sparsify
 from spikelottery.layers import SubnetLayer
 from spikelottery.models import create_model
@@ -127,3 +129,44 @@ def test_export_onnx_names_a_wrong_example_input(tmp_path: Path, shape: tuple[in
     with pytest.raises(SpikeLotteryError, match=r"example_input \(tensor of shape \[2,"):
         export_onnx(net, tmp_path / "x.onnx", torch.rand(*shape), dynamo=False)
     assert not (tmp_path / "x.onnx").exists()
+
+
+# --- from test_bad_inputs_files.py: Bad files and failed writes: tickets, checkpoints, ONNX export and the atomic writers.
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden temporaries included) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _assert_disk_full_error(err: pytest.ExceptionInfo[OSError], path: Path) -> None:
+    assert err.value.errno == errno.ENOSPC
+    assert str(path) in str(err.value) and "space" in str(err.value)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-file", "replaces-a-file"])
+def test_export_onnx_on_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    pytest.importorskip("onnx")
+    net, _ = save_cnn_ticket(tmp_path)
+    (tmp_path / "cnn.safetensors").unlink()
+    path = tmp_path / "cnn.onnx"
+    if existing:
+        path.write_bytes(b"an older export")
+    before, state = _files(tmp_path), state_copy(net)
+    fill_disk(monkeypatch, 0)
+    with pytest.raises(OSError) as err:
+        export_onnx(net, path, torch.rand(1, 3, 8, 8), dynamo=False)
+    _assert_disk_full_error(err, path)
+    assert _files(tmp_path) == before  # no 0-byte file, no temporary
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_export_onnx_into_a_missing_folder(tmp_path: Path) -> None:
+    net, _ = save_cnn_ticket(tmp_path)
+    before = _files(tmp_path)
+    path = tmp_path / "missing" / "cnn.onnx"
+    with pytest.raises(FileNotFoundError, match="missing/cnn.onnx"):
+        export_onnx(net, path, torch.rand(1, 3, 8, 8), dynamo=False)
+    assert _files(tmp_path) == before

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import struct
 from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from _disk_testing import fill_disk
 from _ticket_testing import (
     FAST,
     assert_same_ticket,
     assert_untouched,
     outputs,
     randomise_state,
+    rewrite_ticket,
     save_cnn_ticket,
     small_cnn,
     state_copy,
@@ -299,3 +303,162 @@ def test_wrong_layer_type(cnn_ticket) -> None:
     model[3] = nn.Identity()
     with pytest.raises(SpikeLotteryError, match="layer '3'"):
         load_ticket(model, path)
+
+
+# --- from test_review_cases.py: Regression tests for defects an independent review found on third-party networks.
+
+
+def test_d7_versioned_state_dicts_load_tickets(tmp_path) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = sparsify(torchvision.models.mnasnet0_5(num_classes=4), 0.5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    path = save_ticket(model, tmp_path / "m.safetensors")
+    fresh = load_ticket(torchvision.models.mnasnet0_5(num_classes=4), path).eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
+
+
+def test_r2_grid_layout_tickets_load(tmp_path) -> None:
+    pytest.importorskip("timm")
+    from timm.layers import PatchEmbed
+
+    from spikelottery.patch import attach_patch_selector
+
+    class GridNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = PatchEmbed(32, 8, 3, 16, flatten=False)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.patch_embed(x).flatten(2).mean(2))
+
+    torch.manual_seed(0)
+    model = sparsify(GridNet().eval(), 0.5)
+    attach_patch_selector(model, 0.5, layout="grid")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    path = save_ticket(model, tmp_path / "g.safetensors")
+    fresh = load_ticket(GridNet().eval(), path)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
+
+
+# --- from test_bad_inputs_files.py: Bad files and failed writes: tickets, checkpoints, ONNX export and the atomic writers.
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden temporaries included) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _assert_disk_full_error(err: pytest.ExceptionInfo[OSError], path: Path) -> None:
+    assert err.value.errno == errno.ENOSPC
+    assert str(path) in str(err.value) and "space" in str(err.value)
+
+
+def test_save_ticket_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net, path = save_cnn_ticket(tmp_path)
+    before = _files(tmp_path)
+    fill_disk(monkeypatch, 100)
+    with pytest.raises(OSError) as err:
+        save_ticket(net, path)
+    _assert_disk_full_error(err, path)
+    assert _files(tmp_path) == before
+
+
+def _refused_load(path: Path, match: str) -> None:
+    """``load_ticket`` and ``read_ticket_info`` refuse ``path``; model and file unchanged."""
+    data = path.read_bytes()
+    model = small_cnn()
+    before = state_copy(model)
+    with pytest.raises(SpikeLotteryError, match=match) as err:
+        load_ticket(model, path)
+    assert str(path) in str(err.value)
+    assert_untouched(model, before)
+    with pytest.raises(SpikeLotteryError, match=match):
+        read_ticket_info(path)
+    assert path.read_bytes() == data
+
+
+RESIGNED = {
+    "pa": ({"pa": "0.6"}, r"pa=0\.6 but its layers' pa is mostly 0\.4"),
+    "mode": ({"mode": "lt"}, "mode='lt' but its layers' mode is mostly 'mp'"),
+    "both": ({"pa": "0.0", "mode": "lt"}, r"pa=0\.0 .* and mode='lt'"),
+}
+
+
+@pytest.mark.parametrize(("changes", "match"), RESIGNED.values(), ids=RESIGNED.keys())
+def test_resigned_header_that_disagrees_with_its_layers(
+    cnn_ticket: tuple[nn.Module, Path], tmp_path: Path, changes: dict[str, str], match: str
+) -> None:
+    _, path = cnn_ticket
+    bad = rewrite_ticket(path, tmp_path / "resigned.safetensors", **changes)
+    _refused_load(bad, match)
+
+
+def _with_header_key(path: Path, out: Path, key: str, value: str) -> Path:
+    """``path`` with one more top-level header entry, spliced in as raw JSON text."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = data[8 : 8 + n].rstrip()
+    assert header.endswith(b"}")
+    new = header[:-1] + f',"{key}":{value}}}'.encode()
+    out.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n :])
+    return out
+
+
+@pytest.mark.parametrize("depth", [17, 100_000], ids=["past-the-bound", "past-python-recursion"])
+def test_deeply_nested_header_json(
+    cnn_ticket: tuple[nn.Module, Path], tmp_path: Path, depth: int
+) -> None:
+    _, path = cnn_ticket
+    bad = _with_header_key(path, tmp_path / "deep.safetensors", "x", "[" * depth + "]" * depth)
+    _refused_load(bad, "header nests JSON more than 16 levels deep")
+
+
+@pytest.mark.parametrize("depth", [17, 100_000], ids=["past-the-bound", "past-python-recursion"])
+def test_deeply_nested_layer_table(
+    cnn_ticket: tuple[nn.Module, Path], tmp_path: Path, depth: int
+) -> None:
+    _, path = cnn_ticket
+    bad = rewrite_ticket(path, tmp_path / "deep.safetensors", layers="[" * depth + "]" * depth)
+    _refused_load(bad, "valid spikelottery ticket: its layer table nests JSON more than 16 levels")
+
+
+def test_header_json_with_a_huge_integer(
+    cnn_ticket: tuple[nn.Module, Path], tmp_path: Path
+) -> None:
+    _, path = cnn_ticket
+    bad = _with_header_key(path, tmp_path / "huge.safetensors", "x", "1" * 5000)
+    _refused_load(bad, "header is not valid JSON")
+
+
+@pytest.mark.parametrize("table", ['{"0": 1}', "[1, 2]", '"text"'], ids=["object", "ints", "str"])
+def test_layer_table_of_the_wrong_type(
+    cnn_ticket: tuple[nn.Module, Path], tmp_path: Path, table: str
+) -> None:
+    _, path = cnn_ticket
+    bad = rewrite_ticket(path, tmp_path / "table.safetensors", layers=table)
+    _refused_load(bad, "layer table are malformed")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_save_ticket_with_non_finite_scores_writes_nothing(
+    cnn_ticket: tuple[nn.Module, Path], value: float
+) -> None:
+    net, path = cnn_ticket
+    before = _files(path.parent)
+    with torch.no_grad():
+        net[3].scores[0, 0, 0, 0] = value
+    state = state_copy(net)
+    with pytest.raises(SpikeLotteryError, match=r"layer '3' has no valid mask.*NaN or infinite"):
+        save_ticket(net, path)
+    assert _files(path.parent) == before  # the saved ticket is intact, nothing else written
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0, equal_nan=True)
+    assert read_ticket_info(path).layers[1]["name"] == "3"  # and still loads

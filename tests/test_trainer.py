@@ -12,21 +12,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
-from _engine_testing import strip_seconds, subnet_state, tiny
+from _engine_testing import EAGER, strip_seconds, subnet_state, tiny
 from spikelottery import SpikeLotteryError
 from spikelottery.engine import (
     CHECKPOINT_FILE,
     RESULTS_FILE,
     TICKET_FILE,
+    ConfigError,
     Results,
     TrainConfig,
     Trainer,
     evaluate,
     run,
 )
+from spikelottery.engine.outputs import check_out
 from spikelottery.engine.stages import stage_plan
 from spikelottery.layers import SubnetLayer
+from spikelottery.models import create_model
 from spikelottery.neuron import LIFNeuron
 
 # --------------------------------------------------------------------------- determinism
@@ -388,3 +392,179 @@ def test_a_users_own_model_is_recorded_as_such_in_the_ticket(tmp_path: Path) -> 
     run(tiny(out=str(tmp_path / "zoo")))
     meta = read_ticket_info(tmp_path / "zoo" / TICKET_FILE).metadata
     assert meta["model_source"] == "zoo" and meta["model"] == "vgg_tiny"
+
+
+# --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
+
+
+NEURONS = {"neuron_kwargs": {"backend": "eager"}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
+    yield
+    torch.set_num_threads(threads)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"{k} changed"
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes ({} if the folder does not exist)."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def run_refused(
+    cfg: TrainConfig, error: type[Exception], match: str, **trainer: Any
+) -> BaseException:
+    """Run ``cfg`` with a model of our own; it must fail with ``error`` and touch nothing."""
+    model = trainer.pop("model", None)
+    if model is None:
+        model = create_model("vgg_tiny", in_channels=1, img_size=8, timesteps=2, **NEURONS)
+    before = snapshot(model)
+    out = Path(cfg.out) if cfg.out is not None else None
+    files = files_in(out) if out is not None and out.is_dir() else None
+    with pytest.raises(error, match=match) as info:
+        Trainer(cfg, model=model, **trainer).run()
+    assert type(model).__name__ == "VGG" and not any(hasattr(m, "scores") for m in model.modules())
+    assert_unchanged(model, before)  # not even sparsified: the check came first
+    if out is not None and files is not None:
+        assert files_in(out) == files
+    return info.value
+
+
+def test_out_that_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "results"
+    path.write_text("mine")
+    error = run_refused(tiny(out=str(path)), ConfigError, r"out='.*results' is a file")
+    assert error.field == "out" and path.read_text() == "mine"
+
+
+def test_out_under_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    run_refused(
+        tiny(out=str(path / "run")), ConfigError, r"cannot be created: '.*notes\.txt' is a file"
+    )
+    assert path.read_text() == "mine"
+
+
+def test_out_in_a_folder_that_cannot_be_written(tmp_path: Path, monkeypatch) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere: ask the check as another user would
+        real = os.access
+        monkeypatch.setattr(
+            os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode)
+        )
+    try:
+        run_refused(
+            tiny(out=str(locked / "run")),
+            ConfigError,
+            r"out='.*locked/run' cannot be written: no permission to write in '.*locked'",
+        )
+        assert not (locked / "run").exists()
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    "found",
+    [("results.json",), ("checkpoint.pt",), ("results.json", "checkpoint.pt")],
+    ids=["results", "checkpoint", "both"],
+)
+def test_out_holding_a_run_is_refused(tmp_path: Path, found: tuple[str, ...]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in found:
+        (out / name).write_text("an earlier run")
+    error = run_refused(
+        tiny(out=str(out)),
+        ConfigError,
+        rf"out folder '.*run' already holds a run \({', '.join(found)}\); continue it with "
+        r"resume=True \(--resume\), replace it with overwrite=True \(--overwrite\)",
+    )
+    assert error.field == "out"
+
+
+def test_resume_onto_results_of_another_experiment_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"config": tiny(pa=0.7).to_dict()}))
+    run_refused(
+        tiny(out=str(out), resume=True),
+        ConfigError,
+        r"holds results\.json of a different experiment \(pa: 0\.7 -> 0\.4\); replace it with "
+        r"overwrite=True",
+    )
+
+
+def test_overwrite_replaces_an_earlier_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("an earlier run")
+    with pytest.raises(ConfigError):
+        check_out(tiny(out=str(out)))
+    Trainer(tiny(out=str(out), overwrite=True, epochs=0, model_kwargs=EAGER)).run()
+    assert (out / "results.json").read_text() != "an earlier run"
+
+
+def test_cifar_without_data_root(tmp_path: Path) -> None:
+    error = run_refused(
+        tiny(dataset="cifar10", resolution=None, out=str(tmp_path / "run")),
+        ConfigError,
+        r"'cifar10' is read from local files: set data_root \(--data-root\)",
+        model=create_model("vgg_tiny", img_size=8, timesteps=2, **NEURONS),
+    )
+    assert error.field == "data_root" and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("split", ["training", "test"])
+def test_empty_data_sets_are_refused_before_training(tmp_path: Path, split: str) -> None:
+    full = TensorDataset(torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,)))
+    empty = TensorDataset(torch.rand(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    sets = (
+        {"train_set": empty, "test_set": full}
+        if split == "training"
+        else {
+            "train_set": full,
+            "test_set": empty,
+        }
+    )
+    origin = "train_set" if split == "training" else "test_set"
+    run_refused(
+        tiny(out=str(tmp_path / "run")),
+        SpikeLotteryError,
+        rf"the {split} set \(the {origin} given\) is empty",
+        **sets,
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"nope": 1}, r"cannot build model 'vgg_tiny'.*unknown argument\(s\) 'nope'"),
+        ({"img_size": 4}, r"model_kwargs sets 'img_size', which a run sets itself"),
+        ({"config": [8, "Q"]}, r"cannot build model 'vgg_tiny'.*got 'Q'"),
+    ],
+    ids=["unknown", "set-by-the-run", "bad-value"],
+)
+def test_model_kwargs_are_named(tmp_path: Path, kwargs: dict[str, Any], match: str) -> None:
+    cfg = tiny(out=str(tmp_path / "run"), model_kwargs={**EAGER, **kwargs})
+    with pytest.raises(ConfigError, match=match) as info:
+        Trainer(cfg).run()
+    assert info.value.field == "model_kwargs" and not (tmp_path / "run").exists()
