@@ -164,3 +164,28 @@ def test_a_method_that_sets_an_unknown_setting_is_refused_when_registered() -> N
     with pytest.raises(ConfigError, match=r"defaults names 'nokey'"):
         register_method("my-typo", MethodPreset({"mode": "lt"}, {"nokey": 1}))
     assert "my-typo" not in METHODS
+
+
+def test_a_builder_that_returns_no_module_is_named() -> None:
+    """It used to hand ``None`` on, to fail later far from the registration."""
+
+    @register_model("review-returns-none")
+    def returns_none(**_kwargs: object) -> None:
+        return None
+
+    try:
+        with pytest.raises(TypeError, match="'returns_none' returned NoneType, not an nn.Module"):
+            create_model("review-returns-none")
+    finally:
+        MODELS.unregister("review-returns-none")
+
+
+def test_the_builtin_methods_set_only_trainconfig_settings() -> None:
+    """The built-in presets are registered before TrainConfig exists, so register_method's
+    check of the names cannot run on them: it runs here."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in METHODS:
+        preset = METHODS[name]
+        assert set(preset.fixed) | set(preset.defaults) <= known, name
