@@ -199,3 +199,46 @@ def test_a_model_without_neurons_warns() -> None:
     with pytest.warns(UserWarning, match="no spiking neuron ran in Sequential"):
         report = estimate_energy(net, torch.rand(4, 3, 4, 4))
     assert not report.spiking and "warning: no spiking neuron ran" in str(report)
+
+
+def test_snntorch_neurons_with_hidden_state_start_every_batch_from_rest() -> None:
+    """snnTorch's ``init_hidden=True`` neurons keep their membrane between calls; the
+    estimate used to count a batch from whatever state the last run left (here a warm-up
+    batch): the spikes after fc1, recounted by brute force from rest, differed."""
+    snn = pytest.importorskip("snntorch")
+    import snntorch.utils
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(12, 30),
+        snn.Leaky(beta=0.8, init_hidden=True),
+        nn.Linear(30, 7),
+        snn.Leaky(beta=0.8, init_hidden=True),
+    )
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(4)
+
+    class Loop(nn.Module):  # the snnTorch tutorials' loop, no reset in forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([self.net(x[t]) for t in range(x.shape[0])])
+
+    x = torch.rand(5, 4, 12)
+    snntorch.utils.reset(net)
+    seen: list[torch.Tensor] = []
+    hook = net[1].register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    with torch.no_grad():
+        Loop()(x)
+    hook.remove()
+    want = float(torch.stack(seen).count_nonzero()) * 7 / 4  # fc2: 7 accumulates a spike
+
+    with torch.no_grad():
+        Loop()(torch.rand(5, 4, 12) * 3)  # a warm-up batch leaves the membranes charged
+    report = estimate_energy(Loop(), x)
+    assert report.timesteps == 5 and report.samples == 4
+    assert report.rows[1].exact_ops == pytest.approx(want)

@@ -285,6 +285,43 @@ def test_spikingjelly_if_neurons_are_nir_if_nodes(tmp_path) -> None:
     )
 
 
+def test_a_grouped_strided_conv_is_written_as_nir_reads_it(tmp_path) -> None:
+    """NIR 1.0's Conv2d reads its input channels off ``weight.shape[1]``: a graph written
+    with ``groups > 1`` failed ``nir.read``'s own type check. It is written as the equal
+    dense (block-diagonal) conv, and the readers spike as the model does."""
+    torch.manual_seed(3)
+
+    def lif() -> nn.Module:
+        return sj_neuron.LIFNode(tau=2.0, v_reset=0.0, step_mode="m")
+
+    net = nn.Sequential(
+        layer.Conv2d(1, 8, 3, padding=1, step_mode="m"),
+        lif(),
+        layer.Conv2d(8, 8, 3, stride=2, padding=2, groups=4, bias=False, step_mode="m"),
+        lif(),
+        layer.Flatten(step_mode="m"),
+        layer.Linear(8 * 5 * 5, 10, step_mode="m"),
+        lif(),
+    ).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3.0)
+    x, _ = _test_batch(16)
+    out = export_nir(net, x[:1].unsqueeze(0), tmp_path / "grouped.nir")
+    graph = nir.read(str(out.path))  # raised "Type inference error" before the fix
+    node = graph.nodes["2"]
+    assert node.groups == 1 and node.weight.shape == (8, 8, 3, 3)
+    # The groups on the diagonal (times the LIFNode's input gain 1 / tau), zeros elsewhere.
+    assert not np.any(node.weight[:2, 2:]) and np.allclose(
+        node.weight[:2, :2], 0.5 * net[2].weight.detach().numpy()[:2]
+    )
+    spikes = _check_readers(
+        _SeqMean(net, 4), out.path, x, 4, ("snntorch", "norse"), (sj_neuron.LIFNode,), "net."
+    )
+    assert spikes["3"] > 0
+
+
 def test_neuron_lif_writes_plain_lif_nodes_that_snntorch_and_spikingjelly_read(
     vgg_ticket, tmp_path
 ) -> None:

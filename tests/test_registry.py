@@ -134,3 +134,58 @@ def test_the_search_methods_and_methods_are_registries() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert TrainConfig(energy_preset="int8", out=None).energy_preset == "int8-45nm"
+
+
+def test_an_alias_that_spells_the_name_keeps_the_entry() -> None:
+    """``aliases=("MyNet",)`` for ``"mynet"`` normalises to the name itself: registering
+    it deleted the entry, and the lookup ended in a raw KeyError while ``in`` said yes."""
+    reg: Registry[int] = Registry("thing")
+    reg.register("mynet", 1, aliases=("MyNet", "other", "OTHER"))
+    assert reg["mynet"] == 1 and reg["MYNET"] == 1 and reg["other"] == 1
+    assert reg.names() == ["mynet"] and reg.aliases() == {"other": "mynet"}
+
+
+def test_overwriting_an_entry_with_an_alias_leaves_no_dangling_alias() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.register("a", 1)
+    reg.alias("aa", "a")
+    reg.register("b", 2, overwrite=True, aliases=("a",))
+    assert reg["a"] == 2 and reg["aa"] == 2 and reg.names() == ["b"]
+
+
+def test_a_method_that_sets_an_unknown_setting_is_refused_when_registered() -> None:
+    """It used to register, and fail only at use: TrainConfig(method=...) blamed the
+    caller ("build the config with TrainConfig.for_method") and for_method raised a raw
+    TypeError."""
+    from spikelottery.engine import MethodPreset, register_method
+
+    with pytest.raises(ConfigError, match=r"fixed names 'serach'.*did you mean 'search'"):
+        register_method("my-typo", MethodPreset({"serach": "scores"}, column="c"))
+    with pytest.raises(ConfigError, match=r"defaults names 'nokey'"):
+        register_method("my-typo", MethodPreset({"mode": "lt"}, {"nokey": 1}))
+    assert "my-typo" not in METHODS
+
+
+def test_a_builder_that_returns_no_module_is_named() -> None:
+    """It used to hand ``None`` on, to fail later far from the registration."""
+
+    @register_model("review-returns-none")
+    def returns_none(**_kwargs: object) -> None:
+        return None
+
+    try:
+        with pytest.raises(TypeError, match="'returns_none' returned NoneType, not an nn.Module"):
+            create_model("review-returns-none")
+    finally:
+        MODELS.unregister("review-returns-none")
+
+
+def test_the_builtin_methods_set_only_trainconfig_settings() -> None:
+    """The built-in presets are registered before TrainConfig exists, so register_method's
+    check of the names cannot run on them: it runs here."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in METHODS:
+        preset = METHODS[name]
+        assert set(preset.fixed) | set(preset.defaults) <= known, name

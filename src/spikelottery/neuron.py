@@ -23,6 +23,7 @@ With ``gamma = 1`` and ``v_reset = 0`` the neuron equals SpikingJelly's
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
@@ -291,7 +292,8 @@ def reset_states(model: nn.Module) -> None:
     """Forget every neuron's membrane state before a new batch.
 
     Calls ``reset()`` on the stateful modules only: :class:`~spikelottery.LIFNeuron` and
-    SpikingJelly's ``MemoryModule`` subclasses (its neurons and stateful layers). Other
+    SpikingJelly's ``MemoryModule`` subclasses (its neurons and stateful layers), and
+    ``reset_mem()`` on snnTorch's neurons (``init_hidden=True`` keeps their state). Other
     modules are never touched, although SpikingJelly's own ``functional.reset_net`` calls
     ``reset()`` on every module that has one: in timm, torchvision-style or user code a
     ``reset()`` method may mean something else entirely (timm's classifier heads take
@@ -306,6 +308,14 @@ def reset_states(model: nn.Module) -> None:
     sj_base = optional_import("spikingjelly.activation_based.base")
     if sj_base is not None:
         stateful += (sj_base.MemoryModule,)
+    # snnTorch's neurons keep their state between calls with init_hidden=True; they forget
+    # it by reset_mem() (a library the user never imported cannot have made their neurons).
+    snn = optional_import("snntorch._neurons.neurons") if "snntorch" in sys.modules else None
+    snn_neuron: type | None = getattr(snn, "SpikingNeuron", None)
     for module in unwrap(model).modules():
         if isinstance(module, stateful):
             module.reset()  # type: ignore[operator]
+        elif snn_neuron is not None and isinstance(module, snn_neuron):
+            reset_mem = getattr(module, "reset_mem", None)
+            if callable(reset_mem):
+                reset_mem()

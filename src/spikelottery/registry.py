@@ -119,7 +119,9 @@ class Registry(Mapping[str, T], Generic[T]):
 
             return decorator
         key = self._key(name)
-        keys = [key, *(self._key(a) for a in aliases)]
+        # An alias that spells the name itself (``"MyNet"`` for ``"mynet"``) or repeats
+        # another is dropped: as an alias it would delete the entry it names.
+        keys = list(dict.fromkeys([key, *(self._key(a) for a in aliases)]))
         if not overwrite:
             for k in keys:
                 if k in self._entries or k in self._aliases:
@@ -131,7 +133,11 @@ class Registry(Mapping[str, T], Generic[T]):
         self._aliases.pop(key, None)
         self._entries[key] = entry
         for alias in keys[1:]:
-            self._entries.pop(alias, None)
+            if self._entries.pop(alias, None) is not None:
+                # overwrite=True made an entry's name an alias: its aliases follow it.
+                for other, (target, deprecated) in list(self._aliases.items()):
+                    if target == alias:
+                        self._aliases[other] = (key, deprecated)
             self._aliases[alias] = (key, False)
         return entry
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -212,6 +213,19 @@ def _avg_pool_area(args: tuple[Any, ...], kwargs: Mapping[str, Any], nd: int) ->
     return float(math.prod(kernel))
 
 
+def _warn_uneven(what: str) -> None:
+    """Say that pooled spikes from windows of different sizes are priced at their values."""
+    warnings.warn(
+        f"{what} averages spikes over windows of different sizes: the exact view prices "
+        "the layer it feeds at the pooled values (a fraction of an accumulate per spike, "
+        'as pooled_inputs="values"), not one accumulate per pre-pool spike, so it '
+        "undercounts that layer; pool with equal windows (no ceil_mode, padding counted, "
+        "an adaptive output that divides the input) for the per-spike count",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 def _rule_pool(nd: int, adaptive: bool) -> _Rule:
     """The rule of an average pool: remember the window area of pooled spikes."""
 
@@ -224,12 +238,18 @@ def _rule_pool(nd: int, adaptive: bool) -> _Rule:
         if adaptive:
             sizes_in, sizes_out = x.shape[-nd:], out.shape[-nd:]
             if any(o == 0 or i % o for i, o in zip(sizes_in, sizes_out, strict=True)):
+                if any(i > o for i, o in zip(sizes_in, sizes_out, strict=True)):
+                    _warn_uneven(
+                        f"adaptive_avg_pool{nd}d from {list(sizes_in)} to {list(sizes_out)}"
+                    )
                 return  # windows of different sizes: priced by their values
             area: float | None = float(
                 math.prod(i // o for i, o in zip(sizes_in, sizes_out, strict=True))
             )
         else:
             area = _avg_pool_area(args, kwargs, nd)
+            if area is None:
+                _warn_uneven(f"avg_pool{nd}d with ceil_mode or uncounted padding")
         if area is not None and area > 1.0:
             rec.mark_pooled(out, area)
 

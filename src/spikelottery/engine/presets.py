@@ -23,6 +23,7 @@ leave mode out or choose another method
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -150,11 +151,29 @@ def register_method(name: str, preset: MethodPreset, *, overwrite: bool = False)
 
     Raises:
         TypeError: ``preset`` is not a :class:`MethodPreset`.
+        ConfigError: ``preset`` sets a name that is not a ``TrainConfig`` setting.
         ~spikelottery.registry.DuplicateNameError: ``name`` is taken and not ``overwrite``.
     """
     if not isinstance(preset, MethodPreset):
         raise TypeError(f"register_method({name!r}): expected a MethodPreset, got {preset!r}")
+    from .config import TrainConfig  # config reads METHODS: imported here, not at the top
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for part in ("fixed", "defaults"):
+        unknown = sorted(set(getattr(preset, part)) - known)
+        if unknown:
+            raise ConfigError(
+                "method",
+                f"register_method({name!r}): {part} names {', '.join(map(repr, unknown))}, "
+                f"which {'is' if len(unknown) == 1 else 'are'} not TrainConfig settings"
+                + _closest(unknown[0], known),
+            )
     return METHODS.register(name, preset, overwrite=overwrite)
+
+
+def _closest(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _BUILTIN: Mapping[str, MethodPreset] = MappingProxyType(
@@ -266,7 +285,7 @@ _BUILTIN: Mapping[str, MethodPreset] = MappingProxyType(
     }
 )
 for _name, _preset_entry in _BUILTIN.items():
-    register_method(_name, _preset_entry)
+    METHODS.register(_name, _preset_entry)  # checked by the tests; TrainConfig is not built yet
 
 #: Old method names and the preset that now computes what they computed. Before binary
 #: activations were added, ``mplt``, ``pepsp-lt`` and ``multisp-lt`` kept ReLU

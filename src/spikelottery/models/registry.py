@@ -227,7 +227,8 @@ def create_model(
     Raises:
         ValueError: Unknown ``name`` (:class:`~spikelottery.registry.UnknownNameError`, which
             lists the valid names) or a bad argument.
-        TypeError: An argument the model class does not take (the message lists those it does).
+        TypeError: An argument the model class does not take (the message lists those it
+            does), or a registered builder that returns no ``nn.Module``.
 
     >>> import torch
     >>> net = create_model("vgg_tiny", in_channels=1, img_size=8, timesteps=2)
@@ -245,7 +246,7 @@ def create_model(
             f"{getattr(preset.builder, '__name__', key)}; valid ones: {', '.join(valid)}"
         )
     options = {**preset.kwargs, **kwargs}
-    return preset.builder(
+    model = preset.builder(
         spiking=spiking,
         num_classes=num_classes,
         in_channels=in_channels,
@@ -254,3 +255,10 @@ def create_model(
         beta=beta,
         **options,
     )
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"create_model({key!r}): the builder "
+            f"{getattr(preset.builder, '__name__', key)!r} returned {type(model).__name__}, "
+            "not an nn.Module; a registered model's builder must return the network"
+        )
+    return model

@@ -104,6 +104,24 @@ def _run_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(module(torch.zeros(1, *shape)).shape[1:])
 
 
+def _ungrouped(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped conv's weight ``[out, in / groups, kh, kw]`` as the equal dense one
+    ``[out, in, kh, kw]`` (zeros between the groups).
+
+    NIR 1.0's ``Conv2d`` reads its input channels off ``weight.shape[1]``, so a graph with
+    ``groups > 1`` fails its own type check on reading; the dense weight computes the same.
+    """
+    if groups == 1:
+        return weight
+    out, per_in = weight.shape[:2]
+    per_out = out // groups
+    dense = weight.new_zeros(out, per_in * groups, *weight.shape[2:])
+    for g in range(groups):
+        rows, cols = slice(g * per_out, (g + 1) * per_out), slice(g * per_in, (g + 1) * per_in)
+        dense[rows, cols] = weight[rows]
+    return dense
+
+
 def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
     nir = nir_package()
 
@@ -124,14 +142,12 @@ def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
                 "Conv2d pads both sides equally"
             )
         padding = (0, 0) if padding == "valid" else (total[0] // 2, total[1] // 2)
-    weight = conv.weight.detach() * v.scale
+    weight = _ungrouped(conv.weight.detach() * v.scale, conv.groups)
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
     with torch.no_grad():  # the functional op: a SpikingJelly layer.Conv2d wants [T, B, ...]
         probe = torch.zeros(1, *v.shape, dtype=weight.dtype)
         shape = tuple(
-            nn.functional.conv2d(
-                probe, weight, None, conv.stride, padding, conv.dilation, conv.groups
-            ).shape[1:]
+            nn.functional.conv2d(probe, weight, None, conv.stride, padding, conv.dilation).shape[1:]
         )
     node = nir.Conv2d(
         input_shape=(int(v.shape[1]), int(v.shape[2])),
@@ -139,7 +155,7 @@ def _conv(b: _Builder, path: str, conv: nn.Conv2d, v: _Value) -> _Value:
         stride=_pair(conv.stride),
         padding=_pair(padding),
         dilation=_pair(conv.dilation),
-        groups=int(conv.groups),
+        groups=1,
         bias=_array(bias),
     )
     b.count["conv"] += 1
