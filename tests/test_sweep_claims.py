@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -167,3 +168,35 @@ def test_sweep_waits_for_the_plan_lock(tmp_path: Path) -> None:
     other.wait()
     assert time.monotonic() - started > 0.5
     assert any(f"waiting for the sweep of pid {other.pid}" in line for line in lines), lines
+
+
+def test_workers_end_with_a_killed_sweep(tmp_path: Path) -> None:
+    # A SIGKILLed sweep cannot stop its workers and its claims die with it; a worker left
+    # running would go on writing a run folder that the next sweep claims and runs again.
+    spec = write_spec(tmp_path, TINY_SPEC.replace("epochs = 1", "epochs = 200"))
+    out = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = _sweep_cmd(spec, out, "--no-progress", "--workers", "2")
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    group = proc.pid  # the sweep and its workers share this process group
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.rglob("checkpoint.pt")):  # a worker is training
+            assert proc.poll() is None, "the sweep ended before its workers started"
+            assert time.monotonic() < deadline, "no run started in 240 s"
+            time.sleep(0.2)
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                break  # every worker has ended
+            assert time.monotonic() < deadline, "a worker outlived its killed sweep"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)

@@ -3,15 +3,22 @@
 Workers are :class:`concurrent.futures.ProcessPoolExecutor` processes (``spawn``), each
 told that it shares the CPUs with the others (:func:`~spikelottery.threads.share_cpus`),
 so that a run's ``threads="auto"`` takes its share and N runs do not fight over the
-cores. A failed run does not stop the others; it is reported, and tried again by the
-next sweep.
+cores, and ended when the sweep process dies (a killed sweep leaves no worker writing a
+run that the next sweep claims). A failed run does not stop the others; it is reported,
+and tried again by the next sweep.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import functools
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +47,36 @@ def _outcome(run: PlannedRun, call: Callable[[], dict[str, Any]]) -> Outcome:
     except Exception as exc:  # reported, and retried by the next sweep
         return Outcome(run, error=f"{type(exc).__name__}: {exc}")
     return Outcome(run, summary["accuracy"], summary["seconds"])
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the sweep process ``parent`` dies.
+
+    A killed sweep (``SIGKILL``, an out-of-memory kill) cannot stop its workers, and its
+    claims die with it: a worker left running would go on writing a run folder that the
+    next sweep has claimed and runs again. Linux kills the worker with its parent
+    (``PR_SET_PDEATHSIG``); elsewhere a thread watches for the parent to go.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            pass
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="spikelottery-parent-watch", daemon=True).start()
+
+
+def _worker_init(workers: int, parent: int) -> None:
+    _die_with(parent)
+    share_cpus(workers)
 
 
 def run_local(
@@ -100,7 +137,7 @@ def run_local(
 
     try:
         with cf.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=share_cpus, initargs=(workers,)
+            workers, mp_context=context, initializer=_worker_init, initargs=(workers, os.getpid())
         ) as pool:
             for r in runs:
                 # claim a run only when a worker is free for it, so that another sweep
