@@ -39,11 +39,11 @@ from collections.abc import Callable
 
 import torch
 
-from spikelottery import layers as layers_module
+from spikelottery import subnet as subnet_module
 from spikelottery import sparsify
 from spikelottery.functional import kept_count
 from spikelottery.layers import SubnetLayer
-from spikelottery.masks import topk_mask, topk_mask_kthvalue, topk_mask_sorted
+from spikelottery.masks import float_mask, topk_mask, topk_mask_kthvalue, topk_mask_sorted
 from spikelottery.models import create_model
 
 SELECTIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
@@ -68,14 +68,20 @@ def _touch(layers: list[SubnetLayer]) -> None:
 
 
 def _recompute(selection: Callable[..., torch.Tensor]) -> Callable[[list[SubnetLayer]], None]:
+    def select(scores: torch.Tensor, pa: float, *, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+        if selection is topk_mask:
+            return topk_mask(scores, pa, dtype=dtype)
+        mask = selection(scores, pa)  # the others give a bool mask: one conversion more
+        return mask if dtype == torch.bool else float_mask(mask, dtype)
+
     def run(layers: list[SubnetLayer]) -> None:
-        saved = layers_module.topk_mask
-        layers_module.topk_mask = selection  # type: ignore[assignment]
+        saved = subnet_module.topk_mask
+        subnet_module.topk_mask = select  # type: ignore[assignment]
         try:
             for layer in layers:
                 layer.effective_weight()  # what the next forward does: one recompute
         finally:
-            layers_module.topk_mask = saved
+            subnet_module.topk_mask = saved
 
     return run
 
