@@ -151,7 +151,7 @@ def register_method(name: str, preset: MethodPreset, *, overwrite: bool = False)
 
     Raises:
         TypeError: ``preset`` is not a :class:`MethodPreset`.
-        ConfigError: ``preset`` sets a name that is not a ``TrainConfig`` setting.
+        ~spikelottery.engine.ConfigError: ``preset`` sets a name that is not a ``TrainConfig`` setting.
         ~spikelottery.registry.DuplicateNameError: ``name`` is taken and not ``overwrite``.
     """
     if not isinstance(preset, MethodPreset):
