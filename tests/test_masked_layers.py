@@ -18,6 +18,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor, nn
+from torch.nn.utils import parametrizations, prune
 
 from spikelottery import SpikeLotteryError, densify, sparsify, summary
 from spikelottery.functional import kept_count
@@ -463,3 +464,28 @@ def test_magnitude_pruning_refuses_layers_with_several_masked_tensors() -> None:
 
     with pytest.raises(SpikeLotteryError, match=r"rnn \(weight_ih_l0, weight_hh_l0"):
         prune_by_magnitude(_lstm_net(), 0.2)
+
+
+@pytest.mark.parametrize(
+    ("make", "tensor"),
+    [
+        (lambda: nn.MultiheadAttention(6, 2, kdim=3, vdim=4), "k_proj_weight"),
+        (lambda: nn.MultiheadAttention(6, 2), "in_proj_weight"),
+        (lambda: nn.LSTM(4, 6, proj_size=3), "weight_hr_l0"),
+    ],
+    ids=["attention-k", "attention-in_proj", "lstm-hr"],
+)
+@pytest.mark.parametrize("how", ["prune", "parametrization"])
+def test_a_computed_masked_tensor_is_refused_not_left_out(make, tensor: str, how: str) -> None:
+    """One masked tensor computed by torch.nn.utils.prune or a parametrization: the layer
+    is refused naming that tensor. The attention was swapped with its k projection left
+    out of the mask (pruned by its own hook, outside the ticket and its kept count)."""
+    layer = make()
+    if how == "prune":
+        prune.l1_unstructured(layer, tensor, 0.5)
+    else:
+        parametrizations.spectral_norm(layer, tensor)
+    model = nn.Sequential(layer)
+    with pytest.raises(SpikeLotteryError, match=rf"(?s)layer '0'.*{tensor}.*filter"):
+        sparsify(model, 0.5)
+    assert not any(isinstance(m, SubnetLayer) for m in model.modules())
