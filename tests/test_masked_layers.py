@@ -489,3 +489,21 @@ def test_a_computed_masked_tensor_is_refused_not_left_out(make, tensor: str, how
     with pytest.raises(SpikeLotteryError, match=rf"(?s)layer '0'.*{tensor}.*filter"):
         sparsify(model, 0.5)
     assert not any(isinstance(m, SubnetLayer) for m in model.modules())
+
+
+def test_from_dense_of_an_attention_copies_its_out_proj() -> None:
+    """``from_dense`` without ``share`` is a copy: its ``out_proj`` was the original's own
+    module, so sparsifying a model holding the copy swapped the ORIGINAL attention's
+    ``out_proj`` for a score-mask layer with new random weights, without a word."""
+    torch.manual_seed(0)
+    original = nn.MultiheadAttention(8, 2).eval()
+    x = torch.randn(3, 1, 8)
+    with torch.no_grad():
+        before = original(x, x, x)[0]
+    layer = SubnetLayer.from_dense(original, 0.5, init="keep")
+    assert layer.out_proj is not original.out_proj
+    model = sparsify(nn.Sequential(layer), 0.5)
+    assert type(original.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    with torch.no_grad():
+        assert torch.equal(original(x, x, x)[0], before)
+    assert isinstance(model[0].out_proj, SubnetLayer)  # the copy's own out_proj is masked
