@@ -507,3 +507,21 @@ def test_from_dense_of_an_attention_copies_its_out_proj() -> None:
     with torch.no_grad():
         assert torch.equal(original(x, x, x)[0], before)
     assert isinstance(model[0].out_proj, SubnetLayer)  # the copy's own out_proj is masked
+
+
+def test_to_dense_of_an_attention_bakes_its_out_proj() -> None:
+    """``layer.to_dense()`` is a plain attention: its ``out_proj`` was the score-mask layer
+    itself (``out_proj.scores`` in its ``state_dict``), in a children dict shared with the
+    score-mask layer, so replacing one's ``out_proj`` replaced the other's."""
+    torch.manual_seed(0)
+    model = sparsify(nn.Sequential(nn.MultiheadAttention(8, 2, kdim=5, vdim=3)), 0.5).eval()
+    dense = model[0].to_dense()
+    assert type(dense.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    assert dense._modules is not model[0]._modules
+    original = nn.MultiheadAttention(8, 2, kdim=5, vdim=3).eval()
+    original.load_state_dict(dense.state_dict(), strict=True)
+    q, k, v = torch.randn(4, 2, 8), torch.randn(6, 2, 5), torch.randn(6, 2, 3)
+    with torch.no_grad():
+        assert torch.equal(original(q, k, v)[0], model[0](q, k, v)[0])
+    dense.out_proj = nn.Linear(8, 8)
+    assert isinstance(model[0].out_proj, SubnetLayer)

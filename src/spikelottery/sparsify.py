@@ -456,6 +456,8 @@ def densify(model: M, *, activations: str = "keep") -> M:
                 if p is not None and p_name in params and p_name not in child.masked_names:
                     params[p_name] = shared.setdefault(id(p), params[p_name])  # type: ignore[arg-type]
             child._dense_done(dense)
+            if child._share_children:  # its children (MHA's out_proj) are baked in place
+                dense.__dict__["_modules"] = child._modules
             dense_of[id(child)] = dense
         setattr(ref.parent, ref.attr, dense)
     if activations == "restore":

@@ -522,19 +522,17 @@ class SubnetLayer(nn.Module):
     def to_dense(self) -> nn.Module:
         """A plain dense layer (the class this one was made from) holding the effective weights.
 
-        Its ``state_dict`` has the dense layer's keys (``weight``, ``bias``, ...) and loads
-        with ``strict=True`` into the user's original architecture.
+        Its ``state_dict`` has the dense layer's keys (``weight``, ``bias``, ...; an
+        attention's masked ``out_proj`` is baked too) and loads strictly into the original.
         """
         dense_cls = self._dense_class
         dense = dense_cls.__new__(dense_cls)
-        keep = ("_modules",) if self._share_children else ()
-        state = {
-            k: (v.copy() if isinstance(v, dict) and k not in keep else v)
-            for k, v in self.__dict__.items()
-        }
+        state = {k: (v.copy() if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
         for k in ("_caches", "_masked", "pa", "_mask_mode", "_scope"):
             state.pop(k, None)
         dense.__dict__.update(state)
+        for k, c in self._modules.items() if self._share_children else ():
+            dense._modules[k] = c.to_dense() if isinstance(c, SubnetLayer) else copy.deepcopy(c)
         params = dense.__dict__["_parameters"]
         for name in self._masked:
             params.pop(scores_name(name), None)
