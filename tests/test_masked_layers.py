@@ -18,6 +18,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor, nn
+from torch.nn.utils import parametrizations, prune
 
 from spikelottery import SpikeLotteryError, densify, sparsify, summary
 from spikelottery.functional import kept_count
@@ -463,3 +464,64 @@ def test_magnitude_pruning_refuses_layers_with_several_masked_tensors() -> None:
 
     with pytest.raises(SpikeLotteryError, match=r"rnn \(weight_ih_l0, weight_hh_l0"):
         prune_by_magnitude(_lstm_net(), 0.2)
+
+
+@pytest.mark.parametrize(
+    ("make", "tensor"),
+    [
+        (lambda: nn.MultiheadAttention(6, 2, kdim=3, vdim=4), "k_proj_weight"),
+        (lambda: nn.MultiheadAttention(6, 2), "in_proj_weight"),
+        (lambda: nn.LSTM(4, 6, proj_size=3), "weight_hr_l0"),
+    ],
+    ids=["attention-k", "attention-in_proj", "lstm-hr"],
+)
+@pytest.mark.parametrize("how", ["prune", "parametrization"])
+def test_a_computed_masked_tensor_is_refused_not_left_out(make, tensor: str, how: str) -> None:
+    """One masked tensor computed by torch.nn.utils.prune or a parametrization: the layer
+    is refused naming that tensor. The attention was swapped with its k projection left
+    out of the mask (pruned by its own hook, outside the ticket and its kept count)."""
+    layer = make()
+    if how == "prune":
+        prune.l1_unstructured(layer, tensor, 0.5)
+    else:
+        parametrizations.spectral_norm(layer, tensor)
+    model = nn.Sequential(layer)
+    with pytest.raises(SpikeLotteryError, match=rf"(?s)layer '0'.*{tensor}.*filter"):
+        sparsify(model, 0.5)
+    assert not any(isinstance(m, SubnetLayer) for m in model.modules())
+
+
+def test_from_dense_of_an_attention_copies_its_out_proj() -> None:
+    """``from_dense`` without ``share`` is a copy: its ``out_proj`` was the original's own
+    module, so sparsifying a model holding the copy swapped the ORIGINAL attention's
+    ``out_proj`` for a score-mask layer with new random weights, without a word."""
+    torch.manual_seed(0)
+    original = nn.MultiheadAttention(8, 2).eval()
+    x = torch.randn(3, 1, 8)
+    with torch.no_grad():
+        before = original(x, x, x)[0]
+    layer = SubnetLayer.from_dense(original, 0.5, init="keep")
+    assert layer.out_proj is not original.out_proj
+    model = sparsify(nn.Sequential(layer), 0.5)
+    assert type(original.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    with torch.no_grad():
+        assert torch.equal(original(x, x, x)[0], before)
+    assert isinstance(model[0].out_proj, SubnetLayer)  # the copy's own out_proj is masked
+
+
+def test_to_dense_of_an_attention_bakes_its_out_proj() -> None:
+    """``layer.to_dense()`` is a plain attention: its ``out_proj`` was the score-mask layer
+    itself (``out_proj.scores`` in its ``state_dict``), in a children dict shared with the
+    score-mask layer, so replacing one's ``out_proj`` replaced the other's."""
+    torch.manual_seed(0)
+    model = sparsify(nn.Sequential(nn.MultiheadAttention(8, 2, kdim=5, vdim=3)), 0.5).eval()
+    dense = model[0].to_dense()
+    assert type(dense.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    assert dense._modules is not model[0]._modules
+    original = nn.MultiheadAttention(8, 2, kdim=5, vdim=3).eval()
+    original.load_state_dict(dense.state_dict(), strict=True)
+    q, k, v = torch.randn(4, 2, 8), torch.randn(6, 2, 5), torch.randn(6, 2, 3)
+    with torch.no_grad():
+        assert torch.equal(original(q, k, v)[0], model[0](q, k, v)[0])
+    dense.out_proj = nn.Linear(8, 8)
+    assert isinstance(model[0].out_proj, SubnetLayer)

@@ -8,6 +8,7 @@ from pathlib import Path
 import nir
 import numpy as np
 import pytest
+import timm
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -369,6 +370,33 @@ def test_what_nir_cannot_express_is_refused_naming_the_layer(module, match) -> N
     with pytest.raises(NIRExportError, match=match) as info:
         nir_graph(net, torch.rand(2, 2, 1, 8, 8))
     assert "2 (" in str(info.value)  # the module's path in the model
+
+
+class _ResidualSequential(nn.Sequential):
+    """A user's container whose forward adds its input back: not what its children say."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: timm.layers.Conv2dSame(4, 4, 4, stride=2),  # pads unevenly in its forward
+        lambda: timm.layers.StdConv2d(4, 4, 3, padding=1),  # standardises its weight
+        lambda: layer.WSConv2d(4, 4, 3, padding=1, step_mode="m"),
+        lambda: _ResidualSequential(nn.Conv2d(4, 4, 3, padding=1)),
+    ],
+    ids=["timm-Conv2dSame", "timm-StdConv2d", "spikingjelly-WSConv2d", "custom-Sequential"],
+)
+def test_a_layer_whose_forward_computes_something_else_is_refused(make) -> None:
+    """These were written as a plain Conv2d node from their weight and settings: a graph
+    that computes another function (other weights, or another output size), without a word."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), LIFNeuron(), make(), LIFNeuron())
+    with pytest.raises(NIRExportError, match="overrides the forward") as info:
+        nir_graph(net, torch.rand(2, 2, 1, 8, 8))
+    assert "2 (" in str(info.value)
 
 
 def test_a_failed_write_keeps_the_old_file(vgg_ticket, tmp_path) -> None:

@@ -233,8 +233,12 @@ def _conv_names(module: nn.Module) -> tuple[str, ...]:
 
 
 def _attention_names(module: nn.Module) -> tuple[str, ...]:
-    names = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
-    return tuple(n for n in names if module._parameters.get(n) is not None)
+    # From the layer's configuration, not from which parameters are present: a projection
+    # computed by torch.nn.utils.prune or a parametrization is named (and refused), never
+    # silently left out of the mask.
+    if getattr(module, "_qkv_same_embed_dim", True):
+        return ("in_proj_weight",)
+    return ("q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
 def _recurrent_names(module: nn.Module) -> tuple[str, ...]:

@@ -57,7 +57,15 @@ from .activations import (
 )
 from .check import check_ticket
 from .errors import SpikeLotteryError
-from .layers import INITS, LAYER_KINDS, SubnetLayer, check_mode, masked_names, subnet_class_for
+from .layers import (
+    INITS,
+    LAYER_KINDS,
+    SubnetLayer,
+    check_mode,
+    has_own_children,
+    masked_names,
+    subnet_class_for,
+)
 from .scope import SCOPES, attach_scope
 from .sparsify_report import SparsifyReport
 from .subnet import scores_name
@@ -319,6 +327,8 @@ def sparsify(
                 subnet = subnet_class_for(type(child)).from_dense(
                     child, layer_ratio, layer_mode_, init=init
                 )
+            if has_own_children(child):  # its children (MHA's out_proj) are swapped in place
+                subnet.__dict__["_modules"] = child._modules
             first = made.get(id(original_weight))
             if first is not None:  # tied to a layer swapped before: share weight and scores
                 if (first.pa, first.mask_mode) != (layer_ratio, layer_mode_):
@@ -446,6 +456,8 @@ def densify(model: M, *, activations: str = "keep") -> M:
                 if p is not None and p_name in params and p_name not in child.masked_names:
                     params[p_name] = shared.setdefault(id(p), params[p_name])  # type: ignore[arg-type]
             child._dense_done(dense)
+            if child._share_children:  # its children (MHA's out_proj) are baked in place
+                dense.__dict__["_modules"] = child._modules
             dense_of[id(child)] = dense
         setattr(ref.parent, ref.attr, dense)
     if activations == "restore":

@@ -17,6 +17,7 @@ Which layer types are masked, and which of their parameters, is listed once, in
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -313,11 +314,8 @@ class SubnetLayer(nn.Module):
         """The effective weight: what every reader of ``layer.weight`` gets after ``sparsify``.
 
         ``W * M`` (``"lt"``) or ``alpha * sign(W) * M`` (``"mp"``), differentiable to the
-        scores: the layer's own forward, a subclass's forward, a parent that passes
-        ``child.weight`` to a functional op and PyTorch's fused inference paths all read
-        it here. The frozen random weight (``state_dict`` key ``weight``) is
-        :attr:`frozen_weight`. An in-place write to the returned tensor is refused (see
-        :meth:`effective_weight`).
+        scores, for every reader (own or subclass forward, a parent's functional op, fused
+        inference paths). The frozen weight (key ``weight``) is :attr:`frozen_weight`.
         """
         params = self.__dict__["_parameters"]
         if "weight" not in self.__dict__.get("_masked", ()) or (
@@ -524,19 +522,17 @@ class SubnetLayer(nn.Module):
     def to_dense(self) -> nn.Module:
         """A plain dense layer (the class this one was made from) holding the effective weights.
 
-        Its ``state_dict`` has the dense layer's keys (``weight``, ``bias``, ...) and loads
-        with ``strict=True`` into the user's original architecture.
+        Its ``state_dict`` has the dense layer's keys (``weight``, ``bias``, ...; an
+        attention's masked ``out_proj`` is baked too) and loads strictly into the original.
         """
         dense_cls = self._dense_class
         dense = dense_cls.__new__(dense_cls)
-        keep = ("_modules",) if self._share_children else ()
-        state = {
-            k: (v.copy() if isinstance(v, dict) and k not in keep else v)
-            for k, v in self.__dict__.items()
-        }
+        state = {k: (v.copy() if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
         for k in ("_caches", "_masked", "pa", "_mask_mode", "_scope"):
             state.pop(k, None)
         dense.__dict__.update(state)
+        for k, c in self._modules.items() if self._share_children else ():
+            dense._modules[k] = c.to_dense() if isinstance(c, SubnetLayer) else copy.deepcopy(c)
         params = dense.__dict__["_parameters"]
         for name in self._masked:
             params.pop(scores_name(name), None)
@@ -571,8 +567,8 @@ class SubnetLayer(nn.Module):
             pa: Fraction of weights REMOVED (of each masked parameter).
             mode: ``"lt"`` or ``"mp"``.
             init: How to (re)initialise the frozen weights; ``"keep"`` keeps ``module``'s.
-            share: Reuse ``module``'s parameter tensors instead of copying them (what
-                :func:`~spikelottery.sparsify` does, in place).
+            share: Reuse ``module``'s parameter tensors (and the children of a kind that
+                has layers of its own, MHA's ``out_proj``) instead of copying them.
 
         >>> from spikelottery import SubnetConv
         >>> SubnetConv.from_dense(nn.Conv2d(3, 8, 3), pa=0.5).kept
@@ -586,13 +582,15 @@ class SubnetLayer(nn.Module):
         if not issubclass(target, cls):
             raise TypeError(f"{cls.__name__}.from_dense cannot convert a {type(module).__name__}")
         layer = target.__new__(target)
-        keep = ("_modules",) if target._share_children else ()
+        keep = ("_modules",) if target._share_children and share else ()
         state = {
             k: (v.copy() if isinstance(v, dict) and k not in keep else v)
             for k, v in module.__dict__.items()
         }
         layer.__dict__.update(state)
         if not share:
+            if target._share_children:  # a copy's out_proj is not the original's
+                layer.__dict__["_modules"] = copy.deepcopy(module._modules)
             params = layer.__dict__["_parameters"]
             for name, p in list(params.items()):
                 if p is not None:

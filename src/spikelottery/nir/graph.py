@@ -30,7 +30,7 @@ from torch import nn
 
 from ..binary import BinaryActivation
 from ..models import VGG, BasicBlock, ConvBNAct, LinearBNAct, Spikformer, SpikingResNet
-from ..multistep import MultiStep
+from ..multistep import MultiStep, SeqBatchNorm1d, SeqBatchNorm2d
 from ._package import nir_package
 from .errors import NO_ATTENTION, NIRExportError
 from .mapping import DEFAULT_DT, neuron_params, neuron_to_nir
@@ -423,11 +423,41 @@ def _handlers() -> list[tuple[tuple[type, ...], Callable[..., _Value]]]:
     return handlers
 
 
+def _exact_forwards() -> tuple[type, ...]:
+    """The classes whose own ``forward`` only steps their PyTorch base over time."""
+    ours = (SeqBatchNorm1d, SeqBatchNorm2d)
+    try:
+        from spikingjelly.activation_based import layer as sj_layer
+    except ImportError:  # pragma: no cover
+        return ours
+    names = ("Conv2d", "BatchNorm1d", "BatchNorm2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten")
+    return (*ours, *(getattr(sj_layer, n) for n in names), sj_layer.SeqToANNContainer)
+
+
+def _check_forward(path: str, module: nn.Module, kinds: tuple[type, ...]) -> None:
+    """Refuse a subclass of a PyTorch layer that computes something else in its ``forward``
+    (timm's ``Conv2dSame`` pads unevenly, ``StdConv2d`` and SpikingJelly's ``WSConv2d``
+    standardise the weight): the node would be written from the attributes alone."""
+    if not all(k.__module__.startswith(("torch.nn.", "spikingjelly.")) for k in kinds):
+        return  # the zoo's own classes: their handlers follow their forward
+    owner = next(k for k in type(module).__mro__ if "forward" in vars(k))
+    if owner.__module__.startswith("torch.nn.") or owner in _exact_forwards():
+        return
+    raise NIRExportError(
+        f"{path or 'the model'} ({type(module).__name__}) overrides the forward of "
+        f"{type(module).__mro__[1].__name__} ({owner.__module__}.{owner.__qualname__}.forward), "
+        "so its output cannot be read from its weights and settings: export_nir would write "
+        "a different layer. Replace it with a plain PyTorch layer that computes the same "
+        "(for a weight standardisation: an nn.Conv2d holding the standardised weight) first"
+    )
+
+
 def _walk(b: _Builder, path: str, module: nn.Module, v: _Value) -> _Value:
     if neuron_params(module, path or "the model") is not None:
         return _neuron(b, path, module, v)
     for kinds, handler in _handlers():
         if isinstance(module, kinds):
+            _check_forward(path, module, kinds)
             if isinstance(module, nn.Flatten) and module.start_dim != 1:
                 raise NIRExportError(
                     f"{path} (Flatten) starts at dim {module.start_dim}; a per-step flatten "
