@@ -215,7 +215,14 @@ def test_third_party_networks_binary_where_they_have_modules_and_named_where_not
         warnings.simplefilter("ignore")
         try:
             _, report = sparsify(
-                model, 0.5, mode="mp", activations="binary", return_report=True, example_inputs=x
+                model,
+                0.5,
+                mode="mp",
+                activations="binary",
+                return_report=True,
+                example_inputs=x,
+                # weight-standardised convs compute with a dense weight: the guard refuses them
+                filter=lambda module, name: "StdConv" not in type(module).__name__,
             )
         except SpikeLotteryError as exc:
             assert count == 0 and "found no activation module" in str(exc)

@@ -70,10 +70,17 @@ def test_a_faithful_network_passes() -> None:
     assert result.raise_if_failed() is result
 
 
+# Networks whose convs standardise their weight: the removed zeros become -mean/std.
+_STANDARDISED = {"subclass_forward": ["0"]}
+
+
 @pytest.mark.parametrize("net", [n for n in NETWORKS if n.requires != "spikingjelly"][:8], ids=str)
 def test_third_party_and_pattern_networks_pass(net: Net) -> None:
     model = sparsify(net.build(), 0.5)
     result = check_ticket(model, net.example())
+    if net.name in _STANDARDISED:  # every other check passes; the operands are dense
+        assert result.dense_operands == _STANDARDISED[net.name], str(result)
+        result.dense_operands = []
     assert result.ok, str(result)
 
 
@@ -352,3 +359,65 @@ def test_bad_tolerances_are_named(name: str, value: object) -> None:
     net = sparsify(_plain(), pa=0.5)
     with pytest.raises(ValueError, match=name):
         check_ticket(net, X, **{name: value})  # type: ignore[arg-type]
+
+
+class _ShiftedConv(nn.Conv2d):
+    """A user's conv that transforms its weight first: removed zeros become 0.1."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight + 0.1, self.bias)
+
+
+class _ScaledConv(nn.Conv2d):
+    """A transform that keeps zeros zero: the ticket is still what runs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, 2.0 * self.weight, self.bias)
+
+
+def _weight_standardised() -> list[type[nn.Conv2d]]:
+    from spikingjelly.activation_based import layer
+    from timm.layers import StdConv2d
+
+    return [StdConv2d, layer.WSConv2d, _ShiftedConv]
+
+
+@pytest.mark.parametrize("conv", _weight_standardised(), ids=lambda c: c.__name__)
+def test_a_forward_that_makes_removed_weights_nonzero_fails_the_guard(
+    conv: type[nn.Conv2d],
+) -> None:
+    # Weight standardisation turns the removed zeros of W * M into -mean/std: the layer
+    # computes with a dense weight while the ticket says it is sparse. Redrawing the
+    # removed frozen weights cannot see it (W * M does not change), the operand check does.
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        conv(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    )
+    sparsify(net, 0.5)
+    result = check_ticket(net, torch.randn(4, 3, 8, 8))
+    assert result.dense_operands == ["0"] and not result.ok
+    assert "weight standardisation" in str(result)
+    with pytest.raises(SpikeLotteryError, match="0"):
+        result.raise_if_failed()
+
+
+def test_operands_that_keep_removed_weights_zero_pass() -> None:
+    torch.manual_seed(0)
+
+    class Cross(nn.Module):  # q/k/v projections of other shapes, out_proj read by a parent
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, kdim=6, vdim=6)
+
+        def forward(self, x: Tensor, y: Tensor) -> Tensor:
+            return self.attn(x, y, y)[0]
+
+    cases: list[tuple[nn.Module, tuple[Tensor, ...]]] = [
+        (nn.Sequential(_ScaledConv(3, 4, 3), nn.Flatten()), (torch.randn(2, 3, 5, 5),)),
+        (Cross(), (torch.randn(3, 2, 8), torch.randn(3, 2, 6))),
+        (nn.TransformerEncoderLayer(8, 2, 16), (torch.randn(3, 2, 8),)),
+    ]
+    for net, args in cases:
+        sparsify(net, 0.5)
+        result = check_ticket(net, args)
+        assert result.dense_operands == [] and result.ok, str(result)

@@ -12,7 +12,11 @@ not trust any mechanism; it measures, on a real input:
    plain tensor a module keeps with the shape of a swapped layer's weight (a copy of the
    weight taken before ``sparsify``, such as ``self.w = self.lin.weight.detach()``)
    redrawn: the output must not change;
-4. the model must compute what its :func:`~spikelottery.densify` copy computes.
+4. the model must compute what its :func:`~spikelottery.densify` copy computes;
+5. the weight that each swapped layer's convolution or linear map receives must be zero
+   wherever the mask removed it (a forward that transforms the weight first, as weight
+   standardisation does, makes the removed zeros non-zero:
+   :mod:`~spikelottery.weight_operands`).
 
 A layer that runs but gets no gradient, a layer whose mask changes the output only with
 gradients on (or only off), a layer whose removed weights change the output, and a model
@@ -40,6 +44,7 @@ from ._state import reset_states
 from .errors import SpikeLotteryError
 from .layers import SubnetLayer, record_weight_reads
 from .masks import topk_mask
+from .weight_operands import layers_computing_dense_weights
 
 __all__ = ["TicketCheck", "check_ticket"]
 
@@ -65,6 +70,10 @@ class TicketCheck:
             weight whose values change the output (``"net.wt (the shape of fc's
             weight)"``): the network computes with a dense weight somewhere (a tensor
             copied from the layer before ``sparsify``, a custom op on ``frozen_weight``).
+        dense_operands: Layers whose forward transforms the effective weight before its
+            convolution or linear map so that removed entries are no longer zero (weight
+            standardisation: timm's ``StdConv2d``, SpikingJelly's ``WSConv2d``): the
+            network computes with a dense weight.
         densify_error: Largest difference between the model's output and its
             ``densify()`` copy's (``None`` if the copy could not be made).
         notes: Anything that limited the check.
@@ -77,6 +86,7 @@ class TicketCheck:
     unused: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
     reads_removed: list[str] = field(default_factory=list)
+    dense_operands: list[str] = field(default_factory=list)
     densify_error: float | None = None
     densify_tolerance: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -90,7 +100,11 @@ class TicketCheck:
     def ok(self) -> bool:
         """True if no bypass was found."""
         return not (
-            self.no_gradient or self.ignored_mask or self.reads_removed or self.densify_mismatch
+            self.no_gradient
+            or self.ignored_mask
+            or self.reads_removed
+            or self.dense_operands
+            or self.densify_mismatch
         )
 
     def __str__(self) -> str:
@@ -112,6 +126,13 @@ class TicketCheck:
                 "computes with the dense weight (e.g. a tensor copied from the layer before "
                 "sparsify, such as `self.w = layer.weight.detach()`): "
                 + ", ".join(self.reads_removed)
+            )
+        if self.dense_operands:
+            lines.append(
+                "  the forward transforms the weight before its convolution or linear map so "
+                "that removed (masked-out) entries are not zero any more (e.g. weight "
+                "standardisation): the layer computes with a dense weight: "
+                + ", ".join(self.dense_operands)
             )
         if self.densify_mismatch:
             lines.append(
@@ -360,6 +381,10 @@ def check_ticket(
             movable = [(n, layer) for n, layer in layers.values() if n not in result.fixed]
             result.reads_removed = _layers_reading_removed_weights(model, args, base, movable)
             result.reads_removed += _weight_copies_read(model, args, base)
+            watched = {name: layer for name, layer in layers.values() if name not in result.fixed}
+            result.dense_operands = layers_computing_dense_weights(
+                model, lambda: _run(model, args), watched
+            )
         if densify_check:
             with torch.no_grad():
                 _compare_with_densified(model, args, base, result, rtol, atol, batch_statistics)
