@@ -39,8 +39,8 @@ from collections.abc import Callable
 
 import torch
 
-from spikelottery import subnet as subnet_module
 from spikelottery import sparsify
+from spikelottery import subnet as subnet_module
 from spikelottery.functional import kept_count
 from spikelottery.layers import SubnetLayer
 from spikelottery.masks import float_mask, topk_mask, topk_mask_kthvalue, topk_mask_sorted
