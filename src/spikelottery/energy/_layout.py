@@ -2,7 +2,8 @@
 
 A multi-step neuron (ours, SpikingJelly's with ``step_mode="m"``) is called with the whole
 sequence ``[T, B, ...]``: its input's first dim is ``T``, its second ``B``. A single-step
-neuron (SpikingJelly's ``step_mode="s"``, snnTorch's, ours with ``step_mode="s"``) is
+neuron (SpikingJelly's ``step_mode="s"``, snnTorch's, Norse's cells, ours with
+``step_mode="s"``) is
 called once per step with ``[B, ...]``: its calls per batch are ``T``. The input's rank
 alone cannot tell ``[T, B, F]`` from ``[B, N, F]``; the neurons can.
 """

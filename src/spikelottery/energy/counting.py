@@ -63,9 +63,9 @@ def count_ops(
 
     ``T`` and ``B`` are read from the spiking neurons (:mod:`._layout`): a multi-step
     neuron (ours, SpikingJelly's ``step_mode="m"``) sees ``[T, B, ...]``, a single-step one
-    (SpikingJelly's ``step_mode="s"``, snnTorch's) sees ``[B, ...]`` once per step. Labels
-    of an ``(x, y)`` batch and ``batch_size=`` override ``B``; ``timesteps=`` must agree
-    with the neurons (give both ``timesteps=`` and ``batch_size=`` to override them). When
+    (SpikingJelly's ``step_mode="s"``, snnTorch's, Norse's cells) sees ``[B, ...]`` once per
+    step. Labels of an ``(x, y)`` batch and ``batch_size=`` override ``B``; ``timesteps=``
+    must agree with the neurons (give both ``timesteps=`` and ``batch_size=`` to override them). When
     the neurons disagree, a :class:`~spikelottery.errors.LayoutError` asks for
     ``timesteps=`` and ``batch_size=``. Without neurons (an ANN), ``B`` is the labels'
     length or the input's first dim (a 5-D input without labels or ``timesteps=`` is
