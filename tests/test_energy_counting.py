@@ -168,3 +168,23 @@ def test_names_of_modules_with_several_ops() -> None:
 
     net = nn.Sequential(nn.Linear(4, 4), TwoMatmuls())
     assert [c.name for c in count_ops(net, torch.rand(2, 4))] == ["0", "1.matmul0", "1.matmul1"]
+
+
+@pytest.mark.parametrize("timesteps", [2, 3, 4])
+def test_a_static_image_whose_channels_equal_t_is_one_frame(timesteps: int) -> None:
+    """A static ``[B, C, H, W]`` image with ``C == T`` (CIFAR at ``T = 3``) used to be read
+    as ``[B, T, ...]`` event frames: the ANN reference and the first layer were charged
+    ``T`` times. Every ``T`` must give the same per-frame figures."""
+    from spikelottery.models import create_model
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 3, 16, 16)
+    model = create_model(
+        "vgg_tiny", num_classes=10, in_channels=3, img_size=16, timesteps=timesteps
+    )
+    report = estimate_energy(model, x)
+    assert (report.timesteps, report.samples, report.frames) == (timesteps, 5, 1)
+    first = report.rows[0]
+    assert first.op == "MAC" and first.ops == first.macs  # charged once, not T times
+    assert report.ann_mj == pytest.approx(sum(r.ann_pj for r in report.rows) * 1e-9)
+    assert report.ann_mj == pytest.approx(4.6e-9 * sum(r.macs for r in report.rows))

@@ -4,6 +4,7 @@ density, and reads the batch size ``B`` and the time steps ``T``."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -201,7 +202,11 @@ def measure(
         )
         for n in sorted(rec.neurons.values(), key=lambda n: n.seq)
     )
-    frames = t if _event_frames(inputs_seen[0], rec.batch_sizes[0], t) else 1.0
+    frames = 1.0
+    if _event_frames(inputs_seen[0], rec.batch_sizes[0], t) and _reads_frames(
+        rec, counts, inputs_seen[0][0], rec.batch_sizes[0], samples, t
+    ):
+        frames = t
     return Measurement(tuple(counts), t, samples, neurons, frames, bool(neurons))
 
 
@@ -225,6 +230,26 @@ def _event_frames(seen: tuple[tuple[int, ...], bool, bool], b: int, t: float) ->
         axes.append(same1)
     # A static image repeated over T (some candidate time axis is constant) is one frame.
     return bool(axes) and not any(axes)
+
+
+def _reads_frames(
+    rec: Recorder,
+    counts: list[OpCount],
+    shape: tuple[int, ...],
+    b: int,
+    samples: int,
+    t: float,
+) -> bool:
+    """A sample of the input holds ``T`` of what the first layer reads per step, so it has
+    a time axis: a static ``[B, C, H, W]`` image with ``C == T`` (CIFAR at ``T = 3``) has
+    the shape of ``[B, T, ...]`` event frames but holds one frame (its first conv reads
+    ``[C, H, W]`` on every step). Only a conv or linear first layer is checked."""
+    first = min(rec.tallies.values(), key=lambda a: a.seq)
+    if first.kind not in ("conv", "linear") or not counts or not counts[0].steps:
+        return True
+    per_step = first.act_numel / samples / counts[0].steps
+    per_sample = math.prod(shape) / b
+    return per_step > 0 and abs(per_sample / per_step - t) < 1e-6 * t
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, int | None]:
