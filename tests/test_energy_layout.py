@@ -282,3 +282,14 @@ def test_norse_neurons_tell_t_and_b() -> None:
         assert (report.timesteps, report.samples) == (T, B)
         assert [r.macs for r in report.rows] == [240.0, 140.0]
         assert report.neurons[0].units == 20 and report.neurons[0].steps == T
+
+
+def test_labels_that_contradict_the_neurons_raise() -> None:
+    """Per-step labels ``[T, B]`` (time-first targets) gave ``B = T``: 3 samples and a
+    sixth of the true accumulates per sample, silently."""
+    net, x = _mlp()
+    with pytest.raises(LayoutError, match=r"3 labels but the spiking neurons see B=5"):
+        estimate_energy(net, (x, torch.zeros(T, B)))
+    report = estimate_energy(net, (x, torch.zeros(T, B)), batch_size=B)  # the caller says
+    assert report.samples == B
+    assert report.exact_sops + report.exact_macs == pytest.approx(_brute_force_mlp(net, x))

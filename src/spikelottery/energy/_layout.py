@@ -60,8 +60,9 @@ def read_layout(
 
     Rules: ``T`` is the first dim of every multi-step neuron's input and the number of
     calls of every single-step neuron; they must agree. ``B`` is ``batch_size`` if given,
-    else the number of labels, else the second dim of a multi-step neuron's input or the
-    first of a single-step one's (when neurons differ, the first neuron's ``B`` when every
+    else the number of labels (which must be a neurons' ``B`` when the first neuron's
+    ``B`` is one of the input's first two dims: per-step labels ``[T, B]`` raise), else
+    the second dim of a multi-step neuron's input or the first of a single-step one's (when neurons differ, the first neuron's ``B`` when every
     other is a multiple of it, e.g. attention heads folded into the batch). Without
     neurons, ``B`` is the input's first dim, except for a 5-D input (``[T, B, C, H, W]``
     or ``[B, T, C, H, W]``: ambiguous) without ``timesteps`` matching one of its first
@@ -78,8 +79,8 @@ def read_layout(
         The :class:`Layout`.
 
     Raises:
-        LayoutError: The neurons disagree on ``T`` or ``B``, contradict ``timesteps``, or
-            a neuron-less 5-D input does not say which axis is time.
+        LayoutError: The neurons disagree on ``T`` or ``B``, contradict ``timesteps`` or
+            the labels, or a neuron-less 5-D input does not say which axis is time.
 
     >>> read_layout([("1", "m", (3, 5, 20))], (3, 5, 12))
     Layout(timesteps=3, batch=5, source='neurons')
@@ -118,9 +119,17 @@ def read_layout(
         )
     if batch_size is not None:
         return Layout(t, batch_size, "batch_size")
-    if labels is not None:
-        return Layout(t, labels, "labels")
     sizes = list(dict.fromkeys(b for b, _ in batches))
+    if labels is not None:
+        # Labels win (neurons may fold attention heads into the batch), unless the neurons
+        # see a B that is a dim of the input and the labels count something else (per-step
+        # labels [T, B] count T).
+        if sizes and labels not in sizes and sizes[0] in x_shape[:2]:
+            raise LayoutError(
+                f"the batch has {labels} labels but the spiking neurons see B={sizes[0]} "
+                f"({_describe([item for bb, item in batches if bb == sizes[0]])}); {_ASK}"
+            )
+        return Layout(t, labels, "labels")
     b = sizes[0]
     if len(sizes) > 1 and (any(s % b for s in sizes) or b not in x_shape[:2]):
         told = "; ".join(
