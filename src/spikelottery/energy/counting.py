@@ -204,7 +204,7 @@ def measure(
     )
     frames = 1.0
     if _event_frames(inputs_seen[0], rec.batch_sizes[0], t) and _reads_frames(
-        rec, counts, inputs_seen[0][0], rec.batch_sizes[0], samples, t
+        rec, inputs_seen[0][0], rec.batch_sizes[0], samples, t
     ):
         frames = t
     return Measurement(tuple(counts), t, samples, neurons, frames, bool(neurons))
@@ -232,24 +232,17 @@ def _event_frames(seen: tuple[tuple[int, ...], bool, bool], b: int, t: float) ->
     return bool(axes) and not any(axes)
 
 
-def _reads_frames(
-    rec: Recorder,
-    counts: list[OpCount],
-    shape: tuple[int, ...],
-    b: int,
-    samples: int,
-    t: float,
-) -> bool:
-    """A sample of the input holds ``T`` of what the first layer reads per step, so it has
-    a time axis: a static ``[B, C, H, W]`` image with ``C == T`` (CIFAR at ``T = 3``) has
-    the shape of ``[B, T, ...]`` event frames but holds one frame (its first conv reads
-    ``[C, H, W]`` on every step). Only a conv or linear first layer is checked."""
+def _reads_frames(rec: Recorder, shape: tuple[int, ...], b: int, samples: int, t: float) -> bool:
+    """The first layer reads less than ``T`` copies of the input: the input's time axis is
+    real. A static ``[B, C, H, W]`` image with ``C == T`` (CIFAR at ``T = 3``) has the
+    shape of ``[B, T, ...]`` event frames, but a model that repeats it over ``T`` has its
+    first layer read ``T`` copies of it: one frame. Only a conv or linear first layer is
+    checked."""
     first = min(rec.tallies.values(), key=lambda a: a.seq)
-    if first.kind not in ("conv", "linear") or not counts or not counts[0].steps:
+    if first.kind not in ("conv", "linear"):
         return True
-    per_step = first.act_numel / samples / counts[0].steps
-    per_sample = math.prod(shape) / b
-    return per_step > 0 and abs(per_sample / per_step - t) < 1e-6 * t
+    read = first.act_numel / samples
+    return read < t * math.prod(shape) / b * (1 - 1e-9)
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, int | None]:
