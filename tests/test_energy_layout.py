@@ -293,3 +293,24 @@ def test_labels_that_contradict_the_neurons_raise() -> None:
     report = estimate_energy(net, (x, torch.zeros(T, B)), batch_size=B)  # the caller says
     assert report.samples == B
     assert report.exact_sops + report.exact_macs == pytest.approx(_brute_force_mlp(net, x))
+
+
+def test_neurons_whose_batch_is_not_an_input_dim_raise() -> None:
+    """Tokens folded into the batch of every neuron (``[T, B * N, D]``) gave ``B * N``
+    samples (35 instead of 5) without a word; labels or ``batch_size=`` tell."""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.lif, self.out = nn.Linear(8, 8), LIFNeuron(), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, N, D]
+            t, b, n, d = x.shape
+            h = self.lif(self.fc(x).reshape(t, b * n, d))
+            return self.out(h.reshape(t, b, n, d).mean(2))
+
+    x = torch.rand(3, 5, 7, 8)
+    with pytest.raises(LayoutError, match=r"B=35 .* not one of the input's first two dims"):
+        estimate_energy(Tokens(), x)
+    assert estimate_energy(Tokens(), (x, torch.zeros(5))).samples == 5
+    assert estimate_energy(Tokens(), x, batch_size=5).samples == 5
