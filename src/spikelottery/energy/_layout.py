@@ -62,8 +62,10 @@ def read_layout(
     calls of every single-step neuron; they must agree. ``B`` is ``batch_size`` if given,
     else the number of labels (which must be a neurons' ``B`` when the first neuron's
     ``B`` is one of the input's first two dims: per-step labels ``[T, B]`` raise), else
-    the second dim of a multi-step neuron's input or the first of a single-step one's (when neurons differ, the first neuron's ``B`` when every
-    other is a multiple of it, e.g. attention heads folded into the batch). Without
+    the second dim of a multi-step neuron's input or the first of a single-step one's
+    (when neurons differ, the first neuron's ``B`` when every other is a multiple of it,
+    e.g. attention heads folded into the batch), which must be one of the input's first
+    two dims (tokens folded into every neuron's batch raise). Without
     neurons, ``B`` is the input's first dim, except for a 5-D input (``[T, B, C, H, W]``
     or ``[B, T, C, H, W]``: ambiguous) without ``timesteps`` matching one of its first
     two dims.
@@ -136,6 +138,12 @@ def read_layout(
             f"B={s}: {_describe([item for bb, item in batches if bb == s])}" for s in sizes
         )
         raise LayoutError(f"the spiking neurons disagree on the batch size ({told}); {_ASK}")
+    if b not in x_shape[:2]:  # e.g. tokens folded into the batch: [T, B * N, D]
+        raise LayoutError(
+            f"the spiking neurons see B={b} ({_describe([item for _, item in batches])}), "
+            f"which is not one of the input's first two dims {list(x_shape[:2])}; {_ASK} "
+            "(or pass (x, y) batches)"
+        )
     return Layout(t, b, "neurons")
 
 
