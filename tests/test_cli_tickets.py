@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,30 @@ def test_energy_matches_the_run(
     assert main(["energy", str(ticket), "--batches", "2"]) == 0
     text = capsys.readouterr().out
     assert "features.2.conv" in text and "E_SNN" in text and "64 samples" in text
+
+
+@pytest.mark.parametrize(
+    ("changes", "spiking"),
+    [
+        ({"dataset": "digits_dvs", "resolution": 16, "energy_preset": "int8"}, True),
+        ({"dataset": "digits_dvs", "resolution": 16, "spiking": False, "mode": "mp"}, False),
+    ],
+)
+def test_energy_prices_as_the_run_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, Any], spiking: bool
+) -> None:
+    """``energy`` used to price every ticket at fp32 whatever the run's ``energy_preset``,
+    count an SNN's ANN reference once on event frames (the run counts one pass per frame:
+    4x apart), and give an ANN ticket SNN views of itself and a no-spiking-layer warning."""
+    torch.manual_seed(0)
+    res = run(tiny(out=tmp_path, **changes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = _json(["energy", str(tmp_path / "ticket.safetensors")], capsys)
+    assert data["energy_mj"] == res.energy_mj
+    assert data["ann_reference_mj"] == res.ann_reference_mj
+    assert data["report"] == json.loads(json.dumps(res.energy))
+    assert ("views" in data["report"]) == spiking
 
 
 # ----------------------------------------------------------------------------- export

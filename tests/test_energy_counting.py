@@ -168,3 +168,56 @@ def test_names_of_modules_with_several_ops() -> None:
 
     net = nn.Sequential(nn.Linear(4, 4), TwoMatmuls())
     assert [c.name for c in count_ops(net, torch.rand(2, 4))] == ["0", "1.matmul0", "1.matmul1"]
+
+
+@pytest.mark.parametrize("timesteps", [2, 3, 4])
+def test_a_static_image_whose_channels_equal_t_is_one_frame(timesteps: int) -> None:
+    """A static ``[B, C, H, W]`` image with ``C == T`` (CIFAR at ``T = 3``) used to be read
+    as ``[B, T, ...]`` event frames: the ANN reference and the first layer were charged
+    ``T`` times. Every ``T`` must give the same per-frame figures."""
+    from spikelottery.models import create_model
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 3, 16, 16)
+    model = create_model(
+        "vgg_tiny", num_classes=10, in_channels=3, img_size=16, timesteps=timesteps
+    )
+    report = estimate_energy(model, x)
+    assert (report.timesteps, report.samples, report.frames) == (timesteps, 5, 1)
+    first = report.rows[0]
+    assert first.op == "MAC" and first.ops == first.macs  # charged once, not T times
+    assert report.ann_mj == pytest.approx(sum(r.ann_pj for r in report.rows) * 1e-9)
+    assert report.ann_mj == pytest.approx(4.6e-9 * sum(r.macs for r in report.rows))
+
+
+def test_event_frames_stay_frames_when_the_first_layer_reads_fewer_copies() -> None:
+    """The check above must not lose real event frames: a batch-first ``[B, T, F]``
+    sequence through one linear call, and ``[B, T, C, H, W]`` frames pooled before the
+    first conv (the first layer reads less than the input holds)."""
+    from spikelottery.neuron import LIFNeuron
+
+    class Sequence(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.lif, self.out = nn.Linear(12, 20), LIFNeuron(), nn.Linear(20, 7)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, 12]
+            return self.out(self.lif(self.fc(x).transpose(0, 1)))
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.lif = nn.Conv2d(2, 4, 3, padding=1), LIFNeuron()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, 2, 8, 8]
+            seq = x.transpose(0, 1)
+            t, b = seq.shape[:2]
+            h = self.conv(F.avg_pool2d(seq.flatten(0, 1), 2))
+            return self.lif(h.reshape(t, b, 4, 4, 4))
+
+    torch.manual_seed(0)
+    seq = estimate_energy(Sequence(), torch.rand(5, 3, 12))
+    assert (seq.timesteps, seq.samples, seq.frames) == (3, 5, 3)
+    assert seq.ann_mj == pytest.approx(4.6e-9 * (240 * 3 + 140 * 3))
+    pooled = estimate_energy(Pooled(), (torch.rand(5, 2, 2, 8, 8) < 0.3).float())
+    assert (pooled.timesteps, pooled.samples, pooled.frames) == (2, 5, 2)

@@ -5,6 +5,8 @@ Every expected figure is recounted here by brute force in numpy, not by the libr
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from torch import nn
 from spikelottery._compat import optional_import
 from spikelottery.energy import estimate_energy
 from spikelottery.energy._layout import read_layout
-from spikelottery.errors import LayoutError
+from spikelottery.errors import LayoutError, NoSpikingLayerWarning
 from spikelottery.models import create_model
 from spikelottery.neuron import LIFNeuron
 
@@ -242,3 +244,73 @@ def test_snntorch_neurons_with_hidden_state_start_every_batch_from_rest() -> Non
     report = estimate_energy(Loop(), x)
     assert report.timesteps == 5 and report.samples == 4
     assert report.rows[1].exact_ops == pytest.approx(want)
+
+
+def test_norse_neurons_tell_t_and_b() -> None:
+    """Norse's neurons (``LIFCell`` in a Python loop, ``LIF`` over a whole sequence) are
+    spiking neurons: the estimate used to warn "no spiking neuron ran" and read the time
+    axis as the batch (3 samples instead of 5, 400 MACs a step instead of 240)."""
+    norse = pytest.importorskip("norse.torch")
+
+    class CellLoop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.lif, self.fc2 = nn.Linear(12, 20), norse.LIFCell(), nn.Linear(20, 7)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, 12]
+            state, out = None, []
+            for t in range(x.shape[0]):
+                z, state = self.lif(self.fc1(x[t]), state)
+                out.append(self.fc2(z))
+            return torch.stack(out)
+
+    class Sequence(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = norse.SequentialState(nn.Linear(12, 20), norse.LIF(), nn.Linear(20, 7))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, 12]
+            return self.net(x)[0]
+
+    torch.manual_seed(0)
+    x = torch.rand(T, B, 12) * 3
+    for net in (CellLoop(), Sequence()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NoSpikingLayerWarning)
+            report = estimate_energy(net, x)
+        assert report.spiking and len(report.neurons) == 1
+        assert (report.timesteps, report.samples) == (T, B)
+        assert [r.macs for r in report.rows] == [240.0, 140.0]
+        assert report.neurons[0].units == 20 and report.neurons[0].steps == T
+
+
+def test_labels_that_contradict_the_neurons_raise() -> None:
+    """Per-step labels ``[T, B]`` (time-first targets) gave ``B = T``: 3 samples and a
+    sixth of the true accumulates per sample, silently."""
+    net, x = _mlp()
+    with pytest.raises(LayoutError, match=r"3 labels but the spiking neurons see B=5"):
+        estimate_energy(net, (x, torch.zeros(T, B)))
+    report = estimate_energy(net, (x, torch.zeros(T, B)), batch_size=B)  # the caller says
+    assert report.samples == B
+    assert report.exact_sops + report.exact_macs == pytest.approx(_brute_force_mlp(net, x))
+
+
+def test_neurons_whose_batch_is_not_an_input_dim_raise() -> None:
+    """Tokens folded into the batch of every neuron (``[T, B * N, D]``) gave ``B * N``
+    samples (35 instead of 5) without a word; labels or ``batch_size=`` tell."""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.lif, self.out = nn.Linear(8, 8), LIFNeuron(), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, N, D]
+            t, b, n, d = x.shape
+            h = self.lif(self.fc(x).reshape(t, b * n, d))
+            return self.out(h.reshape(t, b, n, d).mean(2))
+
+    x = torch.rand(3, 5, 7, 8)
+    with pytest.raises(LayoutError, match=r"B=35 .* not one of the input's first two dims"):
+        estimate_energy(Tokens(), x)
+    assert estimate_energy(Tokens(), (x, torch.zeros(5))).samples == 5
+    assert estimate_energy(Tokens(), x, batch_size=5).samples == 5

@@ -78,3 +78,34 @@ def test_per_step_counts_add_up_to_the_exact_total() -> None:
     events = estimate_energy(net, ((torch.rand(4, 3, 2, 4, 4) < 0.3).float(), torch.zeros(4)))
     total = events.exact_sops + events.exact_macs
     assert math.fsum(events.per_step_synops) == pytest.approx(total, rel=1e-12)
+
+
+@needs_nb
+def test_run_neurobench_sees_snntorch_neurons() -> None:
+    """``run_neurobench`` registered only our and SpikingJelly's neurons, so on a snnTorch
+    network NeuroBench found no activation and reported an activation sparsity of 0.0
+    (NeuroBench's own ``SNNTorchModel`` registers ``snn.SpikingNeuron``)."""
+    snn = pytest.importorskip("snntorch")
+
+    class Loop(nn.Module):  # the snnTorch tutorials' network, batch-first [B, T, F]
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(12, 20), nn.Linear(20, 7)
+            self.lif1 = snn.Leaky(beta=0.9, init_hidden=True)
+            self.lif2 = snn.Leaky(beta=0.9, init_hidden=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            steps = [self.lif2(self.fc2(self.lif1(self.fc1(x[:, t])))) for t in range(x.shape[1])]
+            return torch.stack(steps, 1)
+
+    torch.manual_seed(0)
+    net = Loop().eval()
+    with torch.no_grad():
+        net.fc1.weight.mul_(3)
+    x = torch.rand(6, 4, 12) * 2
+    loader = DataLoader(TensorDataset(x, torch.zeros(6, dtype=torch.long)), batch_size=3)
+    nb = run_neurobench(net, loader, time_first=False, bake=False)
+    ours = neurobench_view(estimate_energy(net, loader))
+    assert 0.0 < ours["activation_sparsity"] < 1.0
+    assert nb["ActivationSparsity"] == pytest.approx(ours["activation_sparsity"], rel=1e-12)
+    assert nb["SynapticOperations"]["Effective_ACs"] == pytest.approx(ours["effective_acs"])

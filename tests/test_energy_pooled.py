@@ -138,3 +138,35 @@ def test_spikes_pooled_over_equal_windows_say_nothing() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         estimate_energy(net, torch.rand(4, 1, 7, 7))
+
+
+class _Copy(nn.Module):
+    """Pooled spikes copied before the next layer: a clone, a time-batch-time round trip
+    through a contiguous copy, or a concatenation of two halves."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, C, H, W]
+        if self.how == "clone":
+            return x.clone()
+        if self.how == "contiguous":
+            return x.transpose(0, 1).contiguous().transpose(0, 1)
+        return torch.cat([x[:, :1], x[:, 1:]], dim=1)
+
+
+@pytest.mark.parametrize("how", ["clone", "contiguous", "cat"])
+def test_pooled_spikes_keep_their_window_through_copies(how: str) -> None:
+    """The window area rode on the pooled tensor only (and its views): a clone, a
+    contiguous copy or a cat of the pooled spikes was priced at its values, a quarter of
+    the accumulates, silently."""
+    torch.manual_seed(3)
+    net = PoolNet(1, nn.AvgPool2d(2)).eval()
+    x = torch.rand(3, 1, 8, 8)
+    want = estimate_energy(net, x).rows[1].exact_ops
+    copied = PoolNet(1, nn.AvgPool2d(2)).eval()
+    copied.load_state_dict(net.state_dict())
+    copied.pool = nn.Sequential(copied.pool, _Copy(how))  # type: ignore[assignment]
+    row = estimate_energy(copied, x).rows[1]
+    assert row.exact_ops == pytest.approx(want)

@@ -102,3 +102,22 @@ def test_the_old_energy_presets_name_warns_and_is_the_hardware_registry() -> Non
         old = energy.PRESETS
     assert old is energy.HARDWARE_PRESETS
     assert "fp32-45nm" in old and "PRESETS" not in energy.__all__
+
+
+def test_a_preset_with_the_costs_of_another_keeps_its_own_name() -> None:
+    """A registered preset whose figures equal ``fp32-45nm``'s was reported as
+    ``fp32-45nm`` with Horowitz's source: the preset was found again by its costs."""
+    from spikelottery.energy.hardware import HardwarePreset, register_hardware_preset
+
+    register_hardware_preset(HardwarePreset("fp32-mychip", 4.6, 0.9, 32, "my chip's datasheet"))
+    try:
+        net = nn.Sequential(nn.Linear(12, 20), LIFNeuron(), nn.Linear(20, 7))
+        report = estimate_energy(net, torch.rand(3, 5, 12), preset="fp32-mychip")
+        assert report.to_dict()["preset"] == "fp32-mychip"
+        assert "my chip's datasheet" in report.conventions()
+        assert report.reprice(nonbinary_as_mac=True).to_dict()["preset"] == "fp32-mychip"
+        # Other costs are not the preset any more; the default is still the paper's.
+        assert report.reprice(e_ac=0.5).to_dict()["preset"] == "custom"
+        assert estimate_energy(net, torch.rand(3, 5, 12)).to_dict()["preset"] == "fp32-45nm"
+    finally:
+        HARDWARE_PRESETS.unregister("fp32-mychip")

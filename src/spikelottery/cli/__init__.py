@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         "energy",
         help="energy per sample of a ticket (paper Eq. 3-4), measured on test batches",
         description="Rebuild the run's model from the ticket's metadata, load the ticket and "
-        "print estimate_energy's report, measured on test batches.",
+        "print estimate_energy's report, measured on test batches and priced as the run "
+        "priced it (its energy_preset; the ANN reference once per distinct input frame).",
     )
     add_ticket_arg(p_energy)
     add_data_flags(p_energy, "test batches to measure on (default: the run's energy_batches)")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._table import format_rows
-from ..errors import SpikeLotteryError
+from ..errors import NoSpikingLayerWarning, SpikeLotteryError
 from .common import dims, print_json
 from .rebuild import Rebuilt, engine_net, prepare, read_run, read_ticket, rebuild
 
@@ -178,10 +178,15 @@ def energy_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
     m = prepare(parser, args)
     batches = m.batches if m.batches is not None else m.config.energy_batches
-    # As the engine measures it: a network that does not spike pays its MACs on every step
-    # it runs; the SNN's ANN reference runs once.
+    # As the engine measures it: the run's hardware preset, the ANN reference once per
+    # distinct input frame, and an ANN (no spiking layer by design) gets its ANN figures.
     spiking = getattr(m.net, "spiking", m.config.spiking)
-    report = estimate_energy(m.net, m.loader, max_batches=batches, ann_every_step=not spiking)
+    with warnings.catch_warnings():
+        if not spiking:
+            warnings.simplefilter("ignore", NoSpikingLayerWarning)
+        report = estimate_energy(
+            m.net, m.loader, max_batches=batches, preset=m.config.energy_preset
+        )
     sparse = report.reprice(density_scaling=True)
     energy, energy_sparse = (
         (report.snn_mj, sparse.snn_mj) if spiking else (report.ann_mj, sparse.ann_mj)
@@ -197,7 +202,7 @@ def energy_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                 "ann_reference_mj": report.ann_mj,
                 "firing_rate": finite_or_none(report.mean_rate) if spiking else None,
                 "threads": m.threads.to_dict(),
-                "report": report.to_dict(),
+                "report": report.to_dict() if spiking else report.ann_dict(),
             }
         )
         return 0

@@ -2,7 +2,8 @@
 
 A multi-step neuron (ours, SpikingJelly's with ``step_mode="m"``) is called with the whole
 sequence ``[T, B, ...]``: its input's first dim is ``T``, its second ``B``. A single-step
-neuron (SpikingJelly's ``step_mode="s"``, snnTorch's, ours with ``step_mode="s"``) is
+neuron (SpikingJelly's ``step_mode="s"``, snnTorch's, Norse's cells, ours with
+``step_mode="s"``) is
 called once per step with ``[B, ...]``: its calls per batch are ``T``. The input's rank
 alone cannot tell ``[T, B, F]`` from ``[B, N, F]``; the neurons can.
 """
@@ -59,9 +60,12 @@ def read_layout(
 
     Rules: ``T`` is the first dim of every multi-step neuron's input and the number of
     calls of every single-step neuron; they must agree. ``B`` is ``batch_size`` if given,
-    else the number of labels, else the second dim of a multi-step neuron's input or the
-    first of a single-step one's (when neurons differ, the first neuron's ``B`` when every
-    other is a multiple of it, e.g. attention heads folded into the batch). Without
+    else the number of labels (which must be a neurons' ``B`` when the first neuron's
+    ``B`` is one of the input's first two dims: per-step labels ``[T, B]`` raise), else
+    the second dim of a multi-step neuron's input or the first of a single-step one's
+    (when neurons differ, the first neuron's ``B`` when every other is a multiple of it,
+    e.g. attention heads folded into the batch), which must be one of the input's first
+    two dims (tokens folded into every neuron's batch raise). Without
     neurons, ``B`` is the input's first dim, except for a 5-D input (``[T, B, C, H, W]``
     or ``[B, T, C, H, W]``: ambiguous) without ``timesteps`` matching one of its first
     two dims.
@@ -77,8 +81,8 @@ def read_layout(
         The :class:`Layout`.
 
     Raises:
-        LayoutError: The neurons disagree on ``T`` or ``B``, contradict ``timesteps``, or
-            a neuron-less 5-D input does not say which axis is time.
+        LayoutError: The neurons disagree on ``T`` or ``B``, contradict ``timesteps`` or
+            the labels, or a neuron-less 5-D input does not say which axis is time.
 
     >>> read_layout([("1", "m", (3, 5, 20))], (3, 5, 12))
     Layout(timesteps=3, batch=5, source='neurons')
@@ -117,15 +121,29 @@ def read_layout(
         )
     if batch_size is not None:
         return Layout(t, batch_size, "batch_size")
-    if labels is not None:
-        return Layout(t, labels, "labels")
     sizes = list(dict.fromkeys(b for b, _ in batches))
+    if labels is not None:
+        # Labels win (neurons may fold attention heads into the batch), unless the neurons
+        # see a B that is a dim of the input and the labels count something else (per-step
+        # labels [T, B] count T).
+        if sizes and labels not in sizes and sizes[0] in x_shape[:2]:
+            raise LayoutError(
+                f"the batch has {labels} labels but the spiking neurons see B={sizes[0]} "
+                f"({_describe([item for bb, item in batches if bb == sizes[0]])}); {_ASK}"
+            )
+        return Layout(t, labels, "labels")
     b = sizes[0]
     if len(sizes) > 1 and (any(s % b for s in sizes) or b not in x_shape[:2]):
         told = "; ".join(
             f"B={s}: {_describe([item for bb, item in batches if bb == s])}" for s in sizes
         )
         raise LayoutError(f"the spiking neurons disagree on the batch size ({told}); {_ASK}")
+    if b not in x_shape[:2]:  # e.g. tokens folded into the batch: [T, B * N, D]
+        raise LayoutError(
+            f"the spiking neurons see B={b} ({_describe([item for _, item in batches])}), "
+            f"which is not one of the input's first two dims {list(x_shape[:2])}; {_ASK} "
+            "(or pass (x, y) batches)"
+        )
     return Layout(t, b, "neurons")
 
 

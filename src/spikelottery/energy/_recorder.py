@@ -100,6 +100,47 @@ _PASS_OPS = frozenset(
     ]
 )
 
+# Ops whose output holds the values of their tensor operands, rearranged or copied: pooled
+# spikes stay pooled spikes through them.
+_KEEP_VALUES_OPS = frozenset(
+    [
+        "clone",
+        "contiguous",
+        "detach",
+        "to",
+        "float",
+        "double",
+        "cat",
+        "concat",
+        "concatenate",
+        "stack",
+        "hstack",
+        "vstack",
+        "transpose",
+        "permute",
+        "movedim",
+        "swapaxes",
+        "swapdims",
+        "reshape",
+        "view",
+        "flatten",
+        "unflatten",
+        "squeeze",
+        "unsqueeze",
+        "narrow",
+        "select",
+        "__getitem__",
+        "chunk",
+        "split",
+        "unbind",
+        "repeat",
+        "expand",
+        "flip",
+        "roll",
+        "t",
+    ]
+)
+
 
 class Recorder:
     """Module stack (via hooks) plus the per-layer tallies.
@@ -159,6 +200,27 @@ class Recorder:
     def mark_pooled(self, out: Tensor, area: float) -> None:
         """``out`` is an average pool of spikes over windows of ``area`` inputs."""
         self.pooled[id(out)] = (weakref.ref(out), area)
+
+    def carry_pooled(
+        self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any
+    ) -> None:
+        """Keep the window area of pooled spikes on what a copy or a rearrangement of them
+        (a clone, a contiguous copy, a concatenation, ...) returns: its values are the
+        same pooled spikes. Only when every tensor operand is pooled over one area."""
+        if torch.compiler.is_compiling():
+            return  # inside a compiled kernel (the LIF's): no pooled spikes, and no guard
+        if not self.pooled or getattr(func, "__name__", "") not in _KEEP_VALUES_OPS:
+            return
+        areas = {
+            self.pool_area(t)
+            for t in tree_flatten((args, dict(kwargs)))[0]
+            if isinstance(t, Tensor) and t.numel() > 1
+        }
+        if len(areas) != 1 or (area := areas.pop()) <= 1.0:
+            return
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, Tensor):
+                self.mark_pooled(t, area)
 
     def pool_area(self, x: Tensor) -> float:
         """The window area of the average-pooled spikes ``x`` is (a view of), else 1.0."""

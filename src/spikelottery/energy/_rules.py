@@ -524,6 +524,7 @@ class OpMode(TorchFunctionMode):
         if rule is not None:
             rule(rec, args, kwargs, out)
         else:
+            rec.carry_pooled(func, args, kwargs, out)
             rec.passthrough(func, args, kwargs, out)
         return out
 

@@ -4,6 +4,7 @@ density, and reads the batch size ``B`` and the time steps ``T``."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,9 +64,9 @@ def count_ops(
 
     ``T`` and ``B`` are read from the spiking neurons (:mod:`._layout`): a multi-step
     neuron (ours, SpikingJelly's ``step_mode="m"``) sees ``[T, B, ...]``, a single-step one
-    (SpikingJelly's ``step_mode="s"``, snnTorch's) sees ``[B, ...]`` once per step. Labels
-    of an ``(x, y)`` batch and ``batch_size=`` override ``B``; ``timesteps=`` must agree
-    with the neurons (give both ``timesteps=`` and ``batch_size=`` to override them). When
+    (SpikingJelly's ``step_mode="s"``, snnTorch's, Norse's cells) sees ``[B, ...]`` once per
+    step. Labels of an ``(x, y)`` batch and ``batch_size=`` override ``B``; ``timesteps=``
+    must agree with the neurons (give both ``timesteps=`` and ``batch_size=`` to override them). When
     the neurons disagree, a :class:`~spikelottery.errors.LayoutError` asks for
     ``timesteps=`` and ``batch_size=``. Without neurons (an ANN), ``B`` is the labels'
     length or the input's first dim (a 5-D input without labels or ``timesteps=`` is
@@ -201,7 +202,11 @@ def measure(
         )
         for n in sorted(rec.neurons.values(), key=lambda n: n.seq)
     )
-    frames = t if _event_frames(inputs_seen[0], rec.batch_sizes[0], t) else 1.0
+    frames = 1.0
+    if _event_frames(inputs_seen[0], rec.batch_sizes[0], t) and _reads_frames(
+        rec, inputs_seen[0][0], rec.batch_sizes[0], samples, t
+    ):
+        frames = t
     return Measurement(tuple(counts), t, samples, neurons, frames, bool(neurons))
 
 
@@ -225,6 +230,19 @@ def _event_frames(seen: tuple[tuple[int, ...], bool, bool], b: int, t: float) ->
         axes.append(same1)
     # A static image repeated over T (some candidate time axis is constant) is one frame.
     return bool(axes) and not any(axes)
+
+
+def _reads_frames(rec: Recorder, shape: tuple[int, ...], b: int, samples: int, t: float) -> bool:
+    """The first layer reads less than ``T`` copies of the input: the input's time axis is
+    real. A static ``[B, C, H, W]`` image with ``C == T`` (CIFAR at ``T = 3``) has the
+    shape of ``[B, T, ...]`` event frames, but a model that repeats it over ``T`` has its
+    first layer read ``T`` copies of it: one frame. Only a conv or linear first layer is
+    checked."""
+    first = min(rec.tallies.values(), key=lambda a: a.seq)
+    if first.kind not in ("conv", "linear"):
+        return True
+    read = first.act_numel / samples
+    return read < t * math.prod(shape) / b * (1 - 1e-9)
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, int | None]:

@@ -8,7 +8,8 @@ activation modules it knows. :func:`run_neurobench` therefore
 * bakes a copy of the ticket (:func:`~spikelottery.densify`), so the connection sparsity
   counts the pruned weights and the footprint holds no scores or frozen dense weights;
 * registers our :class:`~spikelottery.neuron.LIFNeuron` (and SpikingJelly's ``BaseNode``
-  when installed) as activation modules, so activation sparsity sees the spikes;
+  and snnTorch's ``SpikingNeuron`` when loaded) as activation modules, so activation
+  sparsity sees the spikes;
 * converts NeuroBench's batch-first ``[B, T, ...]`` batches to ``[T, B, ...]`` for a model
   that reads time first.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -80,6 +82,11 @@ def neurobench_model(model: nn.Module, *, time_first: bool | None = None) -> Any
     sj = optional_import("spikingjelly.activation_based.neuron")
     if sj is not None:
         wrapped.add_activation_module(sj.BaseNode)
+    # snnTorch's neurons, as NeuroBench's own SNNTorchModel registers them (a library the
+    # user never imported cannot have made their neurons).
+    snn = optional_import("snntorch") if "snntorch" in sys.modules else None
+    if snn is not None:
+        wrapped.add_activation_module(snn.SpikingNeuron)
     return wrapped
 
 

@@ -9,6 +9,7 @@ takes the fields as keywords through :func:`merge_options`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .hardware import E_SRAM_BIT_PJ, find_preset, resolve_preset
+from .hardware import E_SRAM_BIT_PJ, HardwarePreset, find_preset, resolve_preset
 
 __all__ = [
     "ATTENTION_ORDERS",
@@ -74,6 +75,12 @@ def _check_order(name: str, value: Any) -> str:
     if value not in ATTENTION_ORDERS:
         raise ValueError(f"{name} must be one of {ATTENTION_ORDERS}, got {name}={value!r}")
     return str(value)
+
+
+def _check_hardware(name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise TypeError(f"{name} must be a preset name or None, got {name}={value!r}")
+    return value
 
 
 def _option(default: Any, check: Callable[[str, Any], Any], help: str) -> Any:
@@ -159,6 +166,16 @@ class PricingOptions:
         "Size in KiB of the SRAM whose per-bit cost ``e_mem_bit`` is (8: Horowitz's 8 KB "
         "SRAM); a report says when the model does not fit it.",
     )
+    hardware: str | None = field(  # a label, not a price: equal options price alike
+        default=None,
+        compare=False,
+        metadata={
+            "check": _check_hardware,
+            "help": "Name of the hardware preset the costs came from (set by ``preset=``), "
+            "reported while the costs are still that preset's; None: the first preset "
+            "with these costs.",
+        },
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -172,8 +189,28 @@ class PricingOptions:
         (0.03, 8)
         """
         p = resolve_preset(preset)
-        base = {"e_mac": p.e_mac, "e_ac": p.e_ac, "weight_bits": p.bits, "state_bits": p.bits}
+        base = {
+            "e_mac": p.e_mac,
+            "e_ac": p.e_ac,
+            "weight_bits": p.bits,
+            "state_bits": p.bits,
+            "hardware": p.name,
+        }
         return cls(**{**base, **changes})
+
+    def _preset(self) -> HardwarePreset | None:
+        """The preset these costs are: the named one while they match it, else the first
+        with these costs (two presets may share figures and differ in source)."""
+        named = None
+        if self.hardware is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                named = resolve_preset(self.hardware)
+        costs = (self.e_mac, self.e_ac, self.weight_bits)
+        if named is not None and (named.e_mac, named.e_ac, named.bits) == costs:
+            p: HardwarePreset | None = named
+        else:
+            p = find_preset(*costs)
+        return None if p is None or self.state_bits != p.bits else p
 
     def preset_name(self) -> str:
         """The name of the preset these costs match, or ``"custom"``.
@@ -181,14 +218,13 @@ class PricingOptions:
         >>> PricingOptions().preset_name(), PricingOptions(e_ac=0.5).preset_name()
         ('fp32-45nm', 'custom')
         """
-        p = find_preset(self.e_mac, self.e_ac, self.weight_bits)
-        return "custom" if p is None or self.state_bits != p.bits else p.name
+        p = self._preset()
+        return "custom" if p is None else p.name
 
     def disclosure(self) -> str:
         """The preset, its source and the memory cost: the head of :meth:`conventions`."""
-        p = find_preset(self.e_mac, self.e_ac, self.weight_bits)
-        custom = p is None or self.state_bits != p.bits
-        hw = "custom costs" if custom or p is None else p.describe()
+        p = self._preset()
+        hw = "custom costs" if p is None else p.describe()
         return (
             f"preset {hw}; memory {self.e_mem_bit:.3g} pJ/bit, {self.weight_bits}-bit weights "
             f"(1-bit if binarised), {self.state_bits}-bit membranes"
@@ -247,7 +283,10 @@ def merge_options(
         # A preset sets the costs and bit widths; explicit keywords still win.
         rest = {k: v for k, v in changes.items() if k != "preset"}
         preset = PricingOptions.from_preset(changes["preset"])
-        costs = {k: getattr(preset, k) for k in ("e_mac", "e_ac", "weight_bits", "state_bits")}
+        costs = {
+            k: getattr(preset, k)
+            for k in ("e_mac", "e_ac", "weight_bits", "state_bits", "hardware")
+        }
         return merge_options(options, {**costs, **rest}, caller=caller)
     names = [f.name for f in dataclasses.fields(PricingOptions)]
     unknown = set(changes) - set(names)

@@ -104,7 +104,10 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     if not all(math.isfinite(x) for x in xs):
         raise ValueError(f"summarize got a non-finite value in {xs}")
     n = len(xs)
-    mean = math.fsum(x / n for x in xs)  # x / n: no overflow near the largest floats
+    try:
+        mean = math.fsum(xs) / n  # exact sum, one rounding: between min and max
+    except OverflowError:  # near the largest floats: x / n first (tiny ones may underflow)
+        mean = math.fsum(x / n for x in xs)
     if n < 2:
         return Summary(mean, math.nan, n, math.nan, math.nan)
     # scaled by the largest deviation, so that squaring never overflows

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..threads import share_cpus
 from .plan import PlannedRun
+from .registered import registered
 from .task import run_task
 
 __all__ = ["Outcome", "run_local"]
@@ -128,6 +129,7 @@ def run_local(
             finish(outcome, release)
         return outcomes
     context = multiprocessing.get_context("spawn")
+    expected = registered()  # what the workers must see behind the runs' names
     running: dict[cf.Future[dict[str, Any]], tuple[PlannedRun, Callable[[], None]]] = {}
 
     def collect(futures: Iterable[cf.Future[dict[str, Any]]]) -> None:
@@ -146,7 +148,7 @@ def run_local(
                     collect(cf.wait(running, return_when=cf.FIRST_COMPLETED).done)
                 release = take(r)
                 if release is not None:
-                    future = pool.submit(run_task, str(r.folder), runtime, tensorboard)
+                    future = pool.submit(run_task, str(r.folder), runtime, tensorboard, expected)
                     running[future] = (r, release)
             collect(cf.as_completed(list(running)))
     finally:  # after the pool has shut down: no claimed run is still running

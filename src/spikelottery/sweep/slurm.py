@@ -24,6 +24,7 @@ from typing import Any
 from .._io import atomic_write_bytes
 from ..errors import SpikeLotteryError
 from .plan import PlannedRun
+from .registered import registered
 from .task import run_task
 
 __all__ = ["JOBS_FILE", "SLURM_DIR", "SlurmOptions", "queued_runs", "recorded_jobs", "submit_slurm"]
@@ -170,8 +171,13 @@ def submit_slurm(
     executor = submitit.AutoExecutor(folder=Path(out) / SLURM_DIR / "%j", cluster="slurm")
     executor.update_parameters(**options.submitit_parameters())
     folders = [str(r.folder) for r in runs]
+    expected = registered()  # what the tasks must see behind the runs' names
     jobs = executor.map_array(
-        run_task, folders, [dict(runtime or {})] * len(runs), [tensorboard] * len(runs)
+        run_task,
+        folders,
+        [dict(runtime or {})] * len(runs),
+        [tensorboard] * len(runs),
+        [expected] * len(runs),
     )
     ids = [str(job.job_id) for job in jobs]
     _record(out, runs, ids, options)

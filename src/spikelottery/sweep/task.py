@@ -23,6 +23,7 @@ from .._io import atomic_write_bytes
 from ..engine import TrainConfig, run
 from ..errors import SpikeLotteryError
 from .plan import FAILED_FILE, SETTINGS_FILE
+from .registered import check_registered
 from .tensorboard import write_events
 
 __all__ = ["read_settings", "run_task"]
@@ -73,6 +74,7 @@ def run_task(
     folder: str | os.PathLike[str],
     runtime: dict[str, Any] | None = None,
     tensorboard: bool = False,
+    expected: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Run the sweep run whose settings are in ``folder``; return a short summary.
 
@@ -82,6 +84,9 @@ def run_task(
             ``data_root``, ``num_workers``...).
         tensorboard: Also write TensorBoard event files from the results
             (:func:`~spikelottery.sweep.tensorboard.write_events`).
+        expected: The registered entries of the sweep's process
+            (:func:`~spikelottery.sweep.registered.registered`): in another process, the
+            run fails when a name it uses stands for another entry here.
 
     Returns:
         ``{"run_id", "accuracy", "seconds"}``.
@@ -99,6 +104,8 @@ def run_task(
     if main:
         (path / FAILED_FILE).unlink(missing_ok=True)
     try:
+        if expected is not None:
+            check_registered(values, expected)
         cfg = TrainConfig.from_record(values, source=str(path / SETTINGS_FILE))
         results = run(cfg)
     except Exception as exc:  # an interrupt is not a failure: the run resumes next time
