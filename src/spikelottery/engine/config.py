@@ -76,13 +76,11 @@ _NEURONS = "spiking neurons"
 _OPTIM = "optimisation"
 _RUNNING = "running"
 
-#: Training steps from which ``compile_lif="auto"`` compiles the LIF kernels on one CPU
-#: thread: a cold compile costs 15-20 s and saves about 0.06 s per step of the demo network
-#: there (break-even measured at 286-360 steps, benchmarks/bench_startup.py).
+#: Training steps from which ``compile_lif="auto"`` compiles the LIF kernels. The
+#: break-even of the demo network (benchmarks/bench_startup.py): 286-360 steps with an
+#: empty compile cache on one thread, 690 on two; 46 and 104 with a warm cache, which
+#: every run after the first one has (inductor keeps its kernels on disk).
 COMPILE_MIN_STEPS = 300
-#: The same on two or more threads, where a step is faster and the compile is not: the
-#: cold-cache break-even measured 618-834 steps (690 median) on 2 idle cores.
-COMPILE_MIN_STEPS_THREADED = 700
 #: Upper bounds of ``timesteps`` and ``resolution``: far above any paper's values, low
 #: enough that a typo fails here, naming the setting, not deep inside torch.
 MAX_TIMESTEPS = 4096
@@ -442,8 +440,7 @@ class TrainConfig:
     compile_lif: str = setting(
         "auto",
         help='Compile the LIF kernels with ``torch.compile``: ``"auto"`` only when the run '
-        f"plans at least {COMPILE_MIN_STEPS} training steps on one CPU thread, "
-        f"{COMPILE_MIN_STEPS_THREADED} on more, enough to repay the compile time "
+        f"plans at least {COMPILE_MIN_STEPS} training steps, enough to repay the compile time "
         '(shorter runs start as fast as without compiling), ``"on"`` always, '
         '``"off"`` never. Compiled and uncompiled kernels agree to float rounding.',
         check=choice(("auto", "on", "off")),

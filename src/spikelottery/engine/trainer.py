@@ -41,7 +41,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from .config import COMPILE_MIN_STEPS, COMPILE_MIN_STEPS_THREADED, ConfigError, TrainConfig
+from .config import COMPILE_MIN_STEPS, ConfigError, TrainConfig
 from .convention import call_model, engine_view
 from .distributed import (
     DistInfo,
@@ -211,7 +211,7 @@ class Trainer:
             try:
                 loaders = build_loaders(cfg, train_set, test_set, dist=info, device=device)
                 planned = sum(st.epochs for st in stage_plan(cfg)) * loaders.steps_per_epoch
-                with lif_compilation(compile_decision(cfg.compile_lif, planned, threads.count)):
+                with lif_compilation(compile_decision(cfg.compile_lif, planned)):
                     net = engine_view(
                         model, cfg.model_input, timesteps=cfg.timesteps, event=data_info.is_event
                     )
@@ -474,24 +474,18 @@ class Trainer:
         write_json(out / RESULTS_FILE, results.to_dict())
 
 
-def compile_decision(setting: str, planned_steps: int, threads: int = 1) -> bool:
+def compile_decision(setting: str, planned_steps: int) -> bool:
     """Whether to compile the LIF kernels for a run of ``planned_steps`` training steps.
 
-    ``"auto"`` compiles from :data:`~spikelottery.engine.config.COMPILE_MIN_STEPS` steps on
-    when the run uses one CPU thread, from
-    :data:`~spikelottery.engine.config.COMPILE_MIN_STEPS_THREADED` on more (a step there
-    is faster, the compile is not), unless the environment switches compiling off
-    (``SPIKELOTTERY_COMPILE=0``).
+    ``"auto"`` compiles from :data:`~spikelottery.engine.config.COMPILE_MIN_STEPS` steps on,
+    unless the environment switches compiling off (``SPIKELOTTERY_COMPILE=0``).
 
-    >>> compile_decision("auto", 500, threads=2)  # 300 <= 500 < 700
-    False
-    >>> compile_decision("on", 1), compile_decision("off", 10**6)
-    (True, False)
+    >>> compile_decision("auto", 100), compile_decision("on", 1), compile_decision("off", 10**6)
+    (False, True, False)
     """
     if setting == "auto":
         enabled = os.environ.get("SPIKELOTTERY_COMPILE", "1") != "0"
-        needed = COMPILE_MIN_STEPS if threads <= 1 else COMPILE_MIN_STEPS_THREADED
-        return enabled and planned_steps >= needed
+        return enabled and planned_steps >= COMPILE_MIN_STEPS
     return setting == "on"
 
 
