@@ -94,6 +94,14 @@ def test_busy_machine_gets_one_thread_and_says_why() -> None:
     )
     idle = th.choose_threads("auto", th.Cpus(machine=2, affinity=2, load=0.1))
     assert idle.candidates == (1, 2) and idle.needs_timing
+    # A load of 0.7 (a command that just ended, the machine's daemons) leaves more than a
+    # CPU free: timed, not one thread outright (the demo took 1.6x as long on one).
+    after = th.choose_threads("auto", th.Cpus(machine=2, affinity=2, load=0.7))
+    assert after.candidates == (1, 2) and after.needs_timing
+    one_busy = th.choose_threads("auto", th.Cpus(machine=2, affinity=2, load=1.2))
+    assert one_busy.candidates == (1,)
+    wide = th.choose_threads("auto", th.Cpus(machine=8, affinity=8, load=5.5))
+    assert wide.candidates == (1, 3)  # 2.5 CPUs free: rounded up, then timed
     # Our own part of the load is not someone else's work.
     ours = th.choose_threads("auto", th.Cpus(machine=2, affinity=2, load=2.0, own_load=1.9))
     assert ours.candidates == (1, 2)
@@ -236,6 +244,27 @@ def test_timing_does_not_change_what_the_run_computes(
     a, b = subnet_state(auto.model), subnet_state(pinned.model)
     assert all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
     assert torch.get_num_threads() == 2  # restored after each run
+
+
+def test_the_timing_runs_uncompiled_kernels_in_a_compiled_run(
+    idle_two_cpus: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A compiled LIF kernel is compiled again at each thread count (inductor's C++ kernels
+    # fix their thread count): timed, a 2-thread step took 174 ms against 34 at 1 in the
+    # demo, which then ran 1.8x slower on one thread. The timing sees uncompiled kernels.
+    import spikelottery._lif_kernels as kernels
+
+    seen: list[bool] = []
+    real = th.time_counts
+
+    def timed(step: Callable[[], object], counts: Sequence[int], **kw: Any) -> dict[int, float]:
+        seen.append(kernels.compile_allowed())
+        return real(step, counts, rounds=1)
+
+    monkeypatch.setattr(th, "time_counts", timed)
+    # an ANN ticket: compile_lif="on" holds for the run, and no kernel is compiled here
+    result = run(tiny(method="mplt-relu", spiking=False, compile_lif="on"))
+    assert seen == [False] and result.threads is not None and result.threads["timings"]
 
 
 TINY_RUN = ["run", "--model", "vgg_tiny", "--epochs", "1", "--max-batches", "2"]

@@ -12,7 +12,7 @@ The policy here chooses, in this order:
 3. ``"auto"``: the CPUs the process may really use (CPU affinity, the cgroup CPU quota,
    SLURM's ``SLURM_CPUS_PER_TASK``, never more than torch's own count) divided among the
    sweep's worker processes (:func:`share_cpus`) or ``torchrun``'s local processes; then
-   1 when the machine's load leaves less than one and a half CPUs free (the load is read
+   1 when the machine's load leaves less than one CPU free (the load is read
    only where the process may use every CPU of the machine: in a container or a SLURM
    allocation it describes other people's CPUs); else the engine times a forward pass
    and a few training steps of the run's model at 1 and at ``N`` threads
@@ -71,7 +71,10 @@ AUTO = "auto"
 FASTER_BY = 0.05
 #: Free CPUs (the machine's count less the load of other processes) below which ``auto``
 #: takes one thread without timing: a second thread would share a core with other work.
-MIN_FREE_FOR_MORE = 1.5
+#: From there up the run's model is timed at 1 and at the free CPUs rounded up (a load
+#: average of 0.7 left by a command that just ended, or by the machine's own daemons,
+#: must not keep an idle 2-core machine at one thread: the demo took 1.6x as long).
+MIN_FREE_FOR_MORE = 1.0
 #: Seconds after which the engine times the thread counts again for the same model.
 PROBE_TTL = 120.0
 
@@ -283,7 +286,7 @@ def choose_threads(
         if free < MIN_FREE_FOR_MORE:
             n = 1
         else:
-            n = min(n, max(1, math.floor(free + 0.5)))
+            n = min(n, max(1, math.ceil(free)))
     reason = f"auto ({', '.join(parts)} -> {n})"
     return ThreadChoice(n, AUTO, reason, (1, n) if n > 1 else (1,))
 

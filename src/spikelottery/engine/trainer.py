@@ -221,7 +221,10 @@ class Trainer:
                         check_first_batch(net, loaders.test, device)
                     if not info.enabled:  # W processes would each time their own
                         key = timing_key(cfg.to_dict()) if self._user_model is None else None
-                        threads = settle_by_timing(threads, net, loaders.test, device, key=key)
+                        # uncompiled LIF kernels: a compiled kernel would be compiled
+                        # again at each count timed, and the compile timed with it
+                        with lif_compilation(False):
+                            threads = settle_by_timing(threads, net, loaders.test, device, key=key)
                     torch.set_num_threads(threads.count)
                     logger.info("threads: %d, %s", threads.count, threads.reason)
                     resume = load_for_resume(cfg, model=model)
