@@ -85,8 +85,10 @@ def estimate_energy(
     )
     if not found.spiking:
         warnings.warn(
-            f"no spiking neuron ran in {type(model).__name__}: the SNN figures price its "
-            "activations as if they were spikes; for an ANN read report.ann_mj",
+            f"no spiking neuron ran in {type(model).__name__} (of the kinds the estimator "
+            "knows: spikelottery's LIFNeuron, SpikingJelly's nodes, snnTorch's and Norse's "
+            "neurons; a neuron class of your own is not one of them): the SNN figures price "
+            "its activations as if they were spikes; for an ANN read report.ann_mj",
             NoSpikingLayerWarning,
             stacklevel=2,
         )
