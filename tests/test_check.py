@@ -225,14 +225,6 @@ def test_r2_a_stochastic_encoder_is_not_a_false_alarm() -> None:
 # --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("example", ["x", 3, None, ("a", 1)])
 def test_check_ticket_needs_a_tensor(example: object) -> None:
     net = sparsify(nn.Sequential(nn.Linear(3, 3)), 0.5)

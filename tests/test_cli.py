@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import spikelottery
 from spikelottery.cli import add_config_flags, build_parser, flag_of, main
@@ -297,14 +296,6 @@ QUICK_bad_inputs_cli = [
     "--no-progress",
     "-q",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def files_in(folder: Path) -> dict[str, bytes]:

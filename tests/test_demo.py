@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import spikelottery.engine
 from spikelottery import demo as demo_module
@@ -77,14 +76,6 @@ def test_an_interrupted_demo_resumes(tmp_path, capsys) -> None:
 
 
 # --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
-    yield
-    torch.set_num_threads(threads)
 
 
 def files_in(folder: Path) -> dict[str, bytes]:

@@ -11,6 +11,7 @@ from hypothesis import given
 from torch import nn
 
 import spikelottery.subnet as subnet_mod
+from _model_state import assert_unchanged, snapshot
 from spikelottery import BinaryActivation, SubnetConv, SubnetLinear
 from spikelottery.functional import kept_count
 from spikelottery.layers import SubnetConv1d, SubnetLayer, init_weight_, subnet_class_for
@@ -324,25 +325,6 @@ def test_a_layer_pickled_before_the_generic_mechanism_loads() -> None:
 
 
 # --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
-    yield
-    torch.set_num_threads(threads)
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert torch.equal(after[k], v), f"{k} changed"
 
 
 LAYER_CASES: list[tuple[Callable[[], nn.Module], Callable[[], torch.Tensor], str]] = [

@@ -18,6 +18,7 @@ from spikingjelly.activation_based import functional
 from torch import nn
 
 from _engine_testing import tiny
+from _model_state import assert_unchanged, snapshot
 from spikelottery import sparsify
 from spikelottery.engine import ConfigError, Trainer
 from spikelottery.functional import kept_count
@@ -402,25 +403,6 @@ def test_model_classes_are_importable_and_printable() -> None:
 
 
 NEURONS = {"neuron_kwargs": {"backend": "eager"}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_bad_inputs():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
-    yield
-    torch.set_num_threads(threads)
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert torch.equal(after[k], v), f"{k} changed"
 
 
 ZOO_CASES: list[tuple[str, dict[str, Any], Callable[[], Any], type[Exception], str]] = [

@@ -107,14 +107,6 @@ def test_public_names_are_defined_in_public_modules() -> None:
 # --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_cuda_home_log_line_is_hidden_until_its_module_is_imported(monkeypatch) -> None:
     # torch.utils.cpp_extension logs "No CUDA runtime is found" when first imported, which
     # a first compile does on a machine without CUDA; a stand-in name plays "not imported".

@@ -16,6 +16,7 @@ from hypothesis import given
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from _model_state import assert_unchanged, snapshot
 from spikelottery import (
     SpikeLotteryError,
     SubnetConv,
@@ -526,25 +527,6 @@ def test_tied_layers_count_once_in_summary_and_kept_fraction() -> None:
 
 
 # --- from test_bad_inputs.py: Bad inputs to the Python API, the engine and the model zoo: each one gets a named error.
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
-    yield
-    torch.set_num_threads(threads)
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert torch.equal(after[k], v), f"{k} changed"
 
 
 @pytest.mark.parametrize(

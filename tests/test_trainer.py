@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from _engine_testing import EAGER, strip_seconds, subnet_state, tiny
+from _model_state import assert_unchanged, snapshot
 from spikelottery import SpikeLotteryError
 from spikelottery.engine import (
     CHECKPOINT_FILE,
@@ -398,25 +399,6 @@ def test_a_users_own_model_is_recorded_as_such_in_the_ticket(tmp_path: Path) -> 
 
 
 NEURONS = {"neuron_kwargs": {"backend": "eager"}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; a second thread only spin-waits on 2 cores
-    yield
-    torch.set_num_threads(threads)
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert torch.equal(after[k], v), f"{k} changed"
 
 
 def files_in(folder: Path) -> dict[str, bytes]:
