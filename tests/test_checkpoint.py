@@ -296,17 +296,7 @@ def _history(epochs: list[int]) -> Callable[[dict[str, Any]], None]:
 BAD_CHECKPOINTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     **{
         f"missing-{key}": (_drop(key), f"the key '{key}' .* is missing")
-        for key in (
-            "epoch",
-            "stage",
-            "model",
-            "optimizer",
-            "scheduler",
-            "rng",
-            "config",
-            "history",
-            "elapsed",
-        )
+        for key in sorted(FORMAT_1_KEYS - {"format"})
     },
     "epoch-as-text": (_set("epoch", "2"), "'epoch' is a str, not an int"),
     "epoch-as-bool": (_set("epoch", True), "'epoch' is a bool, not an int"),

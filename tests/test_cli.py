@@ -280,7 +280,7 @@ def test_demo_help_shows_the_demo_defaults(capsys: pytest.CaptureFixture[str]) -
 
 
 # Quick settings, in case a check let a run through: the tiny VGG on 8x8 digits, 1 batch.
-QUICK_bad_inputs_cli = [
+TINY_RUN_FLAGS = [
     "--model",
     "vgg_tiny",
     "--resolution",
@@ -319,7 +319,7 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path)
 def test_unknown_model_kwargs_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
         "run",
-        *QUICK_bad_inputs_cli,
+        *TINY_RUN_FLAGS,
         "--model-kwargs",
         '{"depht": 4}',
         "--out",
@@ -332,7 +332,7 @@ def test_unknown_model_kwargs_key(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_model_kwargs_key_the_run_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
         "run",
-        *QUICK_bad_inputs_cli,
+        *TINY_RUN_FLAGS,
         "--model-kwargs",
         '{"num_classes": 3}',
         "--out",
@@ -345,18 +345,18 @@ def test_model_kwargs_key_the_run_sets(tmp_path: Path, capsys: pytest.CaptureFix
 def test_config_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "exp.toml"
     config.write_bytes(b'model = "vgg\xe9"\n')
-    line = refused(["run", *QUICK_bad_inputs_cli, "--config", str(config)], capsys, tmp_path)
+    line = refused(["run", *TINY_RUN_FLAGS, "--config", str(config)], capsys, tmp_path)
     assert "argument --config:" in line and "exp.toml" in line and "not UTF-8" in line
 
 
 def test_config_that_is_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = refused(["run", *QUICK_bad_inputs_cli, "--config", str(tmp_path)], capsys, tmp_path)
+    line = refused(["run", *TINY_RUN_FLAGS, "--config", str(tmp_path)], capsys, tmp_path)
     assert "argument --config:" in line and "is a folder" in line and "does not exist" not in line
 
 
 def test_config_that_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = refused(
-        ["run", *QUICK_bad_inputs_cli, "--config", str(tmp_path / "no.toml")], capsys, tmp_path
+        ["run", *TINY_RUN_FLAGS, "--config", str(tmp_path / "no.toml")], capsys, tmp_path
     )
     assert "argument --config:" in line and "no.toml' does not exist" in line
 
@@ -364,7 +364,7 @@ def test_config_that_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_cifar_without_data_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
         "run",
-        *QUICK_bad_inputs_cli,
+        *TINY_RUN_FLAGS,
         "--dataset",
         "cifar10",
         "--resolution",
@@ -378,7 +378,7 @@ def test_cifar_without_data_root(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_invalid_filter_regex(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = refused(
-        ["run", *QUICK_bad_inputs_cli, "--filter", "conv[", "--out", str(tmp_path / "r")],
+        ["run", *TINY_RUN_FLAGS, "--filter", "conv[", "--out", str(tmp_path / "r")],
         capsys,
         tmp_path,
     )
@@ -388,28 +388,28 @@ def test_invalid_filter_regex(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_resolution_the_model_cannot_take(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["run", *QUICK_bad_inputs_cli, "--resolution", "2", "--out", str(tmp_path / "r")]
+    argv = ["run", *TINY_RUN_FLAGS, "--resolution", "2", "--out", str(tmp_path / "r")]
     line = refused(argv, capsys, tmp_path)
     assert "argument --resolution:" in line and "'vgg_tiny' takes images of at least 4x4" in line
 
 
 def test_out_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "out").write_text("mine")
-    line = refused(["run", *QUICK_bad_inputs_cli, "--out", str(tmp_path / "out")], capsys, tmp_path)
+    line = refused(["run", *TINY_RUN_FLAGS, "--out", str(tmp_path / "out")], capsys, tmp_path)
     assert "argument --out:" in line and "is a file" in line
 
 
 def test_out_under_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "out").write_text("mine")
     line = refused(
-        ["run", *QUICK_bad_inputs_cli, "--out", str(tmp_path / "out" / "run")], capsys, tmp_path
+        ["run", *TINY_RUN_FLAGS, "--out", str(tmp_path / "out" / "run")], capsys, tmp_path
     )
     assert "argument --out:" in line and "cannot be created" in line
 
 
 def test_out_holding_another_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "results.json").write_text(json.dumps({"config": {"pa": 0.9}}))
-    line = refused(["run", *QUICK_bad_inputs_cli, "--out", str(tmp_path)], capsys, tmp_path)
+    line = refused(["run", *TINY_RUN_FLAGS, "--out", str(tmp_path)], capsys, tmp_path)
     assert "argument --out:" in line and "already holds a run" in line
     assert "--resume" in line and "--overwrite" in line
 
@@ -418,16 +418,14 @@ def test_resume_onto_another_experiments_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "results.json").write_text(json.dumps({"config": {"pa": 0.9}}))
-    line = refused(
-        ["run", *QUICK_bad_inputs_cli, "--out", str(tmp_path), "--resume"], capsys, tmp_path
-    )
+    line = refused(["run", *TINY_RUN_FLAGS, "--out", str(tmp_path), "--resume"], capsys, tmp_path)
     assert (
         "argument --out:" in line and "different experiment (" in line and "pa: 0.9 -> 0.4" in line
     )
 
 
 def test_resume_and_overwrite_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["run", *QUICK_bad_inputs_cli, "--out", str(tmp_path), "--resume", "--overwrite"]
+    argv = ["run", *TINY_RUN_FLAGS, "--out", str(tmp_path), "--resume", "--overwrite"]
     line = refused(argv, capsys, tmp_path)
     assert "argument --overwrite:" in line and "choose one" in line
 
@@ -438,7 +436,7 @@ def test_download_of_a_data_set_that_cannot_be_downloaded(
 ) -> None:
     argv = [
         "run",
-        *QUICK_bad_inputs_cli,
+        *TINY_RUN_FLAGS,
         "--dataset",
         dataset,
         "--download",

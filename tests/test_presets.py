@@ -7,7 +7,6 @@ import pytest
 from spikelottery.engine import ConfigError, TrainConfig
 from spikelottery.engine.presets import METHODS, preset_table, resolve_method
 from spikelottery.report import infer_method
-from spikelottery.report.tables import compare_rows
 
 PAPER = {
     "ann": (False, "dense", None, 0.0),
@@ -141,34 +140,3 @@ def test_preset_variants_that_stay_the_method_are_accepted() -> None:
     assert TrainConfig.for_method("slt", anneal_epochs=1, epochs=2, out=None).method == "slt"
     assert TrainConfig.for_method("et-slt", search_timesteps=1, out=None).search_timesteps == 1
     assert TrainConfig.for_method("imp-snn", scope="global", out=None).scope == "global"
-
-
-def _rows(method: str, values: dict, accuracy: float) -> list[dict]:
-    return [
-        {
-            "status": "done",
-            "method": method,
-            "model": "m",
-            "seed": s,
-            "accuracy": accuracy + s / 100,
-        }
-        | values
-        for s in range(3)
-    ]
-
-
-@pytest.mark.parametrize(
-    ("a", "a_values", "b", "b_values"),
-    [
-        ("multisp-slt", {"pb": 0.3}, "pepsp-slt", {"pb": 0.0}),  # the paper's Table II claim
-        ("et-slt", {"search_timesteps": 2}, "slt", {"search_timesteps": None}),
-    ],
-)
-def test_compare_pairs_methods_that_differ_in_a_setting_they_decide(
-    a: str, a_values: dict, b: str, b_values: dict
-) -> None:
-    # pb is what MultiSp adds to PEPSp: --compare multisp-slt pepsp-slt paired nothing.
-    rows = _rows(a, a_values, 0.8) + _rows(b, b_values, 0.7)
-    (entry,) = compare_rows(rows, a, b)
-    assert entry["pairs"] == 3 and entry["unpaired"] == 0
-    assert entry["diff_mean"] == pytest.approx(0.1)

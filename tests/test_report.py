@@ -425,3 +425,20 @@ def test_report_help_says_95_percent(capsys: pytest.CaptureFixture[str]) -> None
         main(["report", "--help"])
     out = capsys.readouterr().out
     assert "%%" not in out and re.search(r"95%\s+CI", out)
+
+
+@pytest.mark.parametrize(
+    ("a", "a_values", "b", "b_values"),
+    [
+        ("multisp-slt", {"pb": 0.3}, "pepsp-slt", {"pb": 0.0}),  # the paper's Table II claim
+        ("et-slt", {"search_timesteps": 2}, "slt", {"search_timesteps": None}),
+    ],
+)
+def test_compare_pairs_methods_that_differ_in_a_setting_they_decide(
+    a: str, a_values: dict, b: str, b_values: dict
+) -> None:
+    # pb is what MultiSp adds to PEPSp: --compare multisp-slt pepsp-slt paired nothing.
+    rows = _rows(a, a_values, 0.8) + _rows(b, b_values, 0.7)
+    (entry,) = compare_rows(rows, a, b)
+    assert entry["pairs"] == 3 and entry["unpaired"] == 0
+    assert entry["diff_mean"] == pytest.approx(0.1)
