@@ -76,10 +76,9 @@ _NEURONS = "spiking neurons"
 _OPTIM = "optimisation"
 _RUNNING = "running"
 
-#: Training steps from which ``compile_lif="auto"`` compiles the LIF kernels. The
-#: break-even of the demo network (benchmarks/bench_startup.py): 286-360 steps with an
-#: empty compile cache on one thread, 690 on two; 46 and 104 with a warm cache, which
-#: every run after the first one has (inductor keeps its kernels on disk).
+#: Training steps from which ``compile_lif="auto"`` compiles the LIF kernels. Demo network
+#: break-even (benchmarks/bench_startup.py): 286-360 steps (1 thread) and 690 (2) with an
+#: empty compile cache; 46 and 104 warm, as every run after the first (kept on disk).
 COMPILE_MIN_STEPS = 300
 #: Upper bounds of ``timesteps`` and ``resolution``: far above any paper's values, low
 #: enough that a typo fails here, naming the setting, not deep inside torch.
@@ -574,13 +573,8 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
 def _field_names(cls: type) -> tuple[str, ...]:
-    if cls not in _FIELD_NAMES:
-        _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return _FIELD_NAMES[cls]
+    return tuple(f.name for f in dataclasses.fields(cls))  # cheap: no cache to keep
 
 
 def field_defaults(cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:
