@@ -6,8 +6,16 @@ the default, ``--models vgg9 resnet19`` adds ResNet-19).
 After every optimizer step each score-mask layer recomputes its mask and the tensors the
 forward needs (the effective weight ``W * M``, and alpha in mode ``"mp"``), once, however
 many time steps follow. This times that work for every layer of a zoo network, through
-the layers' own path (``layer.effective_weight()`` after a change of the scores), with
-the exact selection swapped for each of:
+the layers' own path (``layer.effective_weight()`` after a change of the scores: each
+round moves every score by about 0.1% of the scores' spread, as an optimizer step
+does), by:
+
+* ``native``: the library's default on the CPU, :mod:`spikelottery.native`'s kernels
+  (one pass from the last threshold; ``native, no hint`` forgets it every time and
+  takes the two histogram passes);
+
+and on the eager path (``SPIKELOTTERY_NATIVE=0``, what other devices and dtypes run)
+with the exact selection swapped for each of:
 
 * ``radix``: the library's :func:`~spikelottery.topk_mask` (a histogram of the float
   bits, then one bucket);
@@ -16,7 +24,7 @@ the exact selection swapped for each of:
 * ``sort``: :func:`~spikelottery.masks.topk_mask_sorted`, a full stable sort (what the
   layers use while ``torch.compile`` traces them, and what older implementations did).
 
-All three give the same masks, bit for bit (checked here before timing). The yardstick
+All give the same masks, bit for bit (checked here before timing). The yardstick
 is the true bound of any exact selection: one compare-and-count pass over the scores,
 ``(scores.abs() > t).sum()`` per layer for a fixed ``t`` (each layer's current
 threshold), which must read every score once. ``select`` rows time the selection alone
@@ -32,14 +40,15 @@ pass, at one thread.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
-from spikelottery import sparsify
+from spikelottery import native, sparsify
 from spikelottery import subnet as subnet_module
 from spikelottery.functional import kept_count
 from spikelottery.layers import SubnetLayer
@@ -60,11 +69,35 @@ def _layers(name: str, mode: str) -> list[SubnetLayer]:
     return [m for m in model.modules() if isinstance(m, SubnetLayer)]
 
 
-def _touch(layers: list[SubnetLayer]) -> None:
-    """What an optimizer step does to the scores' version counter, at no cost."""
+def _touch(layers: list[SubnetLayer], steps: list[torch.Tensor]) -> None:
+    """What an optimizer step does to the scores: a small move of each, in place."""
     with torch.no_grad():
-        for layer in layers:
-            layer.scores.view(-1)[:0].zero_()  # an in-place write to an empty view
+        for layer, step in zip(layers, steps, strict=True):
+            layer.scores.add_(step.roll(int(torch.randint(step.numel(), ()))).view_as(step))
+
+
+@contextlib.contextmanager
+def _native(on: bool) -> Iterator[None]:
+    saved = os.environ.get(native.ENV_SWITCH)
+    os.environ[native.ENV_SWITCH] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[native.ENV_SWITCH]
+        else:
+            os.environ[native.ENV_SWITCH] = saved
+
+
+def _native_recompute(hint: bool) -> Callable[[list[SubnetLayer]], None]:
+    def run(layers: list[SubnetLayer]) -> None:
+        with _native(True):
+            for layer in layers:
+                if not hint:
+                    layer.invalidate()  # forgets the last threshold too
+                layer.effective_weight()
+
+    return run
 
 
 def _recompute(selection: Callable[..., torch.Tensor]) -> Callable[[list[SubnetLayer]], None]:
@@ -78,8 +111,9 @@ def _recompute(selection: Callable[..., torch.Tensor]) -> Callable[[list[SubnetL
         saved = subnet_module.topk_mask
         subnet_module.topk_mask = select  # type: ignore[assignment]
         try:
-            for layer in layers:
-                layer.effective_weight()  # what the next forward does: one recompute
+            with _native(False):
+                for layer in layers:
+                    layer.effective_weight()  # what the next forward does: one recompute
         finally:
             subnet_module.topk_mask = saved
 
@@ -122,6 +156,12 @@ def time_model(name: str, mode: str, rounds: int, sort: bool) -> dict[str, list[
     variants: dict[str, Callable[[list[SubnetLayer]], None]] = {
         "bound": _bound(_thresholds(layers))
     }
+    if native.available():
+        variants["recompute native"] = _native_recompute(hint=True)
+        variants["native, no hint"] = _native_recompute(hint=False)
+    steps = [
+        1e-3 * layer.scores.detach().std() * torch.randn_like(layer.scores) for layer in layers
+    ]
     for key in names:
         variants[f"select {key}"] = _select(SELECTIONS[key])
         variants[f"recompute {key}"] = _recompute(SELECTIONS[key])
@@ -129,7 +169,7 @@ def time_model(name: str, mode: str, rounds: int, sort: bool) -> dict[str, list[
     order = list(variants)
     for r in range(-1, rounds):  # round -1 warms up
         for key in order[r % len(order) :] + order[: r % len(order)]:
-            _touch(layers)
+            _touch(layers, steps)
             t0 = time.perf_counter()
             variants[key](layers)
             if r >= 0:
@@ -145,6 +185,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-sort", action="store_true", help="leave out the full sort")
     args = parser.parse_args()
+    print(f"native kernels: {native.available() or native.unavailable_reason()}")
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; median of {args.rounds} rounds; "
@@ -164,7 +205,7 @@ def main() -> None:
                     ratio = statistics.median(t / b for t, b in zip(ts, bound, strict=True))
                     spread = f"{1e3 * min(ts):.1f}-{1e3 * max(ts):.1f}"
                     mark = ""
-                    if key == "recompute radix" and threads == 1:
+                    if key in ("recompute radix", "recompute native") and threads == 1:
                         mark = "  ok" if ratio <= TARGET else f"  target <= {TARGET:g}x missed"
                     print(
                         f"{name:<9}{mode:<5}{threads:>7}  {key:<20}"

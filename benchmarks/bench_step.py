@@ -14,7 +14,9 @@ ResNet-19 as SNN (``spiking=True``) and ANN (``spiking=False``, T = 1), and a VG
 SNN built from SpikingJelly's multi-step ``layer.Conv2d`` / ``BatchNorm2d`` / ``LIFNode``.
 
 The LIF backend is the library's default (``SPIKELOTTERY_COMPILE`` as set in the
-environment); every variant takes ``--warmup`` steps first, so compilation is excluded.
+environment), and so are the score-mask layers' native CPU kernels
+(``SPIKELOTTERY_NATIVE=0`` times the eager path); every variant takes ``--warmup`` steps
+first, so compilation is excluded.
 Each round runs one step of every variant of a network back to back (the order rotates
 from round to round), so machine noise hits them alike. Printed: the median ms per step,
 and search / dense as the median (and the range) over rounds of each round's ratio (a
@@ -37,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikelottery import create_model, sparsify
+from spikelottery import create_model, native, sparsify
 
 MODELS = ("vgg9", "resnet19", "sj_vgg")
 TARGET = {("SNN", 8): 1.05, ("ANN", 8): 1.15, ("ANN", 64): 1.05}
@@ -180,6 +182,7 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs, "
         f"load average {load}, SPIKELOTTERY_COMPILE={os.environ.get('SPIKELOTTERY_COMPILE', 'unset')}"
     )
+    print(f"native kernels: {native.available() or native.unavailable_reason()}")
     print(
         f"T={args.timesteps} (ANN: T=1), {args.size}x{args.size}, pa={args.pa}, "
         f"{args.warmup} warm-up steps, rounds per batch {rounds}; ms per step "

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from .ratios import check_ratio, kept_count, ratio_for_count
 
-__all__ = ["check_int", "check_ratio", "kept_count", "ratio_for_count"]
+__all__ = [
+    "check_int",
+    "check_ratio",
+    "kept_count",
+    "nonfinite_scores_error",
+    "ratio_for_count",
+]
 
 
 def check_int(name: str, value: object, *, minimum: int = 1, optional: bool = False) -> int | None:
@@ -31,3 +37,12 @@ def check_int(name: str, value: object, *, minimum: int = 1, optional: bool = Fa
             f"{name} must be {what}{' or None' if optional else ''}, got {name}={value!r}"
         )
     return value
+
+
+def nonfinite_scores_error(bad: int, n: int) -> ValueError:
+    """The error for scores holding ``bad`` NaN or infinite values of ``n``."""
+    return ValueError(
+        f"the scores hold {bad} NaN or infinite value(s) of {n}: their ranking is "
+        "undefined, so no mask is exact. The search diverged: lower the learning rate "
+        "or check the loss for NaN"
+    )

@@ -35,7 +35,8 @@ from ._layer_errors import input_error
 from ._transforms import fx_refusal, multistep_conv
 from .binary import BinaryActivation
 from .masks import INITS, init_weight_
-from .subnet import MODES, SubnetLayer, check_mode, record_weight_reads
+from .subnet import MODES, SubnetLayer, check_mode
+from .weight_reads import record_weight_reads
 
 __all__ = [
     "INITS",

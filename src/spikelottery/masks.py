@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_ratio, kept_count
+from ._validation import check_ratio, kept_count, nonfinite_scores_error
+from .native import native_score_grad
 
 __all__ = [
     "INITS",
@@ -24,6 +25,7 @@ __all__ = [
     "binary_sign",
     "float_mask",
     "init_weight_",
+    "layer_subnet_weight",
     "mask_scores",
     "mp_alpha",
     "precompute_subnet",
@@ -38,14 +40,6 @@ __all__ = [
 
 #: The frozen-weight initialisations of :func:`init_weight_`.
 INITS: tuple[str, ...] = ("kaiming_normal", "signed_constant", "keep")
-
-
-def _nonfinite_error(bad: int, n: int) -> ValueError:
-    return ValueError(
-        f"the scores hold {bad} NaN or infinite value(s) of {n}: their ranking is "
-        "undefined, so no mask is exact. The search diverged: lower the learning rate "
-        "or check the loss for NaN"
-    )
 
 
 def topk_mask_kthvalue(scores: Tensor, pa: float) -> Tensor:
@@ -67,7 +61,7 @@ def topk_mask_kthvalue(scores: Tensor, pa: float) -> Tensor:
     if not bool(torch.isfinite(flat.sum())):  # one reduction: NaN and inf show up in the sum
         bad = int((~torch.isfinite(flat)).sum())
         if bad:  # else the sum overflowed (float16 overflows at 65504)
-            raise _nonfinite_error(bad, n)
+            raise nonfinite_scores_error(bad, n)
     if keep == n:
         return torch.ones_like(scores, dtype=torch.bool)
     return _kthvalue_mask(flat, keep).view_as(scores)
@@ -148,7 +142,7 @@ def _radix_mask(flat: Tensor, keep: int, dtype: torch.dtype = torch.bool) -> Ten
     cum = hist.cumsum(0)
     bad = n - int(cum[inf_key - 1])  # the buckets from inf up: NaN and inf
     if bad:
-        raise _nonfinite_error(bad, n)
+        raise nonfinite_scores_error(bad, n)
     removed = n - keep  # the threshold is the removed-th smallest |value|
     bucket = int(torch.searchsorted(cum, removed))  # the first bucket reaching that rank
     # Entries in the buckets below the threshold's, and through it.
@@ -463,7 +457,9 @@ class _PrecomputedSubnetWeight(torch.autograd.Function):
                 # a graph of the gradient itself (no in-place ops), or mixed dtypes
                 grad_scores = grad * (weight * torch.sign(scores))
             else:  # the same products (exact by +-1 and 0, then one rounding), one tensor
-                grad_scores = torch.sign(scores).mul_(weight).mul_(grad)
+                grad_scores = native_score_grad(grad, weight, scores)
+                if grad_scores is None:  # not a float32 CPU tensor, or no native kernels
+                    grad_scores = torch.sign(scores).mul_(weight).mul_(grad)
         grad_weight = None
         if ctx.needs_input_grad[1]:
             if not ctx.has_wgrad:
@@ -509,6 +505,31 @@ def precompute_subnet(
             if weight_grad:  # never scale the caller's own float mask in place
                 wgrad = maskf.mul_(alpha) if own else maskf * alpha
     return weff, wgrad
+
+
+class _LayerSubnetWeight(torch.autograd.Function):
+    """:class:`_PrecomputedSubnetWeight` for the layers' own reads, its context set up in
+    ``forward``: PyTorch binds the arguments of every ``apply`` of a Function that has
+    ``setup_context`` to its signature (:func:`inspect.signature`, some 0.1 ms a call),
+    and the layers take this path only outside ``torch.func`` and ``torch.compile``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, scores: Tensor, weight: Tensor, weff: Tensor, wgrad: Tensor | None
+    ) -> Tensor:
+        _PrecomputedSubnetWeight.setup_context(ctx, (scores, weight, weff, wgrad), weff)
+        return weff.view_as(weff)
+
+    backward = _PrecomputedSubnetWeight.backward
+
+
+def layer_subnet_weight(
+    scores: Tensor, weight: Tensor, cache: tuple[Tensor, Tensor | None]
+) -> Tensor:
+    """:func:`subnet_weight_precomputed` without the ``torch.func`` support, and cheaper to
+    call: what a score-mask layer hands out outside transforms and compilation."""
+    weff, wgrad = cache
+    return _LayerSubnetWeight.apply(scores, weight, weff, wgrad)
 
 
 def subnet_weight_precomputed(

@@ -16,10 +16,9 @@ Which layer types are masked, and which of their parameters, is listed once, in
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import functools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,19 +31,20 @@ from .errors import SpikeLotteryError
 from .masks import (
     float_mask,
     init_weight_,
+    layer_subnet_weight,
     mask_scores,
     mp_alpha,
     precompute_subnet,
-    subnet_weight_precomputed,
     topk_mask,
     topk_mask_sorted,
 )
+from .native import native_subnet_weight
+from .weight_reads import note_read
 
 __all__ = [
     "MODES",
     "SubnetLayer",
     "check_mode",
-    "record_weight_reads",
     "scores_name",
 ]
 
@@ -68,42 +68,15 @@ def scores_name(name: str) -> str:
     return "scores" if name == "weight" else f"{name}_scores"
 
 
-# The ids of the score-mask layers whose masked weight was read, while record_weight_reads runs.
-_READS: set[int] | None = None
-
-
-@contextlib.contextmanager
-def record_weight_reads() -> Iterator[set[int]]:
-    """Collect ``id(layer)`` of every score-mask layer whose masked weight is read meanwhile.
-
-    :func:`~spikelottery.check_ticket` uses it to tell a layer that nobody used from one
-    whose weight was read but bypassed on the way to the output.
-
-    >>> from spikelottery import SubnetLinear
-    >>> layer = SubnetLinear(4, 2, pa=0.5)
-    >>> with record_weight_reads() as reads:
-    ...     _ = layer.weight
-    >>> id(layer) in reads
-    True
-    """
-    global _READS
-    previous, _READS = _READS, set()
-    try:
-        yield _READS
-    finally:
-        _READS = previous
-
-
-def note_read(layer: nn.Module) -> None:
-    """Record a read of ``layer``'s masked weight (for :func:`record_weight_reads`)."""
-    if _READS is not None:
-        _READS.add(id(layer))
+@functools.lru_cache(maxsize=4096)
+def _kept(n: int, pa: float) -> int:  # a Fraction product, asked by every layer every step
+    return kept_count(n, pa)
 
 
 class _Cache:
     """What one masked parameter keeps between calls (never saved, never copied)."""
 
-    __slots__ = ("alpha", "mask", "mask_key", "pre", "pre_key", "pre_version")
+    __slots__ = ("alpha", "hint", "mask", "mask_key", "pre", "pre_key", "pre_version")
 
     def __init__(self) -> None:
         self.mask_key: tuple[Any, ...] | None = None
@@ -112,6 +85,7 @@ class _Cache:
         self.alpha: Tensor | None = None
         self.pre: tuple[Tensor, Tensor | None] | None = None
         self.pre_version: int | None = None
+        self.hint: tuple[int, int] | None = None  # where the native selection looks first
 
 
 class SubnetLayer(nn.Module):
@@ -210,21 +184,34 @@ class SubnetLayer(nn.Module):
                 c.mask = self._current_mask(name, c)
             return c
         with torch.no_grad():
-            if mask_key == c.mask_key:
-                mask = self._current_mask(name, c)
-            else:
-                # On the training path (no mask() asked for) the selection writes the float
-                # mask itself: one pass fewer than converting a bool mask.
-                try:
-                    mask = topk_mask(s, self.pa, dtype=torch.bool if keep_mask else w.dtype)
-                except ValueError as exc:
-                    raise SpikeLotteryError(f"{self._describe(name)}: {exc}") from None
-            # "mp": one float mask for alpha and W * M (float x bool is PyTorch's slow
-            # mixed-dtype path); "lt": precompute_subnet builds W * M from the float mask.
-            mp = self._mask_mode == "mp"
-            m = float_mask(mask, w.dtype) if mp else mask
-            alpha = mp_alpha(w, m, kept_count(w.numel(), self.pa)) if mp else None
-            c.pre = precompute_subnet(s, w, m, alpha)
+            keep, mp = _kept(w.numel(), self.pa), self._mask_mode == "mp"
+            try:
+                fast = None  # the native kernels, for a frozen weight (the selection is cheap)
+                if not w.requires_grad:
+                    mode, hint = self._mask_mode, c.hint
+                    fast = native_subnet_weight(s, w, keep, mode, with_mask=keep_mask, hint=hint)
+                if fast is not None:
+                    mask, alpha, c.pre, c.hint = (
+                        fast.mask,
+                        fast.alpha,
+                        (fast.weight, None),
+                        fast.hint,
+                    )
+                else:
+                    # On the training path (no mask() asked for) the selection writes the
+                    # float mask itself: one pass fewer than converting a bool mask.
+                    mask = (
+                        self._current_mask(name, c)
+                        if mask_key == c.mask_key
+                        else topk_mask(s, self.pa, dtype=torch.bool if keep_mask else w.dtype)
+                    )
+                    # "mp": one float mask for alpha and W * M (float x bool is PyTorch's slow
+                    # mixed-dtype path); "lt": precompute_subnet builds W * M from the mask.
+                    m = float_mask(mask, w.dtype) if mp else mask
+                    alpha = mp_alpha(w, m, keep) if mp else None
+                    c.pre = precompute_subnet(s, w, m, alpha)
+            except ValueError as exc:  # NaN or inf scores
+                raise SpikeLotteryError(f"{self._describe(name)}: {exc}") from None
         c.alpha = alpha
         c.mask = mask if keep_mask else None  # kept only for mask(), until the next change
         weff = c.pre[0]
@@ -496,7 +483,7 @@ class SubnetLayer(nn.Module):
             # No graph to build: hand out the cache itself, so that a write to it or a
             # requires_grad_ on it is seen by the next read (and refused) instead of lost.
             return c.pre[0]
-        return subnet_weight_precomputed(s, w, c.pre)
+        return layer_subnet_weight(s, w, c.pre)
 
     def kept_of(self, name: str | None = None) -> int:
         """Number of entries of ``name`` kept: ``n - floor(pa * n)``."""

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import native
 from .._version import __version__
 
 __all__ = ["ENVIRONMENT_FIELDS", "cpu_capability", "cpu_name", "describe_environment"]
@@ -78,7 +79,10 @@ def describe_environment(device: torch.device, *, threads: int) -> dict[str, Any
         instructions torch's CPU kernels use: ``"AVX512"``, ``"AVX2"``, ...), ``device`` (``"cpu"`` or the GPU's
         name), ``cuda`` and ``cudnn`` versions (``None`` on CPU), ``threads``,
         ``deterministic`` (``torch.are_deterministic_algorithms_enabled()``),
-        ``cudnn_deterministic`` and ``cudnn_benchmark``.
+        ``cudnn_deterministic`` and ``cudnn_benchmark``: the fields of
+        :data:`ENVIRONMENT_FIELDS`. Also ``native_kernels``: whether the score-mask layers
+        could use :mod:`spikelottery.native`'s kernels; they give the same numbers as
+        the eager path, bit for bit, so it is not one of those fields.
     """
     gpu = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if gpu else device.type
@@ -98,4 +102,5 @@ def describe_environment(device: torch.device, *, threads: int) -> dict[str, Any
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "native_kernels": native.available(),
     }
