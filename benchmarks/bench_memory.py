@@ -38,7 +38,7 @@ _MODULE_DICTS = ("_parameters", "_buffers", "_modules")
 
 
 def _tensors(value: Any, path: str) -> Iterator[tuple[str, Tensor]]:
-    """Every tensor in ``value``, looking inside tuples, lists and dicts."""
+    """Every tensor in ``value``, looking inside tuples, lists, dicts and slotted objects."""
     if isinstance(value, Tensor):
         yield path, value
     elif isinstance(value, (tuple, list)):
@@ -47,6 +47,9 @@ def _tensors(value: Any, path: str) -> Iterator[tuple[str, Tensor]]:
     elif isinstance(value, dict):
         for key, item in value.items():
             yield from _tensors(item, f"{path}[{key!r}]")
+    elif hasattr(type(value), "__slots__"):  # a small record object, like a layer's cache
+        for slot in type(value).__slots__:
+            yield from _tensors(getattr(value, slot, None), f"{path}.{slot}")
 
 
 def _held(layer: nn.Module) -> Iterator[tuple[str, Tensor]]:

@@ -305,6 +305,28 @@ def test_a_library_others_may_write_is_not_loaded(fresh: Path) -> None:
     )
     loaded = Path(out.stdout.strip())
     assert loaded.name == built.name and loaded.parent != built.parent  # a private build
+    assert not loaded.parent.exists()  # and its folder is gone again
+
+
+@needs_native
+def test_an_unwritable_cache_folder_gives_a_private_build(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (fresh / "a file").write_text("")  # a folder that cannot be made, whoever runs this
+    monkeypatch.setenv("SPIKELOTTERY_CACHE_DIR", str(fresh / "a file" / "cache"))
+    assert native.available(), native.unavailable_reason()
+    assert sorted(p.name for p in fresh.iterdir()) == ["a file"]
+
+
+@needs_native
+def test_a_build_is_writable_by_its_owner_only_whatever_the_umask(fresh: Path) -> None:
+    old = os.umask(0o002)  # a cluster's usual group-writable default
+    try:
+        assert native.available()
+    finally:
+        os.umask(old)
+    (built,) = (fresh / "kernels").glob("*.so")
+    assert built.stat().st_mode & 0o777 == 0o755
 
 
 @needs_native

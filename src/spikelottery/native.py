@@ -164,7 +164,8 @@ def _trusted(path: Path) -> bool:
 
 
 def _build(cc: str, flags: tuple[str, ...], path: Path) -> None:
-    """Compile the kernels to ``path``: into a temporary file beside it, then renamed."""
+    """Compile the kernels to ``path``: into a temporary file beside it, then renamed
+    (whatever the umask, writable by its owner only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -174,33 +175,47 @@ def _build(cc: str, flags: tuple[str, ...], path: Path) -> None:
         )
         if done.returncode != 0:
             raise RuntimeError(f"{cc} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        os.chmod(tmp, 0o755)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _private(cc: str, flags: tuple[str, ...], name: str) -> ctypes.CDLL:
+    """Built in a private folder and loaded; the file goes again (the mapping stays)."""
+    folder = Path(tempfile.mkdtemp(prefix="spikelottery-"))
+    try:
+        _build(cc, flags, folder / name)
+        return _open(folder / name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cached(cc: str, flags: tuple[str, ...]) -> ctypes.CDLL:
+    """The kernels from the cache (built there first if missing, again if damaged); a
+    private build when the cache cannot be written or its file is not trusted."""
+    path = _library_path(cc, flags)
+    try:
+        if not path.is_file():
+            _build(cc, flags, path)
+        if _trusted(path):
+            try:
+                return _open(path)
+            except (OSError, AttributeError):  # a truncated or foreign file
+                _build(cc, flags, path)
+                return _open(path)
+    except OSError:  # the cache folder cannot be written
+        pass
+    return _private(cc, flags, path.name)
+
+
 def _compiled(cc: str) -> ctypes.CDLL:
-    """The kernels built with the first set of flags the compiler takes, from the cache
-    when they are there (and trusted: else built again, into a private folder)."""
+    """The kernels built with the first set of flags the compiler takes."""
     errors = []
     for flags in _CANDIDATES:
-        path = _library_path(cc, flags)
         try:
-            try:
-                if not path.is_file():
-                    _build(cc, flags, path)
-            except OSError:  # the cache folder is not writable: a private one
-                path = Path(tempfile.mkdtemp(prefix="spikelottery-")) / path.name
-                _build(cc, flags, path)
-            if not _trusted(path):
-                path = Path(tempfile.mkdtemp(prefix="spikelottery-")) / path.name
-                _build(cc, flags, path)
-            try:
-                return _open(path)
-            except (OSError, AttributeError):  # a truncated or foreign file: build it again
-                _build(cc, flags, path)
-                return _open(path)
+            return _cached(cc, flags)
         except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
             errors.append(f"{' '.join(flags[:2])}: {type(exc).__name__}: {exc}")
     raise RuntimeError("; ".join(errors))
