@@ -349,3 +349,29 @@ def test_one_openmp_runtime_serves_torch_and_the_kernels() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert len(eval(out.stdout)) <= 1, out.stdout  # two runtimes would oversubscribe the cores
+
+
+@needs_native
+def test_a_private_build_leaves_no_folder_behind(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"  # a cache that cannot be made: a private build
+    blocked.write_bytes(b"")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    code = (
+        "import torch, spikelottery.native as n; assert n.available(), n.unavailable_reason();"
+        "print(n.native_score_grad(*(torch.ones(1024) for _ in range(3))).sum().item())"
+    )
+    env = {**os.environ, "SPIKELOTTERY_CACHE_DIR": str(blocked), "TMPDIR": str(temp)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "1024.0"  # the kernels ran from the removed folder
+    assert list(temp.iterdir()) == []
+
+
+@needs_native
+def test_cc_may_be_a_command_line(tmp_path: Path) -> None:
+    # as make reads it (CC="ccache gcc", CC="gcc -m64"): not one program's name
+    code = "import spikelottery.native as n; assert n.available(), n.unavailable_reason()"
+    env = {**os.environ, "SPIKELOTTERY_CACHE_DIR": str(tmp_path), "CC": f"{CC} -w"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)

@@ -33,13 +33,14 @@ kept weights) takes the eager path. With OpenMP they run on torch's intra-op thr
 (``torch.get_num_threads()``), in the OpenMP runtime torch has loaded.
 
 How they are built: plain C99 with strict IEEE arithmetic, compiled on first use (about
-a second) with the machine's C compiler (``$CC``, else ``cc``) into
-``$SPIKELOTTERY_CACHE_DIR`` (default ``~/.cache/spikelottery``): written atomically,
-named by a hash of the source, the flags and the CPU's features, loaded only when owned
-by this user and writable by nobody else (else built again into a private folder), and
-called through :mod:`ctypes`. No compiler, a failed build or ``SPIKELOTTERY_NATIVE=0``
-in the environment: the eager path, with the same results. :func:`available` says
-which; the engine records it in ``results.json`` (``environment.native_kernels``).
+a second) with the machine's C compiler (``$CC``, a command line as make reads it, else
+``cc``) into ``$SPIKELOTTERY_CACHE_DIR`` (default ``~/.cache/spikelottery``): written
+atomically, named by a hash of the source, the flags and the CPU's features, loaded only
+when owned by this user and writable by nobody else (else built again into a private
+folder, removed once loaded), and called through :mod:`ctypes`. No compiler, a failed
+build or ``SPIKELOTTERY_NATIVE=0`` in the environment: the eager path, with the same
+results. :func:`available` says which; the engine records it in ``results.json``
+(``environment.native_kernels``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import hashlib
 import math
 import os
 import platform
+import shlex
 import shutil
 import struct
 import subprocess
@@ -129,12 +131,18 @@ def cache_dir() -> Path:
     return Path(base) / "spikelottery"
 
 
-def _compiler() -> str:
+def _compiler() -> tuple[str, ...]:
+    """The compiler's command: ``$CC``, else ``cc``, its program resolved on PATH. ``$CC``
+    may be a command line, as make reads it (``"ccache gcc"``, ``"gcc -m64"``)."""
     cc = os.environ.get("CC") or "cc"
     found = shutil.which(cc)
+    if found is not None:  # a program, whatever characters its path holds
+        return (found,)
+    words = shlex.split(cc) if os.name == "posix" else []
+    found = shutil.which(words[0]) if words else None
     if found is None:
         raise RuntimeError(f"no C compiler: {cc!r} is not on PATH (set CC to one)")
-    return found
+    return (found, *words[1:])
 
 
 def _cpu_flags() -> str:
@@ -149,8 +157,13 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-def _library_path(cc: str, flags: tuple[str, ...]) -> Path:
-    parts = [_SOURCE.read_bytes(), " ".join(flags).encode(), cc.encode(), sys.platform.encode()]
+def _library_path(cc: tuple[str, ...], flags: tuple[str, ...]) -> Path:
+    parts = [
+        _SOURCE.read_bytes(),
+        " ".join(flags).encode(),
+        "\0".join(cc).encode(),
+        sys.platform.encode(),
+    ]
     parts += [platform.machine().encode(), _cpu_flags().encode()]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     return cache_dir() / "kernels" / f"spikelottery-{key}.so"
@@ -163,7 +176,7 @@ def _trusted(path: Path) -> bool:
     return own and not st.st_mode & 0o022
 
 
-def _build(cc: str, flags: tuple[str, ...], path: Path) -> None:
+def _build(cc: tuple[str, ...], flags: tuple[str, ...], path: Path) -> None:
     """Compile the kernels to ``path``: into a temporary file beside it, then renamed
     (whatever the umask, writable by its owner only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,10 +184,15 @@ def _build(cc: str, flags: tuple[str, ...], path: Path) -> None:
     os.close(fd)
     try:
         done = subprocess.run(
-            [cc, *flags, "-o", tmp, str(_SOURCE)], capture_output=True, text=True, timeout=300
+            [*cc, *flags, "-o", tmp, str(_SOURCE)],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"{cc} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+            raise RuntimeError(
+                f"{' '.join(cc)} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+            )
         os.chmod(tmp, 0o755)
         os.replace(tmp, path)
     finally:
@@ -182,7 +200,7 @@ def _build(cc: str, flags: tuple[str, ...], path: Path) -> None:
             os.unlink(tmp)
 
 
-def _private(cc: str, flags: tuple[str, ...], name: str) -> ctypes.CDLL:
+def _private(cc: tuple[str, ...], flags: tuple[str, ...], name: str) -> ctypes.CDLL:
     """Built in a private folder and loaded; the file goes again (the mapping stays)."""
     folder = Path(tempfile.mkdtemp(prefix="spikelottery-"))
     try:
@@ -192,7 +210,7 @@ def _private(cc: str, flags: tuple[str, ...], name: str) -> ctypes.CDLL:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _cached(cc: str, flags: tuple[str, ...]) -> ctypes.CDLL:
+def _cached(cc: tuple[str, ...], flags: tuple[str, ...]) -> ctypes.CDLL:
     """The kernels from the cache (built there first if missing, again if damaged); a
     private build when the cache cannot be written or its file is not trusted."""
     path = _library_path(cc, flags)
@@ -210,7 +228,7 @@ def _cached(cc: str, flags: tuple[str, ...]) -> ctypes.CDLL:
     return _private(cc, flags, path.name)
 
 
-def _compiled(cc: str) -> ctypes.CDLL:
+def _compiled(cc: tuple[str, ...]) -> ctypes.CDLL:
     """The kernels built with the first set of flags the compiler takes."""
     errors = []
     for flags in _CANDIDATES:
