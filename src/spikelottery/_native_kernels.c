@@ -169,49 +169,38 @@ void sl_mask(const uint32_t *restrict x, int64_t n, uint32_t t, int64_t ties, in
     FOR_TIES(i) out[i] = 1;
 }
 
-/* "lt": out = W * M, the same product (and signed zeros) as the float mask times W. */
-void sl_weight_lt(const uint32_t *restrict x, const float *restrict w, int64_t n, uint32_t t,
-                  int64_t ties, int nthreads, float *restrict out)
-{
-    const int32_t *xs = (const int32_t *)x, ts = (int32_t)t;
-    const uint32_t *wb = (const uint32_t *)w;
-    uint32_t *ob = (uint32_t *)out;
-    PARALLEL_FOR
-    for (int64_t i = 0; i < n; i++) { /* a blend without branches: W or W * 0.0 */
-        float removed = w[i] * 0.0f;  /* +-0, or NaN for an infinite W */
-        uint32_t rb, keep = (uint32_t)-KEEP(i);
-        memcpy(&rb, &removed, sizeof rb);
-        ob[i] = (wb[i] & keep) | (rb & ~keep);
-    }
-    FOR_TIES(i) out[i] = w[i];
-}
-
 /* A kept |W| of 0 is written as -0.0: the sum is the same (some other entry is a +0
  * or a nonzero), and sl_weight_mp_kept tells it from a removed entry's +0. */
 #define MARKED(a) ((a) | ((uint32_t)-(int32_t)((a) == 0) & 0x80000000u))
 
-/* |W| * M, the products the reference sums for alpha (torch sums them, so that alpha is
- * the reference's bit for bit): |W| where kept (MARKED), |W| * 0.0 (+0, or NaN for an
- * infinite W) where removed. */
-void sl_kept_abs(const uint32_t *restrict x, const float *restrict w, int64_t n, uint32_t t,
-                 int64_t ties, int nthreads, float *restrict out)
+/* What an entry of weight bits `wb` is written as: v where kept (keep all ones), v * 0.0
+ * where removed (keep 0: +-0, or NaN for an infinite W), without a branch. v is W
+ * ("lt": W * M, the same product and signed zeros as the float mask times W), or |W|
+ * MARKED (absw: the products |W| * M that torch sums for alpha, so that alpha is the
+ * reference's bit for bit). */
+static inline uint32_t written(uint32_t wb, int absw, uint32_t keep)
 {
-    const int32_t *xs = (const int32_t *)x, ts = (int32_t)t;
-    const uint32_t *wb = (const uint32_t *)w;
-    uint32_t *ob = (uint32_t *)out;
-    PARALLEL_FOR
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t a = wb[i] & MAGNITUDE, rb, keep = (uint32_t)-KEEP(i);
-        float v, removed;
-        memcpy(&v, &a, sizeof v);
-        removed = v * 0.0f;
-        memcpy(&rb, &removed, sizeof rb);
-        ob[i] = (MARKED(a) & keep) | (rb & ~keep);
-    }
-    FOR_TIES(i) ob[i] = MARKED(wb[i] & MAGNITUDE);
+    uint32_t v = absw ? wb & MAGNITUDE : wb, rb;
+    float vf, removed;
+    memcpy(&vf, &v, sizeof vf);
+    removed = vf * 0.0f;
+    memcpy(&rb, &removed, sizeof rb);
+    v = absw ? MARKED(v) : v;
+    return (v & keep) | (rb & ~keep);
 }
 
-/* "mp", in place over the output of sl_kept_abs (finite, as alpha is): alpha * sign(W)
+/* W * M (absw = 0) or the products |W| * M (absw = 1), for a known threshold. */
+void sl_write(const uint32_t *restrict x, const uint32_t *restrict w, int64_t n, uint32_t t,
+              int64_t ties, int absw, int nthreads, uint32_t *restrict out)
+{
+    const int32_t *xs = (const int32_t *)x, ts = (int32_t)t;
+    PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++)
+        out[i] = written(w[i], absw, (uint32_t)-KEEP(i));
+    FOR_TIES(i) out[i] = written(w[i], absw, 0xFFFFFFFFu);
+}
+
+/* "mp", in place over the products sl_write wrote (finite, as alpha is): alpha * sign(W)
  * * M with sign(0) = +1, bit for bit what the reference's copysign(alpha, W + 0.0) * M
  * gives for a finite alpha >= 0: alpha's bits with W's sign bit (none for -0.0, which
  * W + 0.0 makes +0.0), and a zero of that sign where removed (kept: any bits but +0). */
@@ -261,7 +250,7 @@ static uint32_t kth_smallest(const uint32_t *v, int64_t m, int64_t k)
 /* The selection and the output in one pass, from a guess [lo, hi] of the threshold's
  * |x| bits (the last step's threshold, widened).
  *
- * Writes what sl_weight_lt (absw = 0) or sl_kept_abs (absw = 1) writes. One pass decides
+ * Writes what sl_write writes. One pass decides
  * every entry outside [lo, hi] and notes the positions of those inside (each thread
  * up to `cap` of them, into pos[id * cap ...]); the threshold is then found among the
  * noted ones (their values copied to `vals`, nthreads * cap of room) and they are
@@ -276,7 +265,6 @@ int64_t sl_select_write(const uint32_t *restrict x, const uint32_t *restrict w, 
                         int64_t *ties)
 {
     const int32_t los = (int32_t)lo, his = (int32_t)hi, infs = 0x7F800000;
-    const uint32_t vmask = absw ? MAGNITUDE : 0xFFFFFFFFu;
     int used = 1;
 #pragma omp parallel num_threads(nthreads) if (n >= PARALLEL_MIN)
     {
@@ -291,13 +279,7 @@ int64_t sl_select_write(const uint32_t *restrict x, const uint32_t *restrict w, 
             int hit = 0;
             for (int64_t j = i; j < stop; j++) {
                 int32_t a = (int32_t)(x[j] & MAGNITUDE);
-                uint32_t v = w[j] & vmask, rb, keepbits = (uint32_t)-(int32_t)(a > his);
-                float vf, removed;
-                memcpy(&vf, &v, sizeof vf);
-                removed = vf * 0.0f;
-                memcpy(&rb, &removed, sizeof rb);
-                v = absw ? MARKED(v) : v;
-                out[j] = (v & keepbits) | (rb & ~keepbits);
+                out[j] = written(w[j], absw, (uint32_t)-(int32_t)(a > his));
                 above += a > his;
                 bad += a >= infs;
                 hit |= (a >= los) & (a <= his);
@@ -349,7 +331,7 @@ int64_t sl_select_write(const uint32_t *restrict x, const uint32_t *restrict w, 
     for (int64_t k = 0; k < m; k++) {
         uint32_t a = x[pos[k]] & MAGNITUDE;
         if (a > th || (a == th && left-- > 0))
-            out[pos[k]] = absw ? MARKED(w[pos[k]] & MAGNITUDE) : w[pos[k]];
+            out[pos[k]] = written(w[pos[k]], absw, 0xFFFFFFFFu);
     }
     return 0;
 }

@@ -102,8 +102,7 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "sl_scratch_size": ([_INT], _I64),
     "sl_select": ([_P, _I64, _I64, _INT, _P, _P, _P], _I64),
     "sl_mask": ([_P, _I64, _U32, _I64, _INT, _P], None),
-    "sl_weight_lt": ([_P, _P, _I64, _U32, _I64, _INT, _P], None),
-    "sl_kept_abs": ([_P, _P, _I64, _U32, _I64, _INT, _P], None),
+    "sl_write": ([_P, _P, _I64, _U32, _I64, _INT, _INT, _P], None),
     "sl_weight_mp_kept": ([_P, _I64, ctypes.c_float, _INT, _P], None),
     "sl_score_grad": ([_P, _P, _P, _I64, _INT, _P], None),
     "sl_select_write": (
@@ -412,8 +411,7 @@ def native_subnet_weight(
         scratch = buf.scratch.data_ptr()
         status = lib.sl_select(sp, n, keep, threads, scratch, ctypes.byref(t), ctypes.byref(ties))
         if not status:
-            fill = lib.sl_kept_abs if mp else lib.sl_weight_lt
-            fill(sp, wp, n, t.value, ties.value, threads, first.data_ptr())
+            lib.sl_write(sp, wp, n, t.value, ties.value, int(mp), threads, first.data_ptr())
     if status:
         raise nonfinite_scores_error(int(status), n)
     out, alpha = first, None
