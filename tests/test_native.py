@@ -202,6 +202,11 @@ def test_other_tensors_take_the_eager_path() -> None:
     assert native.native_subnet_weight(s[:5], w[:5], 10, "lt") is None  # under MIN_NUMEL
     assert native.native_subnet_weight(s, w, 6000, "lt") is None  # keeps everything
     assert native.native_score_grad(s.half(), w.half(), s.half()) is None
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():  # no storage behind them: nothing to hand to C
+        fake = torch.empty(600, 10)
+        assert native.native_subnet_weight(fake, fake.clone(), 100, "lt") is None
 
 
 class _Net(nn.Module):
@@ -233,10 +238,22 @@ def _search(mode: str, steps: int) -> list[torch.Tensor]:
 def test_a_search_is_the_same_bit_for_bit_with_and_without_the_kernels(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import spikelottery.subnet as subnet_module
+
+    calls = {"native": 0}
+    real = native.native_subnet_weight
+
+    def counted(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["native"] += out is not None
+        return out
+
+    monkeypatch.setattr(subnet_module, "native_subnet_weight", counted)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         fast = _search(mode, 25)
+        assert calls["native"] >= 2 * 25  # the kernels really ran (both big layers, each step)
         monkeypatch.setenv(native.ENV_SWITCH, "0")
         assert not native.available()
         eager = _search(mode, 25)

@@ -4,7 +4,7 @@ After every optimizer step each score-mask layer finds its exact top-k mask, alp
 (mode ``"mp"``) and its effective weight; backward computes the score gradient
 ``grad * W * sign(s)``. In eager PyTorch that is some fifteen memory-bound kernels per
 layer (:func:`~spikelottery.masks.topk_mask`'s radix select, the float mask, ``W * M``,
-``sign`` and two products), which on a CPU cost a search step 10-30% over dense
+``sign`` and two products), which on a CPU cost a search step 8-33% over dense
 training. The C kernels in ``_native_kernels.c`` do it in one to three passes:
 
 * the selection and the effective weight in one pass: from where the threshold was
@@ -334,6 +334,15 @@ def _fits(*tensors: Tensor) -> bool:
         if t.dtype != torch.float32 or t.device.type != "cpu" or t.numel() != n:
             return False
         if not t.is_contiguous() or t.is_inference():
+            return False
+        # plain tensors with memory behind them: not a subclass (a fake tensor, a
+        # transform's wrapper), whose data pointer may be missing or null
+        if type(t) not in (Tensor, torch.nn.Parameter):
+            return False
+        try:
+            if not t.data_ptr():
+                return False
+        except RuntimeError:
             return False
     return True
 
